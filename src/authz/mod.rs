@@ -1,0 +1,91 @@
+//! Authentication and authorization: keys, token minting and verification,
+//! the verified-token cache and the Datalog policy. Knows nothing about HTTP;
+//! the HTTP layer maps [`AuthError`] to status codes in one place.
+
+pub mod cache;
+pub mod keys;
+pub mod policy;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use cache::{TokenCache, Verified};
+use keys::RootKeys;
+use policy::{Policy, RequestFacts};
+
+/// Why a request was not let through.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("authentication required")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(&'static str),
+    #[error("token expired")]
+    Expired,
+    #[error("session is no longer valid")]
+    Revoked,
+    #[error("forbidden: {0}")]
+    Denied(String),
+    /// The authorizer hit its run limits: a server-side condition, never
+    /// reported as a denial.
+    #[error("authorization could not be completed in time")]
+    Limit,
+    #[error("internal authorization error: {0}")]
+    Internal(String),
+}
+
+/// The verifier every request goes through.
+pub struct Authz {
+    keys: RootKeys,
+    policy: Policy,
+    cache: TokenCache,
+}
+
+impl Authz {
+    pub fn new(keys: RootKeys, policy: Policy, cache_capacity: usize) -> Self {
+        Self {
+            keys,
+            policy,
+            cache: TokenCache::new(cache_capacity),
+        }
+    }
+
+    pub fn keys(&self) -> &RootKeys {
+        &self.keys
+    }
+
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    /// Verify a token's signatures (or find it already verified) and check its
+    /// claimed expiry against `now`.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Arc<Verified>, AuthError> {
+        let verified = match self.cache.get(token) {
+            Some(hit) => hit,
+            None => {
+                let (biscuit, claims) = tokens::verify(&self.keys, token)?;
+                let verified = Arc::new(Verified { biscuit, claims });
+                self.cache.insert(token, verified.clone());
+                verified
+            }
+        };
+        if verified.claims.expires_at() <= now {
+            return Err(AuthError::Expired);
+        }
+        Ok(verified)
+    }
+
+    pub fn authorize(&self, verified: &Verified, request: &RequestFacts) -> Result<(), AuthError> {
+        self.policy.authorize(&verified.biscuit, request)
+    }
+
+    pub fn mint_session(
+        &self,
+        user: &str,
+        session: &str,
+        expires_at: i64,
+    ) -> Result<String, AuthError> {
+        tokens::mint_session(&self.keys, user, session, expires_at)
+    }
+}

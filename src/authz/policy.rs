@@ -1,0 +1,159 @@
+//! The access policy: Datalog from `datalog/*.dl`, parsed once at start-up and
+//! reused for every request with only that request's facts added.
+
+use std::path::Path;
+
+use biscuit_auth::builder::{self, Fact, Term};
+use biscuit_auth::error::{FailedCheck, Logic, Token as TokenError};
+use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit};
+
+use super::AuthError;
+
+/// The policy files built into the binary, so it runs with no files beside it.
+/// `--policy-dir` (or `Config::policy_dir`) loads a directory instead.
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("auth.dl", include_str!("../../datalog/auth.dl")),
+    ("policy.dl", include_str!("../../datalog/policy.dl")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy file {file}: {reason}")]
+    Parse { file: String, reason: String },
+    #[error("policy directory {0}: {1}")]
+    Io(String, String),
+    #[error("the policy has no allow or deny rules, so it would refuse everything")]
+    NoPolicies,
+}
+
+/// A compiled policy. Cloning the inner builder per request copies parsed
+/// rules, never source text.
+#[derive(Clone)]
+pub struct Policy {
+    base: AuthorizerBuilder,
+}
+
+/// The facts describing one request: the operation and whatever store facts
+/// the decision needs (admin flag, owner, grants...). Keep it small: the cost of
+/// a decision grows with the world.
+#[derive(Debug, Clone)]
+pub struct RequestFacts {
+    operation: String,
+    facts: Vec<Fact>,
+}
+
+impl RequestFacts {
+    pub fn new(operation: &str) -> Self {
+        Self {
+            operation: operation.to_owned(),
+            facts: vec![builder::fact("operation", &[builder::string(operation)])],
+        }
+    }
+
+    pub fn fact(mut self, name: &str, terms: &[Term]) -> Self {
+        self.facts.push(builder::fact(name, terms));
+        self
+    }
+
+    pub fn operation(&self) -> &str {
+        &self.operation
+    }
+}
+
+impl Policy {
+    pub fn embedded(limits: AuthorizerLimits) -> Result<Self, PolicyError> {
+        let sources: Vec<(String, String)> = EMBEDDED
+            .iter()
+            .map(|(name, text)| (name.to_string(), text.to_string()))
+            .collect();
+        Self::compile(&sources, limits)
+    }
+
+    /// Every `*.dl` file in `dir`, in name order.
+    pub fn from_dir(dir: &Path, limits: AuthorizerLimits) -> Result<Self, PolicyError> {
+        let io = |e: std::io::Error| PolicyError::Io(dir.display().to_string(), e.to_string());
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.extension().is_some_and(|ext| ext == "dl") {
+                let text = std::fs::read_to_string(&path).map_err(io)?;
+                files.push((path.display().to_string(), text));
+            }
+        }
+        files.sort();
+        Self::compile(&files, limits)
+    }
+
+    pub fn compile(
+        sources: &[(String, String)],
+        limits: AuthorizerLimits,
+    ) -> Result<Self, PolicyError> {
+        let mut base = AuthorizerBuilder::new().set_limits(limits);
+        for (file, text) in sources {
+            base = base.code(text).map_err(|e| PolicyError::Parse {
+                file: file.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        if !base.dump_code().lines().any(|l| {
+            let l = l.trim_start();
+            l.starts_with("allow if") || l.starts_with("deny if")
+        }) {
+            return Err(PolicyError::NoPolicies);
+        }
+        Ok(Self { base })
+    }
+
+    /// Decide one request. Checks carried by the token (expiry, holder-added
+    /// restrictions) must pass, and the policy's allow/deny rules decide.
+    pub fn authorize(&self, token: &Biscuit, request: &RequestFacts) -> Result<(), AuthError> {
+        let mut builder = self.base.clone().time();
+        for fact in &request.facts {
+            builder = builder
+                .fact(fact.clone())
+                .map_err(|e| AuthError::Internal(format!("request fact: {e}")))?;
+        }
+        let mut authorizer = builder.build(token).map_err(|e| match e {
+            TokenError::RunLimit(limit) => limit_hit(request, &limit.to_string()),
+            other => AuthError::Internal(format!("building the authorizer: {other}")),
+        })?;
+        match authorizer.authorize() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(explain_refusal(request, e)),
+        }
+    }
+}
+
+fn limit_hit(request: &RequestFacts, what: &str) -> AuthError {
+    tracing::warn!(
+        operation = request.operation(),
+        limit = what,
+        "authorizer limit reached"
+    );
+    AuthError::Limit
+}
+
+fn explain_refusal(request: &RequestFacts, error: TokenError) -> AuthError {
+    let op = request.operation();
+    match error {
+        TokenError::RunLimit(limit) => limit_hit(request, &limit.to_string()),
+        TokenError::FailedLogic(Logic::Unauthorized { checks, .. })
+        | TokenError::FailedLogic(Logic::NoMatchingPolicy { checks })
+            if checks.iter().any(is_token_check) =>
+        {
+            AuthError::Denied(format!("a restriction in the token does not allow {op}"))
+        }
+        TokenError::FailedLogic(_) => AuthError::Denied(format!("the policy does not allow {op}")),
+        TokenError::Execution(e) => {
+            tracing::debug!(error = %e, operation = op, "a token check failed to evaluate");
+            AuthError::Denied(format!(
+                "a restriction in the token could not be evaluated for {op}"
+            ))
+        }
+        other => AuthError::Internal(format!("authorizing {op}: {other}")),
+    }
+}
+
+fn is_token_check(check: &FailedCheck) -> bool {
+    matches!(check, FailedCheck::Block(_))
+}

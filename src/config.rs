@@ -1,0 +1,88 @@
+//! Server configuration: one plain struct, filled from the command line and
+//! environment by `main.rs`, or built directly by tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use biscuit_auth::AuthorizerLimits;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the store and key files live.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Mark the session cookie `Secure` (set when served behind HTTPS).
+    pub cookie_secure: bool,
+    /// Load the policy from this directory instead of the copy built into the
+    /// binary (both come from `datalog/*.dl`).
+    pub policy_dir: Option<PathBuf>,
+    pub session_ttl: Duration,
+    /// Session lifetime when the user asked to stay signed in (`auto_login`).
+    pub long_session_ttl: Duration,
+    pub invite_ttl: Duration,
+    /// Bounds for every Datalog run. The library's default (1 ms) times out valid
+    /// tokens under load; ours is generous in time and strict in size, so a token
+    /// carrying hostile rules is cut off by fact and iteration counts first.
+    pub authorizer_limits: AuthorizerLimits,
+    /// How many verified tokens to keep (two generations of this size at most).
+    pub token_cache_capacity: usize,
+    /// Concurrent argon2 computations; the rest queue.
+    pub password_hash_concurrency: usize,
+    pub rate_limit: RateLimitConfig,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// Failed attempts allowed per client address within `window`.
+    pub per_address: u32,
+    /// Failed attempts allowed per username or invite within `window`.
+    pub per_account: u32,
+    pub window: Duration,
+    /// Most keys tracked at once; the oldest are forgotten first.
+    pub max_tracked: usize,
+}
+
+const DAY: u64 = 24 * 60 * 60;
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            cookie_secure: false,
+            policy_dir: None,
+            session_ttl: Duration::from_secs(7 * DAY),
+            long_session_ttl: Duration::from_secs(30 * DAY),
+            invite_ttl: Duration::from_secs(7 * DAY),
+            authorizer_limits: AuthorizerLimits {
+                max_facts: 2_000,
+                max_iterations: 200,
+                max_time: Duration::from_millis(250),
+            },
+            token_cache_capacity: 10_000,
+            password_hash_concurrency: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            rate_limit: RateLimitConfig {
+                per_address: 30,
+                per_account: 10,
+                window: Duration::from_secs(15 * 60),
+                max_tracked: 100_000,
+            },
+            max_body_bytes: 256 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data_dir.join("keys")
+    }
+}

@@ -1,0 +1,97 @@
+//! Domain logic: accounts, sessions and (in later modules) agents and per-user
+//! data. It speaks in users and sessions, reads and writes through the
+//! [`Store`](crate::store::Store) trait, and knows nothing about HTTP.
+
+pub mod keyspace;
+pub mod password;
+pub mod sessions;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+
+use crate::store::{Store, StoreError, Transaction};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("current password is incorrect")]
+    WrongPassword,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type DomainResult<T> = Result<T, DomainError>;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A random identifier of `bytes` bytes, base64url without padding: 8 bytes
+/// gives the 11-character ids the legacy host used for users.
+pub fn random_id(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Commit off the async workers: durable commits wait for an fsync.
+pub async fn commit(store: &Arc<dyn Store>, tx: Transaction) -> DomainResult<()> {
+    if !tx.durable {
+        return Ok(store.commit(&tx)?);
+    }
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.commit(&tx))
+        .await
+        .map_err(|e| DomainError::Internal(format!("commit task: {e}")))??;
+    Ok(())
+}
+
+/// Read-modify-write with optimistic concurrency: `attempt` reads what it
+/// needs and returns a transaction guarded by expectations on those reads; on a
+/// conflict it runs again on fresh data, a bounded number of times.
+pub async fn retry<T, F>(store: &Arc<dyn Store>, mut attempt: F) -> DomainResult<T>
+where
+    F: FnMut() -> DomainResult<(Transaction, T)>,
+{
+    const ATTEMPTS: usize = 8;
+    for _ in 0..ATTEMPTS {
+        let (tx, value) = attempt()?;
+        match commit(store, tx).await {
+            Ok(()) => return Ok(value),
+            Err(DomainError::Store(StoreError::Conflict)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(DomainError::Conflict(
+        "too many concurrent changes to the same records; try again".into(),
+    ))
+}
+
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> DomainResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| DomainError::Internal(format!("encoding a record: {e}")))
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> DomainResult<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| DomainError::Internal(format!("decoding a stored record: {e}")))
+}

@@ -1,0 +1,87 @@
+//! Login sessions. A session token is only as good as its record here: deleting
+//! the record (logout, lock, password change or reset, user deletion, admin
+//! revocation) ends the token on its very next request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{commit, decode, encode, keyspace, now, random_id, DomainResult};
+use crate::store::{Store, Transaction};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub long_lived: bool,
+}
+
+impl Session {
+    pub fn new(user_id: &str, ttl: Duration, long_lived: bool) -> Self {
+        let created_at = now();
+        Self {
+            id: random_id(16),
+            user_id: user_id.to_owned(),
+            created_at,
+            expires_at: created_at.saturating_add(ttl.as_secs() as i64),
+            long_lived,
+        }
+    }
+
+    /// Add the record and its per-user index entry to `tx`.
+    pub fn write_into(&self, tx: &mut Transaction) -> DomainResult<()> {
+        tx.put(keyspace::session(&self.id), encode(self)?);
+        tx.put(keyspace::user_session(&self.user_id, &self.id), Vec::new());
+        Ok(())
+    }
+}
+
+/// The session, if it still exists, belongs to `user_id` and has not expired.
+pub fn live(store: &dyn Store, id: &str, user_id: &str, at: i64) -> DomainResult<Option<Session>> {
+    let Some(bytes) = store.get(keyspace::session(id).as_bytes())? else {
+        return Ok(None);
+    };
+    let session: Session = decode(&bytes)?;
+    Ok((session.user_id == user_id && session.expires_at > at).then_some(session))
+}
+
+/// Add the removal of every session of `user_id` (but `keep`) to `tx`;
+/// returns how many.
+pub fn revoke_all_into(
+    store: &dyn Store,
+    tx: &mut Transaction,
+    user_id: &str,
+    keep: Option<&str>,
+) -> DomainResult<usize> {
+    let prefix = keyspace::user_sessions_prefix(user_id);
+    let mut revoked = 0;
+    for (key, _) in store.scan(prefix.as_bytes(), None, usize::MAX)? {
+        let sid = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+        if Some(sid.as_str()) == keep {
+            continue;
+        }
+        tx.delete(key);
+        tx.delete(keyspace::session(&sid));
+        revoked += 1;
+    }
+    Ok(revoked)
+}
+
+/// End one session (logout, lock).
+pub async fn revoke(store: &Arc<dyn Store>, session: &str, user_id: &str) -> DomainResult<()> {
+    let mut tx = Transaction::durable();
+    tx.delete(keyspace::session(session));
+    tx.delete(keyspace::user_session(user_id, session));
+    commit(store, tx).await
+}
+
+/// End every session of a user; returns how many ended.
+pub async fn revoke_all(store: &Arc<dyn Store>, user_id: &str) -> DomainResult<usize> {
+    let mut tx = Transaction::durable();
+    let n = revoke_all_into(store.as_ref(), &mut tx, user_id, None)?;
+    commit(store, tx).await?;
+    Ok(n)
+}

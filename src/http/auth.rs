@@ -1,0 +1,595 @@
+//! `/auth/*`: the legacy login and user-management API, same paths and JSON
+//! shapes as the TinyAgentOS server so its desktop, login and onboarding
+//! screens keep working. Session responses additionally carry `token` for API
+//! clients that send `Authorization: Bearer`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use biscuit_auth::builder::string;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::extract::{ClientAddr, MaybeCaller, SESSION_COOKIE};
+use super::ratelimit::Subject;
+use crate::authz::policy::RequestFacts;
+use crate::domain::sessions::{self, Session};
+use crate::domain::users::{LoggedIn, Profile, User};
+use crate::domain::DomainError;
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, Caller};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/status", get(status))
+        .route("/auth/setup", post(setup))
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+        .route("/auth/lock", post(lock))
+        .route("/auth/complete", post(complete))
+        .route("/auth/me", get(me))
+        .route("/auth/keys", get(keys))
+        .route("/auth/users", get(list_users).post(create_user))
+        .route("/auth/users/{username}", delete(delete_user))
+        .route("/auth/users/{username}/reset", post(reset_user))
+        .route("/auth/users/{username}/admin", post(set_admin))
+        .route("/auth/users/{username}/sessions", delete(revoke_sessions))
+        .route("/auth/users/{username}/profile", post(update_profile))
+        .route("/auth/users/{username}/password", post(change_password))
+}
+
+/// A user as every client sees them.
+#[derive(Serialize)]
+pub struct PublicUser<'a> {
+    id: &'a str,
+    username: &'a str,
+    full_name: &'a str,
+    email: &'a str,
+    is_admin: bool,
+    pending: bool,
+    last_login_at: Option<i64>,
+    created_at: Option<i64>,
+}
+
+impl<'a> From<&'a User> for PublicUser<'a> {
+    fn from(u: &'a User) -> Self {
+        Self {
+            id: &u.id,
+            username: &u.username,
+            full_name: &u.full_name,
+            email: &u.email,
+            is_admin: u.is_admin,
+            pending: u.pending(),
+            last_login_at: u.last_login_at,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// A user as an admin sees them in the list: pending users with their code.
+#[derive(Serialize)]
+struct ListedUser<'a> {
+    #[serde(flatten)]
+    user: PublicUser<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invite_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invite_expires_at: Option<i64>,
+}
+
+/// Login and setup accept JSON or an HTML form post.
+struct Credentials {
+    username: String,
+    password: String,
+    auto_login: Option<bool>,
+    next: Option<String>,
+    profile: Profile,
+    from_form: bool,
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|n| n != 0.0),
+        Value::String(s) => !s.is_empty() && s != "0" && !s.eq_ignore_ascii_case("false"),
+        Value::Null => false,
+        _ => true,
+    }
+}
+
+fn parse_credentials(headers: &HeaderMap, body: &Bytes) -> ApiResult<Credentials> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (fields, from_form): (serde_json::Map<String, Value>, bool) =
+        if content_type.starts_with("application/x-www-form-urlencoded") {
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+                .map_err(|e| ApiError::BadRequest(format!("invalid form body: {e}")))?;
+            let map = pairs
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            (map, true)
+        } else {
+            match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Object(map)) => (map, false),
+                Ok(_) => return Err(ApiError::BadRequest("expected a JSON object".into())),
+                Err(e) => return Err(ApiError::BadRequest(format!("invalid JSON body: {e}"))),
+            }
+        };
+    let text = |key: &str| -> ApiResult<Option<String>> {
+        match fields.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::BadRequest(format!("{key} must be a string"))),
+        }
+    };
+    Ok(Credentials {
+        username: text("username")?.unwrap_or_default(),
+        password: text("password")?.unwrap_or_default(),
+        auto_login: fields.get("auto_login").map(truthy),
+        next: text("next")?,
+        profile: Profile {
+            full_name: text("full_name")?,
+            email: text("email")?,
+        },
+        from_form,
+    })
+}
+
+/// Same-site path to return to after a form login, or nothing: anything that
+/// could leave the site (`//host`, `/\host`, schemes, control characters) is
+/// dropped.
+fn safe_next(next: Option<&str>) -> Option<String> {
+    let next = next?;
+    let ok = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && !next.chars().any(|c| c.is_control() || c.is_whitespace());
+    ok.then(|| next.to_owned())
+}
+
+fn session_cookie(state: &AppState, token: &str, session: &Session) -> ApiResult<HeaderValue> {
+    let mut cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; Path=/; SameSite=Lax");
+    if session.long_lived {
+        let max_age = (session.expires_at - session.created_at).max(0);
+        cookie.push_str(&format!("; Max-Age={max_age}"));
+    }
+    if state.config.cookie_secure {
+        cookie.push_str("; Secure");
+    }
+    HeaderValue::from_str(&cookie)
+        .map_err(|_| ApiError::Domain(DomainError::Internal("unencodable session cookie".into())))
+}
+
+fn clear_cookie(state: &AppState) -> HeaderValue {
+    let secure = if state.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}=\"\"; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly; Path=/; SameSite=Lax{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("taos_session=; Max-Age=0; Path=/"))
+}
+
+fn redirect(to: &str) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(to) {
+        resp.headers_mut().insert(LOCATION, value);
+    }
+    resp
+}
+
+/// Mint the token for a fresh session and answer with it: a JSON body with the
+/// user and token, or a redirect for form posts; the cookie either way.
+fn signed_in(
+    state: &AppState,
+    logged_in: &LoggedIn,
+    redirect_to: Option<String>,
+) -> ApiResult<Response> {
+    let token = state.authz.mint_session(
+        &logged_in.user.id,
+        &logged_in.session.id,
+        logged_in.session.expires_at,
+    )?;
+    let cookie = session_cookie(state, &token, &logged_in.session)?;
+    let mut resp = match redirect_to {
+        Some(to) => redirect(&to),
+        None => {
+            let mut body = json!({
+                "ok": true,
+                "user": PublicUser::from(&logged_in.user),
+                "token": token,
+            });
+            if logged_in.needs_onboarding {
+                body["needs_onboarding"] = json!(true);
+            }
+            Json(body).into_response()
+        }
+    };
+    resp.headers_mut().insert(SET_COOKIE, cookie);
+    Ok(resp)
+}
+
+fn attempt(state: &AppState, subjects: &[Subject]) -> ApiResult<()> {
+    state
+        .limiter
+        .attempt(subjects)
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })
+}
+
+fn subjects(addr: &ClientAddr, account: Option<String>) -> Vec<Subject> {
+    addr.0
+        .map(Subject::Address)
+        .into_iter()
+        .chain(account.map(Subject::Account))
+        .collect()
+}
+
+/// Run `request`'s policy check for `caller`, adding what the store says about
+/// them: whether they finished sign-up and whether they are an admin.
+pub fn authorize(state: &AppState, caller: &Caller, request: RequestFacts) -> ApiResult<()> {
+    let id = string(&caller.user.id);
+    let mut request = request;
+    if !caller.user.pending() {
+        request = request.fact("active", &[id.clone()]);
+    }
+    if caller.user.is_admin {
+        request = request.fact("admin", &[id]);
+    }
+    Ok(state.authz.authorize(&caller.token, &request)?)
+}
+
+/// The request facts for an operation on the account named in the path. An
+/// unknown name adds no target, so the policy refuses it like any other
+/// account the caller may not touch.
+fn on_account(
+    state: &AppState,
+    operation: &str,
+    username: &str,
+) -> ApiResult<(RequestFacts, Option<User>)> {
+    let target = state.accounts.find(username)?;
+    let mut facts = RequestFacts::new(operation);
+    if let Some(user) = &target {
+        facts = facts.fact("target_user", &[string(&user.id)]);
+    }
+    Ok((facts, target))
+}
+
+async fn status(
+    State(state): State<AppState>,
+    MaybeCaller(caller): MaybeCaller,
+) -> ApiResult<Json<Value>> {
+    let status = state.accounts.status()?;
+    let user = caller.as_ref().map(|c| &c.user);
+    Ok(Json(json!({
+        "configured": status.configured,
+        "authenticated": caller.is_some(),
+        "user": user.map(PublicUser::from),
+        "multi_user": status.multi_user,
+        "needs_onboarding": user.is_some_and(User::pending),
+    })))
+}
+
+async fn setup(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let creds = parse_credentials(&headers, &body)?;
+    attempt(&state, &subjects(&addr, None))?;
+    let long_lived = creds.auto_login.unwrap_or(!creds.from_form);
+    let logged_in = state
+        .accounts
+        .setup(&creds.username, creds.password, creds.profile, long_lived)
+        .await?;
+    tracing::info!(user = %logged_in.user.id, "first user created");
+    signed_in(
+        &state,
+        &logged_in,
+        creds.from_form.then(|| "/desktop".to_owned()),
+    )
+}
+
+async fn login(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let creds = parse_credentials(&headers, &body)?;
+    let next = safe_next(creds.next.as_deref());
+    if creds.username.trim().is_empty() {
+        return Err(ApiError::BadRequest("username is required".into()));
+    }
+    let who = subjects(&addr, Some(creds.username.trim().to_ascii_lowercase()));
+    attempt(&state, &who)?;
+    let long_lived = match creds.auto_login {
+        Some(choice) => choice,
+        None if creds.from_form => false,
+        None => !state.accounts.status()?.multi_user,
+    };
+    match state
+        .accounts
+        .login(&creds.username, creds.password, long_lived)
+        .await
+    {
+        Ok(logged_in) => {
+            state.limiter.succeeded(&who);
+            tracing::info!(user = %logged_in.user.id, "login succeeded");
+            let to = creds
+                .from_form
+                .then(|| next.unwrap_or_else(|| "/desktop".into()));
+            signed_in(&state, &logged_in, to)
+        }
+        Err(DomainError::InvalidCredentials) if creds.from_form => {
+            tracing::info!("login failed");
+            let query = match next {
+                Some(next) => format!(
+                    "/auth/login?error=1&next={}",
+                    serde_urlencoded::to_string([("", next)])
+                        .map(|s| s.trim_start_matches('=').to_owned())
+                        .unwrap_or_default()
+                ),
+                None => "/auth/login?error=1".to_owned(),
+            };
+            Ok(redirect(&query))
+        }
+        Err(e) => {
+            if matches!(e, DomainError::InvalidCredentials) {
+                tracing::info!("login failed");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// End the caller's session, if any, and clear the cookie.
+async fn end_session(state: &AppState, caller: Option<Caller>, operation: &str) -> ApiResult<()> {
+    if let Some(caller) = caller {
+        authorize(state, &caller, RequestFacts::new(operation))?;
+        sessions::revoke(&state.store, &caller.session_id, &caller.user.id).await?;
+    }
+    Ok(())
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    MaybeCaller(caller): MaybeCaller,
+) -> ApiResult<Response> {
+    end_session(&state, caller, "auth:logout").await?;
+    let mut resp = redirect("/auth/login");
+    resp.headers_mut().insert(SET_COOKIE, clear_cookie(&state));
+    Ok(resp)
+}
+
+async fn lock(
+    State(state): State<AppState>,
+    MaybeCaller(caller): MaybeCaller,
+) -> ApiResult<Response> {
+    end_session(&state, caller, "auth:lock").await?;
+    let mut resp = Json(json!({ "ok": true })).into_response();
+    resp.headers_mut().insert(SET_COOKIE, clear_cookie(&state));
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+struct CompleteBody {
+    username: Option<String>,
+    invite_code: Option<String>,
+    password: Option<String>,
+    full_name: Option<String>,
+    email: Option<String>,
+    auto_login: Option<Value>,
+}
+
+async fn complete(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+    Json(body): Json<CompleteBody>,
+) -> ApiResult<Response> {
+    let username = body.username.unwrap_or_default();
+    let code = body.invite_code.unwrap_or_default();
+    if username.trim().is_empty() || code.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "username and invite_code are required".into(),
+        ));
+    }
+    let who = subjects(
+        &addr,
+        Some(format!("invite:{}", username.trim().to_ascii_lowercase())),
+    );
+    attempt(&state, &who)?;
+    let long_lived = body.auto_login.as_ref().is_some_and(truthy);
+    let profile = Profile {
+        full_name: body.full_name,
+        email: body.email,
+    };
+    let logged_in = state
+        .accounts
+        .complete_invite(
+            &username,
+            &code,
+            body.password.unwrap_or_default(),
+            profile,
+            long_lived,
+        )
+        .await?;
+    state.limiter.succeeded(&who);
+    tracing::info!(user = %logged_in.user.id, "invite completed");
+    signed_in(&state, &logged_in, None)
+}
+
+async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    authorize(&state, &caller, RequestFacts::new("auth:me"))?;
+    Ok(Json(json!({ "user": PublicUser::from(&caller.user) })))
+}
+
+async fn keys(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "keys": state.authz.keys().published() }))
+}
+
+async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    authorize(&state, &caller, RequestFacts::new("auth:users:list"))?;
+    let users = state.accounts.list()?;
+    let listed: Vec<ListedUser> = users
+        .iter()
+        .map(|u| ListedUser {
+            user: PublicUser::from(u),
+            invite_code: u.invite.as_ref().map(|i| i.code.as_str()),
+            invite_expires_at: u.invite.as_ref().map(|i| i.expires_at),
+        })
+        .collect();
+    Ok(Json(json!({ "users": listed })))
+}
+
+#[derive(Deserialize)]
+struct CreateUserBody {
+    username: Option<String>,
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateUserBody>,
+) -> ApiResult<Json<Value>> {
+    authorize(&state, &caller, RequestFacts::new("auth:users:create"))?;
+    let user = state
+        .accounts
+        .invite(&caller.user, body.username.as_deref().unwrap_or(""))
+        .await?;
+    tracing::info!(actor = %caller.user.id, user = %user.id, "user invited");
+    Ok(Json(json!({
+        "ok": true,
+        "username": user.username,
+        "invite_code": user.invite.as_ref().map(|i| i.code.as_str()),
+    })))
+}
+
+async fn reset_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(username): Path<String>,
+) -> ApiResult<Json<Value>> {
+    authorize(&state, &caller, RequestFacts::new("auth:users:reset"))?;
+    let user = state.accounts.reset(&caller.user, &username).await?;
+    tracing::info!(actor = %caller.user.id, user = %user.id, "password reset");
+    Ok(Json(json!({
+        "ok": true,
+        "invite_code": user.invite.as_ref().map(|i| i.code.as_str()),
+    })))
+}
+
+async fn delete_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(username): Path<String>,
+) -> ApiResult<Json<Value>> {
+    authorize(&state, &caller, RequestFacts::new("auth:users:delete"))?;
+    let user = state.accounts.delete(&caller.user, &username).await?;
+    tracing::info!(actor = %caller.user.id, user = %user.id, "user deleted");
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct SetAdminBody {
+    is_admin: bool,
+}
+
+async fn set_admin(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(username): Path<String>,
+    Json(body): Json<SetAdminBody>,
+) -> ApiResult<Json<Value>> {
+    authorize(&state, &caller, RequestFacts::new("auth:users:set_admin"))?;
+    let user = state
+        .accounts
+        .set_admin(&caller.user, &username, body.is_admin)
+        .await?;
+    tracing::info!(actor = %caller.user.id, user = %user.id, is_admin = user.is_admin, "admin flag changed");
+    Ok(Json(json!({ "ok": true, "user": PublicUser::from(&user) })))
+}
+
+async fn revoke_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(username): Path<String>,
+) -> ApiResult<Json<Value>> {
+    authorize(
+        &state,
+        &caller,
+        RequestFacts::new("auth:users:revoke_sessions"),
+    )?;
+    let user = state
+        .accounts
+        .find(&username)?
+        .ok_or(DomainError::NotFound("user"))?;
+    let revoked = sessions::revoke_all(&state.store, &user.id).await?;
+    tracing::info!(actor = %caller.user.id, user = %user.id, revoked, "sessions revoked");
+    Ok(Json(json!({ "ok": true, "revoked": revoked })))
+}
+
+#[derive(Deserialize)]
+struct ProfileBody {
+    full_name: Option<String>,
+    email: Option<String>,
+}
+
+async fn update_profile(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(username): Path<String>,
+    Json(body): Json<ProfileBody>,
+) -> ApiResult<Json<Value>> {
+    let (facts, _) = on_account(&state, "auth:profile", &username)?;
+    authorize(&state, &caller, facts)?;
+    let profile = Profile {
+        full_name: body.full_name,
+        email: body.email,
+    };
+    let user = state
+        .accounts
+        .update_profile(&caller.user.id, profile)
+        .await?;
+    Ok(Json(json!({ "ok": true, "user": PublicUser::from(&user) })))
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    current: Option<String>,
+    new: Option<String>,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    addr: ClientAddr,
+    Path(username): Path<String>,
+    Json(body): Json<PasswordBody>,
+) -> ApiResult<Json<Value>> {
+    let (facts, _) = on_account(&state, "auth:password", &username)?;
+    authorize(&state, &caller, facts)?;
+    let who = subjects(&addr, Some(caller.user.username.clone()));
+    attempt(&state, &who)?;
+    let revoked = state
+        .accounts
+        .change_password(
+            &caller.user.id,
+            body.current.unwrap_or_default(),
+            body.new.unwrap_or_default(),
+            &caller.session_id,
+        )
+        .await?;
+    state.limiter.succeeded(&who);
+    tracing::info!(user = %caller.user.id, revoked, "password changed");
+    Ok(Json(json!({ "ok": true })))
+}

@@ -1,0 +1,23 @@
+//! tessera: the authorization server for self-hosted, multi-user AI agent
+//! hosts. Users log in and get Biscuit tokens; every request is verified
+//! offline and decided by the Datalog policy in `datalog/`.
+//!
+//! Layers, outermost first: `http` (routes, extractors) → `authz` (tokens,
+//! policy) and `domain` (accounts, sessions) → `store` (one key-value trait,
+//! sled and in-memory engines).
+
+pub mod authz;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod state;
+pub mod store;
+
+pub use config::Config;
+pub use state::AppState;
+
+/// The whole HTTP application, ready to serve or to drive with `oneshot`.
+pub fn app(state: AppState) -> axum::Router {
+    http::router(state)
+}

@@ -1,0 +1,128 @@
+//! Everything a request handler needs, built once at start-up.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::authz::cache::Verified;
+use crate::authz::keys::{DataKeys, KeyError, RootKeys};
+use crate::authz::policy::{Policy, PolicyError};
+use crate::authz::tokens::Claims;
+use crate::authz::{AuthError, Authz};
+use crate::config::Config;
+use crate::domain::password::Passwords;
+use crate::domain::users::{AccountSettings, Accounts, User};
+use crate::domain::{now, sessions, DomainError};
+use crate::http::ratelimit::RateLimiter;
+use crate::store::{SledStore, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+}
+
+/// Cheap to clone: one `Arc`.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub authz: Authz,
+    pub data_keys: DataKeys,
+    pub accounts: Accounts,
+    pub limiter: RateLimiter,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// A request's proven identity: a verified token backed by a live session of
+/// an existing user.
+#[derive(Clone)]
+pub struct Caller {
+    pub user: User,
+    pub session_id: String,
+    pub token: Arc<Verified>,
+}
+
+impl AppState {
+    /// Open the data directory: the sled store (which locks the directory
+    /// against a second server), then the key files, then the policy.
+    pub fn open(config: Config) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StoreError::Engine(format!("creating {}: {e}", config.data_dir.display()))
+        })?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store_dir())?);
+        let root = RootKeys::load_or_create(&config.keys_dir())?;
+        let data = DataKeys::load_or_create(&config.keys_dir())?;
+        Self::build(config, store, root, data)
+    }
+
+    /// Assemble a state from parts: tests use an in-memory store and
+    /// ephemeral keys.
+    pub fn build(
+        config: Config,
+        store: Arc<dyn Store>,
+        root: RootKeys,
+        data_keys: DataKeys,
+    ) -> Result<Self, StartError> {
+        let policy = match &config.policy_dir {
+            Some(dir) => Policy::from_dir(dir, config.authorizer_limits.clone())?,
+            None => Policy::embedded(config.authorizer_limits.clone())?,
+        };
+        let authz = Authz::new(root, policy, config.token_cache_capacity);
+        let passwords = Passwords::new(config.password_hash_concurrency)?;
+        let accounts = Accounts::new(
+            store.clone(),
+            passwords,
+            AccountSettings {
+                session_ttl: config.session_ttl,
+                long_session_ttl: config.long_session_ttl,
+                invite_ttl: config.invite_ttl,
+            },
+        );
+        let limiter = RateLimiter::new(config.rate_limit.clone());
+        Ok(Self(Arc::new(Inner {
+            config,
+            store,
+            authz,
+            data_keys,
+            accounts,
+            limiter,
+        })))
+    }
+
+    /// Verify a token and check it still speaks for someone: the signature
+    /// (or the cache), the expiry, then the session record and the user, both
+    /// read from the store on every request so revocation is immediate.
+    pub fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        let at = now();
+        let verified = self.authz.verify(token, at)?;
+        let Claims::Session { user, session, .. } = &verified.claims;
+        let store_err = |e: DomainError| AuthError::Internal(e.to_string());
+        sessions::live(self.store.as_ref(), session, user, at)
+            .map_err(store_err)?
+            .ok_or(AuthError::Revoked)?;
+        let user = self
+            .accounts
+            .get(user)
+            .map_err(store_err)?
+            .ok_or(AuthError::Revoked)?;
+        Ok(Caller {
+            user,
+            session_id: session.clone(),
+            token: verified,
+        })
+    }
+}
