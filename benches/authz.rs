@@ -1,1 +1,149 @@
-fn main() {}
+//! Cost of the authorization hot path, piece by piece:
+//!
+//!     cargo bench --bench authz
+//!
+//! - `verify/cold`: signature check and claim parsing of a token never seen
+//! - `verify/warm`: the same token found in the verified-token cache
+//! - `policy/auth_me_datalog`: one full Datalog run for a session token
+//! - `policy/auth_me`: the same decision as a request sees it (remembered
+//!   per token and request facts after the first run)
+//! - `request/cold` and `request/warm`: everything a protected route does before
+//!   its handler (verify, session and user from the store, policy)
+//! - `password/hash` and `password/verify`: one argon2id login
+
+use std::sync::Arc;
+
+use biscuit_auth::builder::string;
+use criterion::{criterion_group, criterion_main, Criterion};
+use tessera::authz::keys::{DataKeys, RootKeys};
+use tessera::authz::policy::RequestFacts;
+use tessera::authz::tokens;
+use tessera::domain::password::Passwords;
+use tessera::store::{MemoryStore, Store};
+use tessera::{AppState, Config};
+
+fn state_with_admin(rt: &tokio::runtime::Runtime) -> (AppState, String) {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let state = AppState::build(
+        Config::new("unused"),
+        store,
+        RootKeys::ephemeral(),
+        DataKeys::ephemeral(),
+    )
+    .unwrap();
+    let logged_in = rt
+        .block_on(
+            state
+                .accounts
+                .setup("admin", "bench-password".into(), Default::default(), true),
+        )
+        .unwrap();
+    let token = state
+        .authz
+        .mint_session(
+            &logged_in.user.id,
+            &logged_in.session.id,
+            logged_in.session.expires_at,
+        )
+        .unwrap();
+    (state, token)
+}
+
+fn authz(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (state, token) = state_with_admin(&rt);
+    let now = tessera::domain::now();
+
+    c.bench_function("verify/cold", |b| {
+        b.iter(|| tokens::verify(state.authz.keys(), &token).unwrap())
+    });
+    state.authz.verify(&token, now).unwrap();
+    c.bench_function("verify/warm", |b| {
+        b.iter(|| state.authz.verify(&token, now).unwrap())
+    });
+
+    let caller = state.authenticate(&token).unwrap();
+    c.bench_function("policy/auth_me_datalog", |b| {
+        b.iter(|| {
+            state
+                .authz
+                .authorize_uncached(&caller.token, &RequestFacts::new("auth:me"))
+                .unwrap()
+        })
+    });
+    c.bench_function("policy/auth_me", |b| {
+        b.iter(|| {
+            state
+                .authorize(&caller, RequestFacts::new("auth:me"))
+                .unwrap()
+        })
+    });
+    c.bench_function("policy/auth_users_list_admin", |b| {
+        b.iter(|| {
+            let facts = RequestFacts::new("auth:users:list")
+                .fact("target_user", &[string(&caller.user.id)]);
+            state.authorize(&caller, facts).unwrap()
+        })
+    });
+
+    c.bench_function("request/warm", |b| {
+        b.iter(|| {
+            let caller = state.authenticate(&token).unwrap();
+            state
+                .authorize(&caller, RequestFacts::new("auth:me"))
+                .unwrap()
+        })
+    });
+    let (cold_state, cold_token) = {
+        let mut config = Config::new("unused");
+        config.token_cache_capacity = 0;
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let s =
+            AppState::build(config, store, RootKeys::ephemeral(), DataKeys::ephemeral()).unwrap();
+        let li = rt
+            .block_on(
+                s.accounts
+                    .setup("admin", "bench-password".into(), Default::default(), true),
+            )
+            .unwrap();
+        let t = s
+            .authz
+            .mint_session(&li.user.id, &li.session.id, li.session.expires_at)
+            .unwrap();
+        (s, t)
+    };
+    c.bench_function("request/cold", |b| {
+        b.iter(|| {
+            let caller = cold_state.authenticate(&cold_token).unwrap();
+            cold_state
+                .authorize(&caller, RequestFacts::new("auth:me"))
+                .unwrap()
+        })
+    });
+}
+
+fn password(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let passwords = Passwords::new(2).unwrap();
+    let hash = rt
+        .block_on(passwords.hash("bench-password".into()))
+        .unwrap();
+    let mut group = c.benchmark_group("password");
+    group.sample_size(20);
+    group.bench_function("hash", |b| {
+        b.iter(|| {
+            rt.block_on(passwords.hash("bench-password".into()))
+                .unwrap()
+        })
+    });
+    group.bench_function("verify", |b| {
+        b.iter(|| {
+            rt.block_on(passwords.verify("bench-password".into(), Some(hash.clone())))
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, authz, password);
+criterion_main!(benches);

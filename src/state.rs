@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::authz::cache::Verified;
 use crate::authz::keys::{DataKeys, KeyError, RootKeys};
-use crate::authz::policy::{Policy, PolicyError};
+use crate::authz::policy::{Policy, PolicyError, RequestFacts};
 use crate::authz::tokens::Claims;
 use crate::authz::{AuthError, Authz};
 use crate::config::Config;
@@ -124,5 +124,19 @@ impl AppState {
             session_id: session.clone(),
             token: verified,
         })
+    }
+
+    /// Decide `request` for `caller`, adding what the store says about them:
+    /// whether they finished sign-up and whether they are an admin. Read per
+    /// request, so a demotion or reset takes effect at once.
+    pub fn authorize(&self, caller: &Caller, mut request: RequestFacts) -> Result<(), AuthError> {
+        let id = biscuit_auth::builder::string(&caller.user.id);
+        if !caller.user.pending() {
+            request = request.fact("active", std::slice::from_ref(&id));
+        }
+        if caller.user.is_admin {
+            request = request.fact("admin", &[id]);
+        }
+        self.authz.authorize(&caller.token, &request)
     }
 }

@@ -10,14 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use biscuit_auth::Biscuit;
-
-use super::tokens::Claims;
-
-pub struct Verified {
-    pub biscuit: Biscuit,
-    pub claims: Claims,
-}
+pub use super::tokens::Verified;
 
 pub struct TokenCache {
     capacity: usize,
@@ -115,8 +108,7 @@ mod tests {
         let mut tokens_seen = Vec::new();
         for i in 0..20 {
             let token = tokens::mint_session(&keys, "u", &format!("s{i}"), i64::MAX / 2).unwrap();
-            let (biscuit, claims) = tokens::verify(&keys, &token).unwrap();
-            cache.insert(&token, Arc::new(Verified { biscuit, claims }));
+            cache.insert(&token, Arc::new(tokens::verify(&keys, &token).unwrap()));
             assert!(cache.len() <= 8);
             tokens_seen.push(token);
         }

@@ -64,8 +64,7 @@ impl Authz {
         let verified = match self.cache.get(token) {
             Some(hit) => hit,
             None => {
-                let (biscuit, claims) = tokens::verify(&self.keys, token)?;
-                let verified = Arc::new(Verified { biscuit, claims });
+                let verified = Arc::new(tokens::verify(&self.keys, token)?);
                 self.cache.insert(token, verified.clone());
                 verified
             }
@@ -76,7 +75,36 @@ impl Authz {
         Ok(verified)
     }
 
+    /// Decide a request: a remembered decision for the same token and the same
+    /// facts when that is exact (see [`Verified`]), else a Datalog run. Limit
+    /// hits and internal errors are never remembered.
     pub fn authorize(&self, verified: &Verified, request: &RequestFacts) -> Result<(), AuthError> {
+        let remember = !self.policy.reads_time() && verified.remembers_decisions();
+        if remember {
+            if let Some(decision) = verified.remembered(request.key()) {
+                return decision.map_err(AuthError::Denied);
+            }
+        }
+        let decision = self.policy.authorize(&verified.biscuit, request);
+        if remember {
+            match &decision {
+                Ok(()) => verified.remember(request.key(), Ok(())),
+                Err(AuthError::Denied(reason)) => {
+                    verified.remember(request.key(), Err(reason.clone()))
+                }
+                Err(_) => {}
+            }
+        }
+        decision
+    }
+
+    /// Decide without consulting or filling the memo: for benchmarks and
+    /// tests that measure or check the Datalog run itself.
+    pub fn authorize_uncached(
+        &self,
+        verified: &Verified,
+        request: &RequestFacts,
+    ) -> Result<(), AuthError> {
         self.policy.authorize(&verified.biscuit, request)
     }
 

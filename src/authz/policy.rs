@@ -31,6 +31,7 @@ pub enum PolicyError {
 #[derive(Clone)]
 pub struct Policy {
     base: AuthorizerBuilder,
+    reads_time: bool,
 }
 
 /// The facts describing one request: the operation and whatever store facts
@@ -40,23 +41,34 @@ pub struct Policy {
 pub struct RequestFacts {
     operation: String,
     facts: Vec<Fact>,
+    /// The facts printed as Datalog, in order: two requests with the same
+    /// key present the same world to the policy.
+    key: String,
 }
 
 impl RequestFacts {
     pub fn new(operation: &str) -> Self {
+        let fact = builder::fact("operation", &[builder::string(operation)]);
         Self {
             operation: operation.to_owned(),
-            facts: vec![builder::fact("operation", &[builder::string(operation)])],
+            key: format!("{fact};"),
+            facts: vec![fact],
         }
     }
 
     pub fn fact(mut self, name: &str, terms: &[Term]) -> Self {
-        self.facts.push(builder::fact(name, terms));
+        let fact = builder::fact(name, terms);
+        self.key.push_str(&format!("{fact};"));
+        self.facts.push(fact);
         self
     }
 
     pub fn operation(&self) -> &str {
         &self.operation
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
     }
 }
 
@@ -101,7 +113,14 @@ impl Policy {
         }) {
             return Err(PolicyError::NoPolicies);
         }
-        Ok(Self { base })
+        let reads_time = mentions_time(&base.dump_code());
+        Ok(Self { base, reads_time })
+    }
+
+    /// Whether a decision can depend on the clock through the policy itself
+    /// (a rule or check on `time($t)`): then no decision may be reused.
+    pub fn reads_time(&self) -> bool {
+        self.reads_time
     }
 
     /// Decide one request. Checks carried by the token (expiry, holder-added
@@ -122,6 +141,15 @@ impl Policy {
             Err(e) => Err(explain_refusal(request, e)),
         }
     }
+}
+
+/// Conservative test for Datalog that reads the `time` fact: any predicate
+/// named `time` (printed as `time(`) counts. A false positive only costs a
+/// cache miss.
+pub fn mentions_time(datalog: &str) -> bool {
+    datalog.match_indices("time(").any(|(at, _)| {
+        !datalog[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+    })
 }
 
 fn limit_hit(request: &RequestFacts, what: &str) -> AuthError {
@@ -156,4 +184,39 @@ fn explain_refusal(request: &RequestFacts, error: TokenError) -> AuthError {
 
 fn is_token_check(check: &FailedCheck) -> bool {
     matches!(check, FailedCheck::Block(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_mentions_are_found_conservatively() {
+        assert!(mentions_time(
+            "check if time($t), $t < 2030-01-01T00:00:00Z;"
+        ));
+        assert!(mentions_time("allow if time($t);"));
+        assert!(!mentions_time("allow if overtime($x);"));
+        assert!(!mentions_time("user(\"u\");"));
+    }
+
+    #[test]
+    fn the_embedded_policy_compiles_and_does_not_read_the_clock() {
+        let p = Policy::embedded(AuthorizerLimits::default()).unwrap();
+        assert!(!p.reads_time());
+    }
+
+    #[test]
+    fn a_policy_without_decisions_is_refused() {
+        let err = Policy::compile(
+            &[("x.dl".into(), "fact(1);".into())],
+            AuthorizerLimits::default(),
+        );
+        assert!(matches!(err, Err(PolicyError::NoPolicies)));
+        let err = Policy::compile(
+            &[("x.dl".into(), "allow if".into())],
+            AuthorizerLimits::default(),
+        );
+        assert!(matches!(err, Err(PolicyError::Parse { .. })));
+    }
 }

@@ -6,6 +6,8 @@
 //! the block, so the server can find the session or delegation record to check
 //! for revocation without running Datalog first.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use biscuit_auth::macros::biscuit;
@@ -75,8 +77,61 @@ pub fn mint_session(
         .map_err(|e| AuthError::Internal(format!("serializing a session token: {e}")))
 }
 
+/// Most distinct requests whose decisions one token remembers.
+const MAX_REMEMBERED_DECISIONS: usize = 256;
+
+/// A token whose signatures have been checked, with its claims.
+///
+/// Datalog is deterministic: the same token and the same request facts give the
+/// same decision, unless the clock is an input. The server checks each claimed
+/// expiry itself before the policy runs, so for a token whose only use of
+/// `time` is that expiry, decisions are remembered per distinct set of request
+/// facts. The facts include everything read from the store for the request
+/// (admin flag, grants, ...), so a changed store is a different key, never a
+/// stale answer.
+pub struct Verified {
+    pub biscuit: Biscuit,
+    pub claims: Claims,
+    /// `None` when a block added by a holder reads the clock: then every
+    /// request is evaluated afresh.
+    decisions: Option<Mutex<HashMap<String, Result<(), String>>>>,
+}
+
+impl Verified {
+    pub fn new(biscuit: Biscuit, claims: Claims) -> Self {
+        let holder_reads_time = (1..biscuit.block_count()).any(|i| {
+            biscuit
+                .print_block_source(i)
+                .map_or(true, |source| super::policy::mentions_time(&source))
+        });
+        Self {
+            biscuit,
+            claims,
+            decisions: (!holder_reads_time).then(|| Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Whether decisions for this token may be remembered.
+    pub fn remembers_decisions(&self) -> bool {
+        self.decisions.is_some()
+    }
+
+    pub(crate) fn remembered(&self, key: &str) -> Option<Result<(), String>> {
+        self.decisions.as_ref()?.lock().ok()?.get(key).cloned()
+    }
+
+    pub(crate) fn remember(&self, key: &str, decision: Result<(), String>) {
+        if let Some(Ok(mut decisions)) = self.decisions.as_ref().map(|d| d.lock()) {
+            if decisions.len() >= MAX_REMEMBERED_DECISIONS {
+                decisions.clear();
+            }
+            decisions.insert(key.to_owned(), decision);
+        }
+    }
+}
+
 /// Check the signature chain of a serialized token and read its claims.
-pub fn verify(keys: &RootKeys, token: &str) -> Result<(Biscuit, Claims), AuthError> {
+pub fn verify(keys: &RootKeys, token: &str) -> Result<Verified, AuthError> {
     if token.is_empty() {
         return Err(AuthError::Missing);
     }
@@ -98,7 +153,7 @@ pub fn verify(keys: &RootKeys, token: &str) -> Result<(Biscuit, Claims), AuthErr
         .flatten()
         .and_then(|ctx| serde_json::from_str::<Claims>(&ctx).ok())
         .ok_or(AuthError::Invalid("token was not issued by this server"))?;
-    Ok((biscuit, claims))
+    Ok(Verified::new(biscuit, claims))
 }
 
 #[cfg(test)]
@@ -116,11 +171,40 @@ mod tests {
     fn session_token_round_trips() {
         let keys = RootKeys::ephemeral();
         let token = mint_session(&keys, "u1", "s1", now() + 60).unwrap();
-        let (biscuit, claims) = verify(&keys, &token).unwrap();
-        assert_eq!(biscuit.root_key_id(), Some(keys.active_id()));
-        assert!(
-            matches!(claims, Claims::Session { ref user, ref session, .. } if user == "u1" && session == "s1")
+        let verified = verify(&keys, &token).unwrap();
+        assert_eq!(verified.biscuit.root_key_id(), Some(keys.active_id()));
+        assert_eq!(
+            verified.claims,
+            Claims::Session {
+                user: "u1".into(),
+                session: "s1".into(),
+                expires_at: verified.claims.expires_at()
+            }
         );
+        assert!(verified.remembers_decisions());
+    }
+
+    #[test]
+    fn a_holder_block_reading_the_clock_turns_remembering_off() {
+        let keys = RootKeys::ephemeral();
+        let token = mint_session(&keys, "u1", "s1", now() + 60).unwrap();
+        let biscuit = verify(&keys, &token).unwrap().biscuit;
+        let narrowed = biscuit
+            .append(biscuit_auth::macros::block!(
+                r#"check if time($t), $t <= 2030-01-01T00:00:00Z;"#
+            ))
+            .unwrap()
+            .to_base64()
+            .unwrap();
+        assert!(!verify(&keys, &narrowed).unwrap().remembers_decisions());
+        let narrowed = biscuit
+            .append(biscuit_auth::macros::block!(
+                r#"check if operation("auth:me");"#
+            ))
+            .unwrap()
+            .to_base64()
+            .unwrap();
+        assert!(verify(&keys, &narrowed).unwrap().remembers_decisions());
     }
 
     #[test]

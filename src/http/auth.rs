@@ -233,34 +233,19 @@ fn subjects(addr: &ClientAddr, account: Option<String>) -> Vec<Subject> {
         .collect()
 }
 
-/// Run `request`'s policy check for `caller`, adding what the store says about
-/// them: whether they finished sign-up and whether they are an admin.
-pub fn authorize(state: &AppState, caller: &Caller, request: RequestFacts) -> ApiResult<()> {
-    let id = string(&caller.user.id);
-    let mut request = request;
-    if !caller.user.pending() {
-        request = request.fact("active", &[id.clone()]);
-    }
-    if caller.user.is_admin {
-        request = request.fact("admin", &[id]);
-    }
-    Ok(state.authz.authorize(&caller.token, &request)?)
+fn authorize(state: &AppState, caller: &Caller, request: RequestFacts) -> ApiResult<()> {
+    Ok(state.authorize(caller, request)?)
 }
 
 /// The request facts for an operation on the account named in the path. An
 /// unknown name adds no target, so the policy refuses it like any other
 /// account the caller may not touch.
-fn on_account(
-    state: &AppState,
-    operation: &str,
-    username: &str,
-) -> ApiResult<(RequestFacts, Option<User>)> {
-    let target = state.accounts.find(username)?;
+fn on_account(state: &AppState, operation: &str, username: &str) -> ApiResult<RequestFacts> {
     let mut facts = RequestFacts::new(operation);
-    if let Some(user) = &target {
+    if let Some(user) = state.accounts.find(username)? {
         facts = facts.fact("target_user", &[string(&user.id)]);
     }
-    Ok((facts, target))
+    Ok(facts)
 }
 
 async fn status(
@@ -550,7 +535,7 @@ async fn update_profile(
     Path(username): Path<String>,
     Json(body): Json<ProfileBody>,
 ) -> ApiResult<Json<Value>> {
-    let (facts, _) = on_account(&state, "auth:profile", &username)?;
+    let facts = on_account(&state, "auth:profile", &username)?;
     authorize(&state, &caller, facts)?;
     let profile = Profile {
         full_name: body.full_name,
@@ -576,7 +561,7 @@ async fn change_password(
     Path(username): Path<String>,
     Json(body): Json<PasswordBody>,
 ) -> ApiResult<Json<Value>> {
-    let (facts, _) = on_account(&state, "auth:password", &username)?;
+    let facts = on_account(&state, "auth:password", &username)?;
     authorize(&state, &caller, facts)?;
     let who = subjects(&addr, Some(caller.user.username.clone()));
     attempt(&state, &who)?;

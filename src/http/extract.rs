@@ -21,7 +21,8 @@ pub fn presented_token(headers: &HeaderMap) -> Result<Option<String>, AuthError>
         let value = value
             .to_str()
             .map_err(|_| AuthError::Invalid("authorization header is not valid text"))?;
-        let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
+        let value = value.trim();
+        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::Invalid("authorization scheme must be Bearer"));
         }

@@ -1,0 +1,154 @@
+//! The real binary on a loopback port: start, set up, restart on the same
+//! data directory, and find everything (keys included) still there.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::http;
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn command(data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .env_remove("TESSERA_LISTEN")
+        .env_remove("TESSERA_DATA");
+    cmd
+}
+
+fn start(data: &Path) -> Server {
+    let mut child = command(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the tessera binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("tessera listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .parse()
+        .unwrap();
+    Server { child, addr }
+}
+
+fn stop(mut server: Server) {
+    // SIGTERM: a graceful stop that flushes the store.
+    let pid = server.child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if server.child.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("server did not stop on SIGTERM");
+}
+
+#[test]
+fn the_binary_keeps_users_and_tokens_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let (status, body) = http(server.addr, "GET", "/health", None, None);
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+
+    let (status, body) = http(
+        server.addr,
+        "POST",
+        "/auth/setup",
+        None,
+        Some(&json!({"username": "alice", "password": "alice-password"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let setup_token = body["token"].as_str().unwrap().to_owned();
+    assert_offline_verifier_accepts(server.addr, &setup_token);
+    let (status, body) = http(
+        server.addr,
+        "POST",
+        "/auth/login",
+        None,
+        Some(&json!({"username": "alice", "password": "alice-password"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let login_token = body["token"].as_str().unwrap().to_owned();
+
+    // A second server on the same directory refuses to start, clearly.
+    let out = command(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in use by another tessera process"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    stop(server);
+    let server = start(dir.path());
+    for token in [&setup_token, &login_token] {
+        let (status, body) = http(server.addr, "GET", "/auth/me", Some(token), None);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["user"]["username"], "alice");
+    }
+    let (status, _) = http(server.addr, "GET", "/ready", None, None);
+    assert_eq!(status, 200);
+    let (status, body) = http(
+        server.addr,
+        "POST",
+        "/auth/login",
+        None,
+        Some(&json!({"username": "alice", "password": "alice-password"})),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+/// `examples/verify_offline.rs` (built by `cargo test` beside the binary)
+/// accepts a real token given only the published key, and refuses it under
+/// another key.
+fn assert_offline_verifier_accepts(addr: SocketAddr, token: &str) {
+    let (_, keys) = http(addr, "GET", "/auth/keys", None, None);
+    let key = keys["keys"][0]["public_key"].as_str().unwrap();
+    let example = Path::new(env!("CARGO_BIN_EXE_tessera"))
+        .parent()
+        .unwrap()
+        .join("examples/verify_offline");
+    if !example.exists() {
+        panic!(
+            "build the examples first (cargo test builds them): {}",
+            example.display()
+        );
+    }
+    let out = Command::new(&example).args([key, token]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("valid now: yes"), "{stdout}");
+    let other = biscuit_auth::KeyPair::new().public().to_bytes_hex();
+    let out = Command::new(&example)
+        .args([&other, token])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

@@ -1,0 +1,265 @@
+//! Shared test helpers: an in-process app driven through the real router with
+//! `oneshot`, and a tiny HTTP/1.1 client for tests that run the real binary.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tessera::authz::keys::{DataKeys, RootKeys};
+use tessera::store::{MemoryStore, SledStore, Store};
+use tessera::{AppState, Config};
+use tower::ServiceExt;
+
+pub const ADMIN_PASSWORD: &str = "admin-password";
+
+/// The legacy fixtures shared by every project session (read-only).
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/taos-legacy")
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Response {
+    pub fn token(&self) -> String {
+        self.body["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token in {}", self.body))
+            .to_owned()
+    }
+
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+
+    pub fn set_cookie(&self) -> Option<String> {
+        self.headers
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+}
+
+/// How a request presents its token.
+#[derive(Clone, Copy)]
+pub enum Auth<'a> {
+    None,
+    Bearer(&'a str),
+    Cookie(&'a str),
+    RawAuthorization(&'a str),
+}
+
+pub struct TestApp {
+    pub state: AppState,
+    pub router: axum::Router,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Test configuration: real policy and hashing, generous rate limits unless a
+/// test sets its own.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::new(dir);
+    config.rate_limit.per_account = 1_000;
+    config.rate_limit.per_address = 1_000;
+    config
+}
+
+impl TestApp {
+    pub fn new() -> Self {
+        Self::with_config(|_| {})
+    }
+
+    pub fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = test_config(std::path::Path::new("unused"));
+        adjust(&mut config);
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let state = AppState::build(config, store, RootKeys::ephemeral(), DataKeys::ephemeral())
+            .expect("state builds");
+        Self::from_state(state, None)
+    }
+
+    /// Backed by sled in a temporary directory.
+    pub fn on_sled() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path());
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store_dir()).unwrap());
+        let state = AppState::build(config, store, RootKeys::ephemeral(), DataKeys::ephemeral())
+            .expect("state builds");
+        Self::from_state(state, Some(dir))
+    }
+
+    pub fn from_state(state: AppState, dir: Option<tempfile::TempDir>) -> Self {
+        let router = tessera::app(state.clone());
+        Self {
+            state,
+            router,
+            _dir: dir,
+        }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Response {
+        let resp = self.router.clone().oneshot(request).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "non-JSON body ({status}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut req = Request::builder().method(method).uri(path);
+        req = match auth {
+            Auth::None => req,
+            Auth::Bearer(t) => req.header("authorization", format!("Bearer {t}")),
+            Auth::Cookie(t) => req.header("cookie", format!("taos_session={t}")),
+            Auth::RawAuthorization(v) => req.header("authorization", v),
+        };
+        let req = match body {
+            Some(body) => req
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string())),
+            None => req.body(Body::empty()),
+        };
+        self.send(req.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.call(Method::GET, path, Auth::Bearer(token), None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.call(Method::POST, path, Auth::Bearer(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.call(Method::DELETE, path, Auth::Bearer(token), None)
+            .await
+    }
+
+    pub async fn anon_post(&self, path: &str, body: Value) -> Response {
+        self.call(Method::POST, path, Auth::None, Some(body)).await
+    }
+
+    /// First-run setup of `alice` as admin; returns her token.
+    pub async fn setup_admin(&self) -> String {
+        let resp = self
+            .anon_post(
+                "/auth/setup",
+                json!({"username": "alice", "password": ADMIN_PASSWORD, "full_name": "Alice Admin"}),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.body);
+        resp.token()
+    }
+
+    /// Invite `username` and complete the invite with `password`; returns
+    /// their session token.
+    pub async fn add_user(&self, admin: &str, username: &str, password: &str) -> String {
+        let invite = self
+            .post("/auth/users", admin, json!({"username": username}))
+            .await;
+        assert_eq!(invite.status, StatusCode::OK, "{}", invite.body);
+        let code = invite.body["invite_code"].as_str().unwrap().to_owned();
+        let done = self
+            .anon_post(
+                "/auth/complete",
+                json!({"username": username, "invite_code": code, "password": password}),
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+        done.token()
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Response {
+        self.anon_post(
+            "/auth/login",
+            json!({"username": username, "password": password}),
+        )
+        .await
+    }
+}
+
+/// A minimal blocking HTTP/1.1 client for tests against the real binary.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let payload = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(payload)
+    } else {
+        payload.to_owned()
+    };
+    let json = serde_json::from_str(&payload).unwrap_or(Value::Null);
+    (status, json)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
