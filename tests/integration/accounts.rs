@@ -454,3 +454,27 @@ async fn health_and_ready_answer() {
     );
     assert!(r.headers.get("x-request-id").is_some());
 }
+
+/// Policy is data: the same server with one line of `auth.dl` changed
+/// behaves differently, with no Rust changed.
+#[tokio::test]
+async fn changing_the_policy_file_changes_the_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datalog");
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace(
+            r#"requires("auth:users:list", "admin");"#,
+            r#"requires("auth:users:list", "signed_in");"#,
+        );
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    let stock = TestApp::new();
+    let edited = TestApp::with_config(|c| c.policy_dir = Some(dir.path().to_owned()));
+    for (app, expected) in [(&stock, StatusCode::FORBIDDEN), (&edited, StatusCode::OK)] {
+        let admin = app.setup_admin().await;
+        let bob = app.add_user(&admin, "bob", "bob-password").await;
+        assert_eq!(app.get("/auth/users", &bob).await.status, expected);
+    }
+}
