@@ -18,9 +18,19 @@ use tower::ServiceExt;
 
 pub const ADMIN_PASSWORD: &str = "admin-password";
 
-/// The legacy fixtures shared by every project session (read-only).
+/// The legacy fixtures (read-only), in the `shared/` folder that sits beside
+/// the repository; `TESSERA_SHARED_DIR` points elsewhere.
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/taos-legacy")
+    let shared = std::env::var_os("TESSERA_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let dir = shared.join("fixtures/taos-legacy");
+    assert!(
+        dir.is_dir(),
+        "legacy fixtures not found at {}: put shared/ beside the repository or set TESSERA_SHARED_DIR",
+        dir.display()
+    );
+    dir
 }
 
 pub struct Response {
