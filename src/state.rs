@@ -9,6 +9,8 @@ use crate::authz::policy::{Policy, PolicyError, RequestFacts};
 use crate::authz::tokens::Claims;
 use crate::authz::{AuthError, Authz};
 use crate::config::Config;
+use crate::domain::agents::{Agent, Agents, Grant};
+use crate::domain::delegations::Delegations;
 use crate::domain::password::Passwords;
 use crate::domain::users::{AccountSettings, Accounts, User};
 use crate::domain::{now, sessions, DomainError};
@@ -37,6 +39,8 @@ pub struct Inner {
     pub authz: Authz,
     pub data_keys: DataKeys,
     pub accounts: Accounts,
+    pub agents: Agents,
+    pub delegations: Delegations,
     pub limiter: RateLimiter,
 }
 
@@ -47,13 +51,31 @@ impl Deref for AppState {
     }
 }
 
-/// A request's proven identity: a verified token backed by a live session of
-/// an existing user.
+/// A request's proven identity: a verified token backed by a live session
+/// or delegation record of an existing user.
 #[derive(Clone)]
 pub struct Caller {
     pub user: User,
-    pub session_id: String,
+    pub via: Via,
     pub token: Arc<Verified>,
+}
+
+/// What keeps the caller's token alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    Session(String),
+    Delegation(String),
+}
+
+impl Caller {
+    /// The login session, when the caller is a person at their session
+    /// rather than a delegated token.
+    pub fn session_id(&self) -> Option<&str> {
+        match &self.via {
+            Via::Session(id) => Some(id),
+            Via::Delegation(_) => None,
+        }
+    }
 }
 
 impl AppState {
@@ -95,6 +117,8 @@ impl AppState {
         let limiter = RateLimiter::new(config.rate_limit.clone());
         Ok(Self(Arc::new(Inner {
             config,
+            agents: Agents::new(store.clone()),
+            delegations: Delegations::new(store.clone()),
             store,
             authz,
             data_keys,
@@ -109,19 +133,32 @@ impl AppState {
     pub fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
         let at = now();
         let verified = self.authz.verify(token, at)?;
-        let Claims::Session { user, session, .. } = &verified.claims;
         let store_err = |e: DomainError| AuthError::Internal(e.to_string());
-        sessions::live(self.store.as_ref(), session, user, at)
-            .map_err(store_err)?
-            .ok_or(AuthError::Revoked)?;
+        let via = match &verified.claims {
+            Claims::Session { user, session, .. } => {
+                sessions::live(self.store.as_ref(), session, user, at)
+                    .map_err(store_err)?
+                    .ok_or(AuthError::Revoked)?;
+                Via::Session(session.clone())
+            }
+            Claims::Delegated {
+                user, delegation, ..
+            } => {
+                self.delegations
+                    .live(delegation, user, at)
+                    .map_err(store_err)?
+                    .ok_or(AuthError::Revoked)?;
+                Via::Delegation(delegation.clone())
+            }
+        };
         let user = self
             .accounts
-            .get(user)
+            .get(verified.claims.user())
             .map_err(store_err)?
             .ok_or(AuthError::Revoked)?;
         Ok(Caller {
             user,
-            session_id: session.clone(),
+            via,
             token: verified,
         })
     }
@@ -138,5 +175,34 @@ impl AppState {
             request = request.fact("admin", &[id]);
         }
         self.authz.authorize(&caller.token, &request)
+    }
+
+    /// The facts for `operation` on `agent`: the agent, its owner and every
+    /// grant on it, and the rank the request would confer (0 if none).
+    pub fn agent_request(
+        operation: &str,
+        agent: &Agent,
+        grants: &[Grant],
+        granting: i64,
+    ) -> RequestFacts {
+        use biscuit_auth::builder::{int, string};
+        let name = string(&agent.name);
+        let mut facts = RequestFacts::new(operation)
+            .fact("resource_agent", std::slice::from_ref(&name))
+            .fact("agent", std::slice::from_ref(&name))
+            .fact("owner", &[name.clone(), string(&agent.owner)])
+            .fact("granting_rank", &[int(granting)]);
+        for g in grants {
+            facts = facts.fact(
+                "grant",
+                &[
+                    name.clone(),
+                    string(&g.grantee),
+                    string(g.level.as_str()),
+                    string(&g.granted_by),
+                ],
+            );
+        }
+        facts
     }
 }

@@ -95,6 +95,39 @@ impl TokenCache {
     }
 }
 
+/// A bounded map from strings to values, with the same two-generation
+/// eviction as the token cache.
+pub struct Memo<V: Clone> {
+    capacity: usize,
+    generations: Mutex<(HashMap<String, V>, HashMap<String, V>)>,
+}
+
+impl<V: Clone> Memo<V> {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            generations: Mutex::new((HashMap::new(), HashMap::new())),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<V> {
+        let gens = self.generations.lock().ok()?;
+        gens.0.get(key).or_else(|| gens.1.get(key)).cloned()
+    }
+
+    pub fn insert(&self, key: &str, value: V) {
+        if self.capacity == 0 {
+            return;
+        }
+        if let Ok(mut gens) = self.generations.lock() {
+            if gens.0.len() >= self.capacity {
+                gens.1 = std::mem::take(&mut gens.0);
+            }
+            gens.0.insert(key.to_owned(), value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,9 @@ use cache::{TokenCache, Verified};
 use keys::RootKeys;
 use policy::{Policy, RequestFacts};
 
+/// `(agent, user, rank)` for every right the policy derives.
+pub type Ranks = Vec<(String, String, i64)>;
+
 /// Why a request was not let through.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -39,6 +42,8 @@ pub struct Authz {
     keys: RootKeys,
     policy: Policy,
     cache: TokenCache,
+    /// Effective ranks per distinct set of agent facts (see [`Authz::ranks`]).
+    ranks: cache::Memo<Arc<Ranks>>,
 }
 
 impl Authz {
@@ -47,6 +52,7 @@ impl Authz {
             keys,
             policy,
             cache: TokenCache::new(cache_capacity),
+            ranks: cache::Memo::new(cache_capacity),
         }
     }
 
@@ -98,6 +104,20 @@ impl Authz {
         decision
     }
 
+    /// Who effectively holds which rank on the agents described by
+    /// `request`, as the policy derives it. Remembered per exact fact set
+    /// (the facts are everything the answer depends on).
+    pub fn ranks(&self, request: &RequestFacts) -> Result<Arc<Ranks>, AuthError> {
+        if !self.policy.reads_time() {
+            if let Some(hit) = self.ranks.get(request.key()) {
+                return Ok(hit);
+            }
+        }
+        let ranks = Arc::new(self.policy.ranks(request)?);
+        self.ranks.insert(request.key(), ranks.clone());
+        Ok(ranks)
+    }
+
     /// Decide without consulting or filling the memo: for benchmarks and
     /// tests that measure or check the Datalog run itself.
     pub fn authorize_uncached(
@@ -106,6 +126,17 @@ impl Authz {
         request: &RequestFacts,
     ) -> Result<(), AuthError> {
         self.policy.authorize(&verified.biscuit, request)
+    }
+
+    pub fn mint_delegated(
+        &self,
+        issuer: &str,
+        delegation: &str,
+        agent: &str,
+        max_rank: i64,
+        expires_at: i64,
+    ) -> Result<String, AuthError> {
+        tokens::mint_delegated(&self.keys, issuer, delegation, agent, max_rank, expires_at)
     }
 
     pub fn mint_session(

@@ -12,6 +12,7 @@ use super::AuthError;
 /// The policy files built into the binary, so it runs with no files beside it.
 /// `--policy-dir` (or `Config::policy_dir`) loads a directory instead.
 pub const EMBEDDED: &[(&str, &str)] = &[
+    ("agents.dl", include_str!("../../datalog/agents.dl")),
     ("auth.dl", include_str!("../../datalog/auth.dl")),
     ("policy.dl", include_str!("../../datalog/policy.dl")),
 ];
@@ -150,6 +151,28 @@ pub fn mentions_time(datalog: &str) -> bool {
     datalog.match_indices("time(").any(|(at, _)| {
         !datalog[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
     })
+}
+
+impl Policy {
+    /// Every `holds(agent, user, rank)` the policy derives from `request`'s
+    /// facts alone (no token): who effectively holds what on an agent.
+    pub fn ranks(&self, request: &RequestFacts) -> Result<super::Ranks, AuthError> {
+        let mut builder = self.base.clone();
+        for fact in &request.facts {
+            builder = builder
+                .fact(fact.clone())
+                .map_err(|e| AuthError::Internal(format!("request fact: {e}")))?;
+        }
+        let mut authorizer = builder
+            .build_unauthenticated()
+            .map_err(|e| AuthError::Internal(format!("building the authorizer: {e}")))?;
+        authorizer
+            .query("data($a, $u, $r) <- holds($a, $u, $r)")
+            .map_err(|e| match e {
+                TokenError::RunLimit(limit) => limit_hit(request, &limit.to_string()),
+                other => AuthError::Internal(format!("querying ranks: {other}")),
+            })
+    }
 }
 
 fn limit_hit(request: &RequestFacts, what: &str) -> AuthError {

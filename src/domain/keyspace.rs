@@ -37,3 +37,62 @@ pub fn user_session(user: &str, session: &str) -> String {
 pub fn user_sessions_prefix(user: &str) -> String {
     format!("usess/{user}/")
 }
+
+pub fn agent(name: &str) -> String {
+    format!("agent/{name}")
+}
+pub const AGENT_PREFIX: &str = "agent/";
+
+/// Agents by owner: listing what a user owns never scans the host.
+pub fn owned(owner: &str, agent: &str) -> String {
+    format!("owned/{owner}/{agent}")
+}
+pub fn owned_prefix(owner: &str) -> String {
+    format!("owned/{owner}/")
+}
+
+/// The grants on one agent, keyed by grantee.
+pub fn grant(agent: &str, grantee: &str) -> String {
+    format!("grant/{agent}/{grantee}")
+}
+pub fn grants_prefix(agent: &str) -> String {
+    format!("grant/{agent}/")
+}
+
+/// Agents by grantee: what has been shared with a user.
+pub fn granted(grantee: &str, agent: &str) -> String {
+    format!("granted/{grantee}/{agent}")
+}
+pub fn granted_prefix(grantee: &str) -> String {
+    format!("granted/{grantee}/")
+}
+
+pub fn delegation(id: &str) -> String {
+    format!("deleg/{id}")
+}
+pub fn user_delegation(issuer: &str, id: &str) -> String {
+    format!("udeleg/{issuer}/{id}")
+}
+pub fn user_delegations_prefix(issuer: &str) -> String {
+    format!("udeleg/{issuer}/")
+}
+pub fn agent_delegation(agent: &str, id: &str) -> String {
+    format!("adeleg/{agent}/{id}")
+}
+pub fn agent_delegations_prefix(agent: &str) -> String {
+    format!("adeleg/{agent}/")
+}
+pub const DELEGATION_PREFIX: &str = "deleg/";
+
+/// Audit events in time order; `uaudit/` indexes them by every user they
+/// concern.
+pub fn audit(id: &str) -> String {
+    format!("audit/{id}")
+}
+pub const AUDIT_PREFIX: &str = "audit/";
+pub fn user_audit(user: &str, id: &str) -> String {
+    format!("uaudit/{user}/{id}")
+}
+pub fn user_audit_prefix(user: &str) -> String {
+    format!("uaudit/{user}/")
+}

@@ -2,7 +2,11 @@
 //! data. It speaks in users and sessions, reads and writes through the
 //! [`Store`](crate::store::Store) trait, and knows nothing about HTTP.
 
+pub mod agents;
+pub mod audit;
+pub mod delegations;
 pub mod keyspace;
+pub mod levels;
 pub mod password;
 pub mod sessions;
 pub mod users;

@@ -541,7 +541,14 @@ impl Accounts {
 
     /// Admin: delete a user and end their sessions. Not oneself; never the last
     /// admin (the actor is an admin, so deleting another admin leaves one).
-    pub async fn delete(&self, actor: &User, username: &str) -> DomainResult<User> {
+    /// `stage_more` adds, to the same transaction, whatever else goes with the
+    /// user (their grants, delegations, agents, an audit record).
+    pub async fn delete(
+        &self,
+        actor: &User,
+        username: &str,
+        stage_more: impl Fn(&User, &mut Transaction) -> DomainResult<()>,
+    ) -> DomainResult<User> {
         let (target, _) = self.require(username)?;
         if target.id == actor.id {
             return Err(DomainError::Forbidden(
@@ -560,6 +567,7 @@ impl Accounts {
                 .delete(keyspace::admin(&user.id))
                 .delete(keyspace::active(&user.id));
             sessions::revoke_all_into(self.store.as_ref(), &mut tx, &user.id, None)?;
+            stage_more(&user, &mut tx)?;
             Ok((tx, user))
         })
         .await

@@ -4,7 +4,7 @@
 //! clients that send `Authorization: Bearer`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use super::extract::{ClientAddr, MaybeCaller, SESSION_COOKIE};
 use super::ratelimit::Subject;
 use crate::authz::policy::RequestFacts;
+use crate::domain::audit::AuditEvent;
 use crate::domain::sessions::{self, Session};
 use crate::domain::users::{LoggedIn, Profile, User};
 use crate::domain::DomainError;
@@ -218,6 +219,25 @@ fn signed_in(
     Ok(resp)
 }
 
+/// Append an audit event for an act that has already happened; a failure to
+/// record is logged, not turned into a failure of the act.
+async fn record(state: &AppState, event: AuditEvent) {
+    if let Err(e) = event.append(&state.store).await {
+        tracing::error!(error = %e, action = %event.action, "audit record lost");
+    }
+}
+
+/// A failed login concerns the account it named, if that exists; the attempt
+/// itself has no actor.
+async fn record_failed_login(state: &AppState, username: &str) {
+    let named: String = username.trim().chars().take(64).collect();
+    let mut event = AuditEvent::new(None, "auth.login_failed", &named);
+    if let Ok(Some(user)) = state.accounts.find(username) {
+        event = event.concerning(&user.id);
+    }
+    record(state, event).await;
+}
+
 fn attempt(state: &AppState, subjects: &[Subject]) -> ApiResult<()> {
     state
         .limiter
@@ -277,6 +297,15 @@ async fn setup(
         .setup(&creds.username, creds.password, creds.profile, long_lived)
         .await?;
     tracing::info!(user = %logged_in.user.id, "first user created");
+    record(
+        &state,
+        AuditEvent::new(
+            Some(&logged_in.user.id),
+            "auth.setup",
+            &logged_in.user.username,
+        ),
+    )
+    .await;
     signed_in(
         &state,
         &logged_in,
@@ -310,6 +339,15 @@ async fn login(
         Ok(logged_in) => {
             state.limiter.succeeded(&who);
             tracing::info!(user = %logged_in.user.id, "login succeeded");
+            record(
+                &state,
+                AuditEvent::new(
+                    Some(&logged_in.user.id),
+                    "auth.login",
+                    &logged_in.user.username,
+                ),
+            )
+            .await;
             let to = creds
                 .from_form
                 .then(|| next.unwrap_or_else(|| "/desktop".into()));
@@ -317,6 +355,7 @@ async fn login(
         }
         Err(DomainError::InvalidCredentials) if creds.from_form => {
             tracing::info!("login failed");
+            record_failed_login(&state, &creds.username).await;
             let query = match next {
                 Some(next) => format!(
                     "/auth/login?error=1&next={}",
@@ -331,6 +370,7 @@ async fn login(
         Err(e) => {
             if matches!(e, DomainError::InvalidCredentials) {
                 tracing::info!("login failed");
+                record_failed_login(&state, &creds.username).await;
             }
             Err(e.into())
         }
@@ -341,7 +381,9 @@ async fn login(
 async fn end_session(state: &AppState, caller: Option<Caller>, operation: &str) -> ApiResult<()> {
     if let Some(caller) = caller {
         authorize(state, &caller, RequestFacts::new(operation))?;
-        sessions::revoke(&state.store, &caller.session_id, &caller.user.id).await?;
+        if let Some(session) = caller.session_id() {
+            sessions::revoke(&state.store, session, &caller.user.id).await?;
+        }
     }
     Ok(())
 }
@@ -410,6 +452,15 @@ async fn complete(
         .await?;
     state.limiter.succeeded(&who);
     tracing::info!(user = %logged_in.user.id, "invite completed");
+    record(
+        &state,
+        AuditEvent::new(
+            Some(&logged_in.user.id),
+            "auth.complete",
+            &logged_in.user.username,
+        ),
+    )
+    .await;
     signed_in(&state, &logged_in, None)
 }
 
@@ -452,6 +503,11 @@ async fn create_user(
         .invite(&caller.user, body.username.as_deref().unwrap_or(""))
         .await?;
     tracing::info!(actor = %caller.user.id, user = %user.id, "user invited");
+    record(
+        &state,
+        AuditEvent::new(Some(&caller.user.id), "user.invite", &user.username).concerning(&user.id),
+    )
+    .await;
     Ok(Json(json!({
         "ok": true,
         "username": user.username,
@@ -467,19 +523,78 @@ async fn reset_user(
     authorize(&state, &caller, RequestFacts::new("auth:users:reset"))?;
     let user = state.accounts.reset(&caller.user, &username).await?;
     tracing::info!(actor = %caller.user.id, user = %user.id, "password reset");
+    record(
+        &state,
+        AuditEvent::new(Some(&caller.user.id), "user.reset", &user.username).concerning(&user.id),
+    )
+    .await;
     Ok(Json(json!({
         "ok": true,
         "invite_code": user.invite.as_ref().map(|i| i.code.as_str()),
     })))
 }
 
+#[derive(Deserialize)]
+struct DeleteUserQuery {
+    /// What happens to the agents the user owns: `transfer:<username>` or
+    /// `delete`. Required when they own any.
+    agents: Option<String>,
+}
+
 async fn delete_user(
     State(state): State<AppState>,
     caller: Caller,
     Path(username): Path<String>,
+    Query(query): Query<DeleteUserQuery>,
 ) -> ApiResult<Json<Value>> {
     authorize(&state, &caller, RequestFacts::new("auth:users:delete"))?;
-    let user = state.accounts.delete(&caller.user, &username).await?;
+    let heir = match query.agents.as_deref() {
+        None | Some("delete") => None,
+        Some(spec) => {
+            let to = spec.strip_prefix("transfer:").ok_or_else(|| {
+                ApiError::BadRequest("agents must be transfer:<username> or delete".into())
+            })?;
+            let heir = state
+                .accounts
+                .find(to)?
+                .ok_or(DomainError::NotFound("user to transfer to"))?;
+            if heir.username == username.to_ascii_lowercase() {
+                return Err(ApiError::BadRequest(
+                    "cannot transfer agents to the user being deleted".into(),
+                ));
+            }
+            Some(heir)
+        }
+    };
+    let delete_agents = query.agents.as_deref() == Some("delete");
+    let user = state
+        .accounts
+        .delete(&caller.user, &username, |user, tx| {
+            let owned = state.agents.owned_by(&user.id)?;
+            if !owned.is_empty() && heir.is_none() && !delete_agents {
+                return Err(DomainError::Conflict(format!(
+                    "{} owns {} agent(s); pass ?agents=transfer:<username> or ?agents=delete",
+                    user.username,
+                    owned.len()
+                )));
+            }
+            if let Some(heir) = &heir {
+                state.agents.stage_owner_change(tx, &user.id, &heir.id)?;
+            }
+            state
+                .agents
+                .stage_user_removal(tx, &user.id, delete_agents)?;
+            state.delegations.stage_issuer_removal(tx, &user.id)?;
+            AuditEvent::new(Some(&caller.user.id), "user.delete", &user.username)
+                .concerning(&user.id)
+                .detail(json!({
+                    "agents": owned,
+                    "agents_to": heir.as_ref().map(|h| h.username.clone()),
+                    "agents_deleted": delete_agents,
+                }))
+                .record_into(tx)
+        })
+        .await?;
     tracing::info!(actor = %caller.user.id, user = %user.id, "user deleted");
     Ok(Json(json!({ "ok": true })))
 }
@@ -501,6 +616,10 @@ async fn set_admin(
         .set_admin(&caller.user, &username, body.is_admin)
         .await?;
     tracing::info!(actor = %caller.user.id, user = %user.id, is_admin = user.is_admin, "admin flag changed");
+    let event = AuditEvent::new(Some(&caller.user.id), "user.set_admin", &user.username)
+        .concerning(&user.id)
+        .detail(json!({ "is_admin": user.is_admin }));
+    record(&state, event).await;
     Ok(Json(json!({ "ok": true, "user": PublicUser::from(&user) })))
 }
 
@@ -520,6 +639,13 @@ async fn revoke_sessions(
         .ok_or(DomainError::NotFound("user"))?;
     let revoked = sessions::revoke_all(&state.store, &user.id).await?;
     tracing::info!(actor = %caller.user.id, user = %user.id, revoked, "sessions revoked");
+    let event = AuditEvent::new(
+        Some(&caller.user.id),
+        "user.revoke_sessions",
+        &user.username,
+    )
+    .concerning(&user.id);
+    record(&state, event).await;
     Ok(Json(json!({ "ok": true, "revoked": revoked })))
 }
 
@@ -571,10 +697,19 @@ async fn change_password(
             &caller.user.id,
             body.current.unwrap_or_default(),
             body.new.unwrap_or_default(),
-            &caller.session_id,
+            caller.session_id().unwrap_or_default(),
         )
         .await?;
     state.limiter.succeeded(&who);
     tracing::info!(user = %caller.user.id, revoked, "password changed");
+    record(
+        &state,
+        AuditEvent::new(
+            Some(&caller.user.id),
+            "auth.password",
+            &caller.user.username,
+        ),
+    )
+    .await;
     Ok(Json(json!({ "ok": true })))
 }

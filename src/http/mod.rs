@@ -2,10 +2,13 @@
 //! authorize and call the domain, and the middleware every request passes
 //! through (request id, tracing, body limit, timeout, JSON errors).
 
+pub mod agents;
+pub mod audit;
 pub mod auth;
 pub mod extract;
 mod health;
 pub mod ratelimit;
+pub mod tokens;
 
 use std::time::Duration;
 
@@ -33,6 +36,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(auth::routes())
+        .merge(agents::routes())
+        .merge(tokens::routes())
+        .merge(audit::routes())
         .fallback(not_found)
         .layer(middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(max_body))

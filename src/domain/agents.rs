@@ -1,0 +1,403 @@
+//! Agents, their one owner, and the grants that share them.
+//!
+//! An agent keeps the legacy host's fields as an open JSON map. Ownership and
+//! grants are indexed both ways (`owned/`, `granted/`), so "what can this user
+//! see" reads only that user's index entries, never every agent on the host.
+//! Whether a grant is *effective* is not decided here: the policy evaluates
+//! the chain of granters on every request (`datalog/agents.dl`).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::audit::AuditEvent;
+use super::levels::Level;
+use super::users::User;
+use super::{commit, decode, encode, keyspace, now, retry, DomainError, DomainResult};
+use crate::store::{Expect, Store, StoreError, Transaction};
+
+pub const MAX_AGENT_NAME_LEN: usize = 63;
+/// Keys the server owns in an agent's JSON; clients may not set them.
+pub const RESERVED_FIELDS: &[&str] = &[
+    "name",
+    "owner",
+    "created_at",
+    "archived",
+    "archived_at",
+    "access",
+    "shared_with",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Agent {
+    pub name: String,
+    /// The owning user's id.
+    pub owner: String,
+    pub created_at: i64,
+    #[serde(default)]
+    pub archived: bool,
+    #[serde(default)]
+    pub archived_at: Option<i64>,
+    /// Everything else the legacy host keeps about an agent (display_name,
+    /// model, color, framework, can_read_user_memory, ...).
+    #[serde(default)]
+    pub fields: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Grant {
+    pub agent: String,
+    pub grantee: String,
+    pub level: Level,
+    /// Whose rights the grant derives from: the sharer, or the owner when an
+    /// admin shared on the owner's behalf.
+    pub granted_by: String,
+    pub at: i64,
+}
+
+/// A slug, unique on the host: container names derive from it.
+pub fn check_agent_name(name: &str) -> DomainResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_AGENT_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::Invalid(format!(
+            "agent name must be 1 to {MAX_AGENT_NAME_LEN} lowercase letters, digits or '-', not starting or ending with '-'"
+        )))
+    }
+}
+
+pub fn check_fields(fields: &Map<String, Value>) -> DomainResult<()> {
+    match fields
+        .keys()
+        .find(|k| RESERVED_FIELDS.contains(&k.as_str()))
+    {
+        Some(key) => Err(DomainError::Invalid(format!(
+            "{key:?} is managed by the server and cannot be set here"
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub struct Agents {
+    store: Arc<dyn Store>,
+}
+
+fn names_under(store: &dyn Store, prefix: &str) -> DomainResult<Vec<String>> {
+    Ok(store
+        .scan(prefix.as_bytes(), None, usize::MAX)?
+        .into_iter()
+        .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+        .collect())
+}
+
+impl Agents {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    fn load(&self, name: &str) -> DomainResult<Option<(Agent, Vec<u8>)>> {
+        match self.store.get(keyspace::agent(name).as_bytes())? {
+            Some(bytes) => Ok(Some((decode(&bytes)?, bytes))),
+            None => Ok(None),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> DomainResult<Option<Agent>> {
+        Ok(self.load(name)?.map(|(a, _)| a))
+    }
+
+    fn require(&self, name: &str) -> DomainResult<(Agent, Vec<u8>)> {
+        self.load(name)?.ok_or(DomainError::NotFound("agent"))
+    }
+
+    pub fn grants(&self, name: &str) -> DomainResult<Vec<Grant>> {
+        self.store
+            .scan(keyspace::grants_prefix(name).as_bytes(), None, usize::MAX)?
+            .into_iter()
+            .map(|(_, v)| decode(&v))
+            .collect()
+    }
+
+    /// Names of the agents a user owns or has been granted: the only agents
+    /// that user could possibly see.
+    pub fn candidates_for(&self, user_id: &str) -> DomainResult<Vec<String>> {
+        let mut names = names_under(self.store.as_ref(), &keyspace::owned_prefix(user_id))?;
+        names.extend(names_under(
+            self.store.as_ref(),
+            &keyspace::granted_prefix(user_id),
+        )?);
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    pub fn owned_by(&self, user_id: &str) -> DomainResult<Vec<String>> {
+        names_under(self.store.as_ref(), &keyspace::owned_prefix(user_id))
+    }
+
+    /// Every agent name on the host (admins see all).
+    pub fn all_names(&self) -> DomainResult<Vec<String>> {
+        Ok(self
+            .store
+            .scan(keyspace::AGENT_PREFIX.as_bytes(), None, usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[keyspace::AGENT_PREFIX.len()..]).into_owned())
+            .collect())
+    }
+
+    pub async fn create(
+        &self,
+        owner: &User,
+        name: &str,
+        fields: Map<String, Value>,
+        event: AuditEvent,
+    ) -> DomainResult<Agent> {
+        check_agent_name(name)?;
+        check_fields(&fields)?;
+        let agent = Agent {
+            name: name.to_owned(),
+            owner: owner.id.clone(),
+            created_at: now(),
+            archived: false,
+            archived_at: None,
+            fields,
+        };
+        let mut tx = Transaction::durable();
+        tx.expect(keyspace::agent(name), Expect::Absent)
+            .expect(keyspace::user(&owner.id), Expect::Present)
+            .put(keyspace::agent(name), encode(&agent)?)
+            .put(keyspace::owned(&owner.id, name), Vec::new());
+        event.record_into(&mut tx)?;
+        match commit(&self.store, tx).await {
+            Err(DomainError::Store(StoreError::Conflict)) => {
+                if self.get(name)?.is_some() {
+                    Err(DomainError::Conflict(format!(
+                        "an agent named {name} already exists"
+                    )))
+                } else {
+                    Err(DomainError::NotFound("owner"))
+                }
+            }
+            other => other,
+        }?;
+        Ok(agent)
+    }
+
+    /// Apply `change` to the stored agent and write it back, guarded.
+    async fn modify(
+        &self,
+        name: &str,
+        event: &AuditEvent,
+        change: impl Fn(&mut Agent) -> DomainResult<()>,
+    ) -> DomainResult<Agent> {
+        retry(&self.store, || {
+            let (mut agent, read_as) = self.require(name)?;
+            change(&mut agent)?;
+            let mut tx = Transaction::durable();
+            tx.expect(keyspace::agent(name), Expect::Equals(read_as))
+                .put(keyspace::agent(name), encode(&agent)?);
+            event.record_into(&mut tx)?;
+            Ok((tx, agent))
+        })
+        .await
+    }
+
+    /// Merge `changes` into the agent's fields; a `null` value removes a field.
+    pub async fn update(
+        &self,
+        name: &str,
+        changes: Map<String, Value>,
+        event: AuditEvent,
+    ) -> DomainResult<Agent> {
+        check_fields(&changes)?;
+        self.modify(name, &event, |agent| {
+            for (key, value) in &changes {
+                if value.is_null() {
+                    agent.fields.remove(key);
+                } else {
+                    agent.fields.insert(key.clone(), value.clone());
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_archived(
+        &self,
+        name: &str,
+        archived: bool,
+        event: AuditEvent,
+    ) -> DomainResult<Agent> {
+        self.modify(name, &event, |agent| {
+            agent.archived = archived;
+            agent.archived_at = archived.then(now);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Remove the agent with its grants, indexes and delegations.
+    pub async fn delete(&self, name: &str, event: AuditEvent) -> DomainResult<Agent> {
+        retry(&self.store, || {
+            let (agent, read_as) = self.require(name)?;
+            let mut tx = Transaction::durable();
+            tx.expect(keyspace::agent(name), Expect::Equals(read_as));
+            self.stage_removal(&mut tx, &agent)?;
+            event.record_into(&mut tx)?;
+            Ok((tx, agent))
+        })
+        .await
+    }
+
+    fn stage_removal(&self, tx: &mut Transaction, agent: &Agent) -> DomainResult<()> {
+        let name = &agent.name;
+        tx.delete(keyspace::agent(name))
+            .delete(keyspace::owned(&agent.owner, name));
+        for grant in self.grants(name)? {
+            tx.delete(keyspace::grant(name, &grant.grantee))
+                .delete(keyspace::granted(&grant.grantee, name));
+        }
+        let prefix = keyspace::agent_delegations_prefix(name);
+        for id in names_under(self.store.as_ref(), &prefix)? {
+            tx.delete(keyspace::agent_delegation(name, &id))
+                .delete(keyspace::delegation(&id));
+            if let Some(bytes) = self.store.get(keyspace::delegation(&id).as_bytes())? {
+                let d: super::delegations::Delegation = decode(&bytes)?;
+                tx.delete(keyspace::user_delegation(&d.issuer, &id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Give the agent to `to`. The new owner's own grant, if any, is dropped
+    /// (they hold `owner` now); the old owner keeps only what others granted
+    /// them, and grants that drew on the old owner's rights lapse by the rules.
+    pub async fn transfer(&self, name: &str, to: &User, event: AuditEvent) -> DomainResult<Agent> {
+        retry(&self.store, || {
+            let (mut agent, read_as) = self.require(name)?;
+            if agent.owner == to.id {
+                return Err(DomainError::Conflict(format!(
+                    "{} already owns {name}",
+                    to.username
+                )));
+            }
+            let mut tx = Transaction::durable();
+            tx.expect(keyspace::agent(name), Expect::Equals(read_as))
+                .expect(keyspace::user(&to.id), Expect::Present)
+                .delete(keyspace::owned(&agent.owner, name))
+                .put(keyspace::owned(&to.id, name), Vec::new())
+                .delete(keyspace::grant(name, &to.id))
+                .delete(keyspace::granted(&to.id, name));
+            agent.owner = to.id.clone();
+            tx.put(keyspace::agent(name), encode(&agent)?);
+            event.record_into(&mut tx)?;
+            Ok((tx, agent))
+        })
+        .await
+    }
+
+    /// Grant (or change) `grantee`'s level. Whether the granter may is the
+    /// policy's decision, made before this is called.
+    pub async fn grant(
+        &self,
+        name: &str,
+        grantee: &User,
+        level: Level,
+        granted_by: &str,
+        event: AuditEvent,
+    ) -> DomainResult<Grant> {
+        let (agent, _) = self.require(name)?;
+        if agent.owner == grantee.id {
+            return Err(DomainError::Invalid(format!(
+                "{} owns {name} already",
+                grantee.username
+            )));
+        }
+        let grant = Grant {
+            agent: name.to_owned(),
+            grantee: grantee.id.clone(),
+            level,
+            granted_by: granted_by.to_owned(),
+            at: now(),
+        };
+        let mut tx = Transaction::durable();
+        tx.expect(keyspace::agent(name), Expect::Present)
+            .expect(keyspace::user(&grantee.id), Expect::Present)
+            .put(keyspace::grant(name, &grantee.id), encode(&grant)?)
+            .put(keyspace::granted(&grantee.id, name), Vec::new());
+        event.record_into(&mut tx)?;
+        match commit(&self.store, tx).await {
+            Err(DomainError::Store(StoreError::Conflict)) => {
+                Err(DomainError::NotFound("agent or user"))
+            }
+            other => other,
+        }?;
+        Ok(grant)
+    }
+
+    /// Remove `grantee`'s grant; `NotFound` if there was none.
+    pub async fn revoke(&self, name: &str, grantee: &str, event: AuditEvent) -> DomainResult<()> {
+        let mut tx = Transaction::durable();
+        tx.expect(keyspace::grant(name, grantee), Expect::Present)
+            .delete(keyspace::grant(name, grantee))
+            .delete(keyspace::granted(grantee, name));
+        event.record_into(&mut tx)?;
+        match commit(&self.store, tx).await {
+            Err(DomainError::Store(StoreError::Conflict)) => Err(DomainError::NotFound("grant")),
+            other => other,
+        }
+    }
+
+    /// Add to `tx` the removal of every grant held by `user_id`, and of every
+    /// agent they own (for deleting a user who chose to delete their agents).
+    pub fn stage_user_removal(
+        &self,
+        tx: &mut Transaction,
+        user_id: &str,
+        delete_owned: bool,
+    ) -> DomainResult<()> {
+        for name in names_under(self.store.as_ref(), &keyspace::granted_prefix(user_id))? {
+            tx.delete(keyspace::grant(&name, user_id))
+                .delete(keyspace::granted(user_id, &name));
+        }
+        if delete_owned {
+            for name in self.owned_by(user_id)? {
+                if let Some((agent, read_as)) = self.load(&name)? {
+                    tx.expect(keyspace::agent(&name), Expect::Equals(read_as));
+                    self.stage_removal(tx, &agent)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Add to `tx` moving every agent `from` owns to `to`.
+    pub fn stage_owner_change(
+        &self,
+        tx: &mut Transaction,
+        from: &str,
+        to: &str,
+    ) -> DomainResult<Vec<String>> {
+        let names = self.owned_by(from)?;
+        for name in &names {
+            let (mut agent, read_as) = self.require(name)?;
+            agent.owner = to.to_owned();
+            tx.expect(keyspace::agent(name), Expect::Equals(read_as))
+                .put(keyspace::agent(name), encode(&agent)?)
+                .delete(keyspace::owned(from, name))
+                .put(keyspace::owned(to, name), Vec::new())
+                .delete(keyspace::grant(name, to))
+                .delete(keyspace::granted(to, name));
+        }
+        Ok(names)
+    }
+}

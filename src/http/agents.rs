@@ -1,0 +1,484 @@
+//! `/api/agents`: agents with one owner, shared at graduated levels. Every
+//! decision is the policy's (`datalog/agents.dl`); handlers load the agent and
+//! its grants, ask, and call the domain.
+//!
+//! An agent the caller cannot see answers 404 exactly like one that does not
+//! exist, so names do not leak; one they can see but not act on is 403.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::authz::AuthError;
+use crate::domain::agents::{Agent, Grant};
+use crate::domain::audit::AuditEvent;
+use crate::domain::levels::Level;
+use crate::domain::users::User;
+use crate::domain::DomainError;
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, Caller};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/agents", get(list).post(create))
+        .route("/api/agents/{name}", get(read).put(update).delete(remove))
+        .route("/api/agents/{name}/archive", post(archive))
+        .route("/api/agents/{name}/restore", post(restore))
+        .route("/api/agents/{name}/transfer", post(transfer))
+        .route("/api/agents/{name}/shares", get(list_shares).post(share))
+        .route(
+            "/api/agents/{name}/shares/{username}",
+            axum::routing::delete(unshare),
+        )
+}
+
+/// An agent with everything a decision about it needs.
+pub struct Loaded {
+    pub agent: Agent,
+    pub grants: Vec<Grant>,
+}
+
+pub fn not_found() -> ApiError {
+    ApiError::Domain(DomainError::NotFound("agent"))
+}
+
+pub fn load(state: &AppState, name: &str) -> ApiResult<Loaded> {
+    let agent = state.agents.get(name)?.ok_or_else(not_found)?;
+    let grants = state.agents.grants(name)?;
+    Ok(Loaded { agent, grants })
+}
+
+/// Ask the policy whether `caller` may do `operation` on the agent, conferring
+/// `granting` (a rank, or 0). A refusal for an agent the caller cannot even
+/// view is reported as not found.
+pub fn decide(
+    state: &AppState,
+    caller: &Caller,
+    operation: &str,
+    loaded: &Loaded,
+    granting: i64,
+) -> ApiResult<()> {
+    let request = AppState::agent_request(operation, &loaded.agent, &loaded.grants, granting);
+    match state.authorize(caller, request) {
+        Ok(()) => Ok(()),
+        Err(AuthError::Denied(reason)) => {
+            if operation != "agent:read" && can_view(state, caller, loaded)? {
+                Err(AuthError::Denied(reason).into())
+            } else {
+                Err(not_found())
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn can_view(state: &AppState, caller: &Caller, loaded: &Loaded) -> ApiResult<bool> {
+    let request = AppState::agent_request("agent:read", &loaded.agent, &loaded.grants, 0);
+    match state.authorize(caller, request) {
+        Ok(()) => Ok(true),
+        Err(AuthError::Denied(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Effective ranks on the agent, per user, as the policy derives them;
+/// `admin` names an admin whose admin rights count too.
+fn effective_ranks(
+    state: &AppState,
+    loaded: &Loaded,
+    admin: Option<&str>,
+) -> ApiResult<HashMap<String, i64>> {
+    let mut request = AppState::agent_request("agent:read", &loaded.agent, &loaded.grants, 0);
+    if let Some(admin) = admin {
+        request = request.fact("admin", &[biscuit_auth::builder::string(admin)]);
+    }
+    let mut best = HashMap::new();
+    for (_, user, rank) in state.authz.ranks(&request)?.iter() {
+        let entry = best.entry(user.clone()).or_insert(0);
+        *entry = (*entry).max(*rank);
+    }
+    Ok(best)
+}
+
+/// Resolves user ids to `{id, username}` once per request.
+struct Names<'a> {
+    state: &'a AppState,
+    known: HashMap<String, Value>,
+}
+
+impl<'a> Names<'a> {
+    fn new(state: &'a AppState) -> Self {
+        Self {
+            state,
+            known: HashMap::new(),
+        }
+    }
+
+    fn user(&mut self, id: &str) -> ApiResult<Value> {
+        if let Some(v) = self.known.get(id) {
+            return Ok(v.clone());
+        }
+        let username = self.state.accounts.get(id)?.map(|u| u.username);
+        let v = json!({ "id": id, "username": username });
+        self.known.insert(id.to_owned(), v.clone());
+        Ok(v)
+    }
+}
+
+fn shares_json(
+    names: &mut Names,
+    loaded: &Loaded,
+    ranks: &HashMap<String, i64>,
+) -> ApiResult<Vec<Value>> {
+    loaded
+        .grants
+        .iter()
+        .map(|g| {
+            Ok(json!({
+                "user": names.user(&g.grantee)?,
+                "level": g.level,
+                "granted_by": names.user(&g.granted_by)?,
+                "at": g.at,
+                "effective": ranks.get(&g.grantee).copied().unwrap_or(0) >= g.level.rank(),
+            }))
+        })
+        .collect()
+}
+
+/// The agent as the caller may see it: its fields, owner, the caller's level,
+/// and who it is shared with when the caller may share it.
+fn view(state: &AppState, names: &mut Names, caller: &Caller, loaded: &Loaded) -> ApiResult<Value> {
+    let admin = caller.user.is_admin.then_some(caller.user.id.as_str());
+    let ranks = effective_ranks(state, loaded, admin)?;
+    let access = ranks
+        .get(&caller.user.id)
+        .copied()
+        .and_then(Level::from_rank);
+    let agent = &loaded.agent;
+    let mut out: Map<String, Value> = agent.fields.clone();
+    out.insert("name".into(), json!(agent.name));
+    out.insert("owner".into(), names.user(&agent.owner)?);
+    out.insert("access".into(), json!(access));
+    out.insert("created_at".into(), json!(agent.created_at));
+    out.insert("archived".into(), json!(agent.archived));
+    if agent.archived {
+        out.insert("archived_at".into(), json!(agent.archived_at));
+    }
+    if access.is_some_and(|a| a >= Level::Share) || caller.user.is_admin {
+        out.insert(
+            "shared_with".into(),
+            json!(shares_json(names, loaded, &ranks)?),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+/// Who the act is on behalf of, when an admin acts on someone else's agent
+/// without holding the rights themselves.
+fn on_behalf(
+    state: &AppState,
+    caller: &Caller,
+    loaded: &Loaded,
+    needs: Level,
+) -> ApiResult<Option<String>> {
+    if !caller.user.is_admin || loaded.agent.owner == caller.user.id {
+        return Ok(None);
+    }
+    let own = effective_ranks(state, loaded, None)?;
+    let holds = own.get(&caller.user.id).copied().unwrap_or(0);
+    Ok((holds < needs.rank()).then(|| loaded.agent.owner.clone()))
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<Value>>> {
+    let names_to_check = if caller.user.is_admin {
+        state.agents.all_names()?
+    } else {
+        state.agents.candidates_for(&caller.user.id)?
+    };
+    let mut names = Names::new(&state);
+    let mut out = Vec::new();
+    for name in names_to_check {
+        // Gone since the index was read: skip.
+        let Ok(loaded) = load(&state, &name) else {
+            continue;
+        };
+        let request = AppState::agent_request("agent:read", &loaded.agent, &loaded.grants, 0);
+        match state.authorize(&caller, request) {
+            Ok(()) => out.push(view(&state, &mut names, &caller, &loaded)?),
+            Err(AuthError::Denied(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Json(out))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    let mut fields = body;
+    let name = match fields.remove("name") {
+        Some(Value::String(name)) => name,
+        Some(_) => return Err(ApiError::BadRequest("name must be a string".into())),
+        None => return Err(ApiError::BadRequest("name is required".into())),
+    };
+    let owner = match fields.remove("owner") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(username)) => Some(username),
+        Some(_) => return Err(ApiError::BadRequest("owner must be a username".into())),
+    };
+    let (owner, operation) = match owner {
+        Some(username) if username.to_ascii_lowercase() != caller.user.username => {
+            state.authorize(
+                &caller,
+                crate::authz::policy::RequestFacts::new("agent:create_for"),
+            )?;
+            let user = state
+                .accounts
+                .find(&username)?
+                .ok_or(DomainError::NotFound("owner"))?;
+            (user, "agent.create_for")
+        }
+        _ => {
+            state.authorize(
+                &caller,
+                crate::authz::policy::RequestFacts::new("agent:create"),
+            )?;
+            (caller.user.clone(), "agent.create")
+        }
+    };
+    let on_behalf = (owner.id != caller.user.id).then_some(owner.id.as_str());
+    let event = AuditEvent::new(Some(&caller.user.id), operation, &name).on_behalf_of(on_behalf);
+    let agent = state.agents.create(&owner, &name, fields, event).await?;
+    let loaded = Loaded {
+        agent,
+        grants: Vec::new(),
+    };
+    let mut names = Names::new(&state);
+    let view = view(&state, &mut names, &caller, &loaded)?;
+    Ok(Json(json!({
+        "status": "created",
+        "name": loaded.agent.name,
+        "display_name": loaded.agent.fields.get("display_name").cloned().unwrap_or(Value::Null),
+        "agent": view,
+    })))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let loaded = load(&state, &name)?;
+    decide(&state, &caller, "agent:read", &loaded, 0)?;
+    let mut names = Names::new(&state);
+    Ok(Json(view(&state, &mut names, &caller, &loaded)?))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(changes): Json<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    let loaded = load(&state, &name)?;
+    decide(&state, &caller, "agent:update", &loaded, 0)?;
+    let behalf = on_behalf(&state, &caller, &loaded, Level::Edit)?;
+    let event = AuditEvent::new(Some(&caller.user.id), "agent.update", &name)
+        .on_behalf_of(behalf.as_deref())
+        .detail(json!({ "fields": changes.keys().collect::<Vec<_>>() }));
+    let agent = state.agents.update(&name, changes, event).await?;
+    let loaded = Loaded {
+        agent,
+        grants: loaded.grants,
+    };
+    let mut names = Names::new(&state);
+    Ok(Json(view(&state, &mut names, &caller, &loaded)?))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let loaded = load(&state, &name)?;
+    decide(&state, &caller, "agent:delete", &loaded, 0)?;
+    let event = AuditEvent::new(Some(&caller.user.id), "agent.delete", &name);
+    state.agents.delete(&name, event).await?;
+    Ok(Json(json!({ "status": "deleted", "name": name })))
+}
+
+async fn set_archived(
+    state: AppState,
+    caller: Caller,
+    name: String,
+    archived: bool,
+) -> ApiResult<Json<Value>> {
+    let loaded = load(&state, &name)?;
+    let (operation, action, status) = if archived {
+        ("agent:archive", "agent.archive", "archived")
+    } else {
+        ("agent:restore", "agent.restore", "restored")
+    };
+    decide(&state, &caller, operation, &loaded, 0)?;
+    let behalf = on_behalf(&state, &caller, &loaded, Level::Manage)?;
+    let event =
+        AuditEvent::new(Some(&caller.user.id), action, &name).on_behalf_of(behalf.as_deref());
+    state.agents.set_archived(&name, archived, event).await?;
+    Ok(Json(json!({ "status": status, "name": name })))
+}
+
+async fn archive(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    set_archived(state, caller, name, true).await
+}
+
+async fn restore(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    set_archived(state, caller, name, false).await
+}
+
+#[derive(Deserialize)]
+struct TransferBody {
+    to: String,
+}
+
+async fn transfer(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<TransferBody>,
+) -> ApiResult<Json<Value>> {
+    let loaded = load(&state, &name)?;
+    decide(&state, &caller, "agent:transfer", &loaded, 0)?;
+    let to = find_user(&state, &body.to)?;
+    let behalf = on_behalf(&state, &caller, &loaded, Level::Owner)?;
+    let event = AuditEvent::new(Some(&caller.user.id), "agent.transfer", &name)
+        .on_behalf_of(behalf.as_deref())
+        .concerning(&loaded.agent.owner)
+        .concerning(&to.id);
+    let agent = state.agents.transfer(&name, &to, event).await?;
+    let mut names = Names::new(&state);
+    Ok(Json(json!({
+        "status": "transferred",
+        "name": name,
+        "owner": names.user(&agent.owner)?,
+    })))
+}
+
+fn find_user(state: &AppState, username: &str) -> ApiResult<User> {
+    Ok(state
+        .accounts
+        .find(username)?
+        .ok_or(DomainError::NotFound("user"))?)
+}
+
+async fn list_shares(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let loaded = load(&state, &name)?;
+    decide(&state, &caller, "agent:shares:read", &loaded, 0)?;
+    let ranks = effective_ranks(&state, &loaded, None)?;
+    let mut names = Names::new(&state);
+    Ok(Json(
+        json!({ "shares": shares_json(&mut names, &loaded, &ranks)? }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ShareBody {
+    user: String,
+    level: String,
+}
+
+async fn share(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<ShareBody>,
+) -> ApiResult<Json<Value>> {
+    let level = Level::parse_grantable(&body.level)?;
+    let loaded = load(&state, &name)?;
+    decide(&state, &caller, "agent:share", &loaded, level.rank())?;
+    let grantee = find_user(&state, &body.user)?;
+    if grantee.id == caller.user.id {
+        return Err(ApiError::BadRequest(
+            "you cannot share an agent with yourself".into(),
+        ));
+    }
+    // An admin without the rights of their own shares on the owner's behalf:
+    // the grant draws on the owner's rights.
+    let behalf = on_behalf(&state, &caller, &loaded, Level::Share)?;
+    let granted_by = behalf.clone().unwrap_or_else(|| caller.user.id.clone());
+    let event = AuditEvent::new(Some(&caller.user.id), "agent.share", &name)
+        .on_behalf_of(behalf.as_deref())
+        .concerning(&grantee.id)
+        .detail(json!({ "level": level }));
+    let grant = state
+        .agents
+        .grant(&name, &grantee, level, &granted_by, event)
+        .await?;
+    let mut names = Names::new(&state);
+    Ok(Json(json!({
+        "ok": true,
+        "share": {
+            "user": names.user(&grant.grantee)?,
+            "level": grant.level,
+            "granted_by": names.user(&grant.granted_by)?,
+            "at": grant.at,
+        }
+    })))
+}
+
+async fn unshare(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, username)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let loaded = load(&state, &name)?;
+    let grantee = state.accounts.find(&username)?;
+    let grant = grantee
+        .as_ref()
+        .and_then(|u| loaded.grants.iter().find(|g| g.grantee == u.id));
+    let Some(grant) = grant else {
+        // Say "no such grant" only to those who may read the shares.
+        decide(&state, &caller, "agent:shares:read", &loaded, 0)?;
+        return Err(DomainError::NotFound("share").into());
+    };
+    let leaving = grant.grantee == caller.user.id;
+    if leaving {
+        decide(&state, &caller, "agent:leave", &loaded, 0)?;
+    } else {
+        decide(
+            &state,
+            &caller,
+            "agent:unshare",
+            &loaded,
+            grant.level.rank(),
+        )?;
+    }
+    let behalf = if leaving {
+        None
+    } else {
+        on_behalf(&state, &caller, &loaded, Level::Share)?
+    };
+    let event = AuditEvent::new(Some(&caller.user.id), "agent.unshare", &name)
+        .on_behalf_of(behalf.as_deref())
+        .concerning(&grant.grantee)
+        .detail(json!({ "level": grant.level }));
+    state.agents.revoke(&name, &grant.grantee, event).await?;
+    Ok(Json(json!({ "ok": true })))
+}
