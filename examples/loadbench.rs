@@ -3,7 +3,7 @@
 //! drives it with C concurrent keep-alive HTTP/1.1 connections for S seconds
 //! per scenario, and prints one table.
 //!
-//!     cargo run --release --example loadbench -- [--connections 64] [--seconds 5]
+//!     cargo run --release --example loadbench -- [--agents 10000] [--connections 64] [--seconds 5] [--only NAME]
 //!
 //! Every scenario runs in the same process and run as `/health`, so the
 //! ratio column compares like with like. Only loopback is ever contacted, and
@@ -17,28 +17,41 @@ use http_body_util::BodyExt;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use tessera::domain::agents::Agent;
+use tessera::domain::keyspace;
+use tessera::store::{Store, Transaction};
 use tessera::{AppState, Config};
 use tokio::net::TcpStream;
 
 struct Args {
     connections: usize,
     seconds: u64,
+    agents: usize,
+    /// Run only the scenarios whose name contains this (plus /health).
+    only: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         connections: 64,
         seconds: 5,
+        agents: 10_000,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        if flag == "--only" {
+            args.only = Some(value);
+            continue;
+        }
         let number: u64 = value
             .parse()
             .map_err(|_| format!("{flag}: not a number: {value}"))?;
         match flag.as_str() {
             "--connections" => args.connections = number.max(1) as usize,
             "--seconds" => args.seconds = number.max(1),
+            "--agents" => args.agents = number.max(10) as usize,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -186,6 +199,7 @@ async fn call(
 async fn bench(args: Args) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let state = AppState::open(Config::new(dir.path())).map_err(|e| e.to_string())?;
+    let store = state.store.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
@@ -208,6 +222,43 @@ async fn bench(args: Args) -> Result<(), String> {
     )
     .await?;
     let admin = setup["token"].as_str().ok_or("no token")?.to_owned();
+    let admin_id = setup["user"]["id"].as_str().ok_or("no id")?.to_owned();
+
+    // The host's agents, written straight to the store in batches (the
+    // server's own create path fsyncs each one, which only slows set-up).
+    seed_agents(store.as_ref(), &admin_id, args.agents)?;
+    // A reader who sees 10 of them, shared through the API.
+    let invite = call(
+        addr,
+        "POST",
+        "/auth/users",
+        Some(&admin),
+        json!({"username": "reader"}),
+    )
+    .await?;
+    let code = invite["invite_code"].as_str().ok_or("no invite code")?;
+    let done = call(
+        addr,
+        "POST",
+        "/auth/complete",
+        None,
+        json!({"username": "reader", "invite_code": code, "password": "reader-password"}),
+    )
+    .await?;
+    let reader = done["token"].as_str().ok_or("no token")?.to_owned();
+    let step = args.agents / 10;
+    for i in 0..10 {
+        let path = format!("/api/agents/agent-{}/shares", i * step);
+        call(
+            addr,
+            "POST",
+            &path,
+            Some(&admin),
+            json!({"user": "reader", "level": "use"}),
+        )
+        .await?;
+    }
+    let shared_agent = format!("/api/agents/agent-{}", 3 * step);
 
     let scenarios = vec![
         Scenario {
@@ -223,15 +274,22 @@ async fn bench(args: Args) -> Result<(), String> {
             token: Some(admin.clone()),
         },
         Scenario {
-            name: "GET /auth/users (admin, policy)",
+            name: "GET /api/agents/{name} (sharee)",
             method: "GET",
-            path: "/auth/users".into(),
-            token: Some(admin.clone()),
+            path: shared_agent,
+            token: Some(reader.clone()),
+        },
+        Scenario {
+            name: "GET /api/agents (sees 10 of all)",
+            method: "GET",
+            path: "/api/agents".into(),
+            token: Some(reader.clone()),
         },
     ];
 
     println!(
-        "tessera loadbench: {} connections, {} s per scenario, {} cores",
+        "tessera loadbench: {} agents, {} connections, {} s per scenario, {} cores",
+        args.agents,
         args.connections,
         args.seconds,
         std::thread::available_parallelism()
@@ -244,6 +302,11 @@ async fn bench(args: Args) -> Result<(), String> {
     );
     let mut health_rps = None;
     for scenario in &scenarios {
+        if let Some(only) = &args.only {
+            if scenario.path != "/health" && !scenario.name.contains(only.as_str()) {
+                continue;
+            }
+        }
         let o = run_scenario(addr, scenario, &args).await?;
         let rps = o.requests as f64 / o.elapsed.as_secs_f64().max(1e-9);
         let base = *health_rps.get_or_insert(rps);
@@ -260,11 +323,37 @@ async fn bench(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+fn seed_agents(store: &dyn Store, owner: &str, count: usize) -> Result<(), String> {
+    for batch in (0..count).collect::<Vec<_>>().chunks(1_000) {
+        let mut tx = Transaction::new();
+        for i in batch {
+            let agent = Agent {
+                name: format!("agent-{i}"),
+                owner: owner.to_owned(),
+                created_at: 0,
+                archived: false,
+                archived_at: None,
+                fields: serde_json::Map::from_iter([(
+                    "display_name".to_owned(),
+                    json!(format!("Agent {i}")),
+                )]),
+            };
+            let bytes = serde_json::to_vec(&agent).map_err(|e| e.to_string())?;
+            tx.put(keyspace::agent(&agent.name), bytes);
+            tx.put(keyspace::owned(owner, &agent.name), Vec::new());
+        }
+        store.commit(&tx).map_err(|e| e.to_string())?;
+    }
+    store.flush().map_err(|e| e.to_string())
+}
+
 fn main() -> std::process::ExitCode {
     let args = match parse_args() {
         Ok(args) => args,
         Err(e) => {
-            eprintln!("{e}\nusage: loadbench [--connections C] [--seconds S]");
+            eprintln!(
+                "{e}\nusage: loadbench [--agents N] [--connections C] [--seconds S] [--only NAME]"
+            );
             return std::process::ExitCode::from(2);
         }
     };

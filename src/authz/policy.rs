@@ -38,29 +38,62 @@ pub struct Policy {
 /// The facts describing one request: the operation and whatever store facts
 /// the decision needs (admin flag, owner, grants...). Keep it small: the cost of
 /// a decision grows with the world.
+///
+/// Requests are built on every call but mostly answered from memory, so the
+/// facts are kept as plain terms with a canonical text key, and only turned
+/// into Datalog facts when the policy actually runs.
 #[derive(Debug, Clone)]
 pub struct RequestFacts {
     operation: String,
-    facts: Vec<Fact>,
-    /// The facts printed as Datalog, in order: two requests with the same
+    facts: Vec<(String, Vec<Term>)>,
+    /// Every fact in order, as unambiguous text: two requests with the same
     /// key present the same world to the policy.
     key: String,
 }
 
+fn push_key_term(key: &mut String, term: &Term) {
+    use std::fmt::Write;
+    match term {
+        Term::Str(s) => {
+            key.push('"');
+            for c in s.chars() {
+                if c == '"' || c == '\\' {
+                    key.push('\\');
+                }
+                key.push(c);
+            }
+            key.push('"');
+        }
+        Term::Integer(i) => {
+            let _ = write!(key, "{i}");
+        }
+        other => {
+            let _ = write!(key, "{other}");
+        }
+    }
+}
+
 impl RequestFacts {
     pub fn new(operation: &str) -> Self {
-        let fact = builder::fact("operation", &[builder::string(operation)]);
         Self {
             operation: operation.to_owned(),
-            key: format!("{fact};"),
-            facts: vec![fact],
+            facts: Vec::with_capacity(8),
+            key: String::with_capacity(128),
         }
+        .fact("operation", &[builder::string(operation)])
     }
 
     pub fn fact(mut self, name: &str, terms: &[Term]) -> Self {
-        let fact = builder::fact(name, terms);
-        self.key.push_str(&format!("{fact};"));
-        self.facts.push(fact);
+        self.key.push_str(name);
+        self.key.push('(');
+        for (i, term) in terms.iter().enumerate() {
+            if i > 0 {
+                self.key.push(',');
+            }
+            push_key_term(&mut self.key, term);
+        }
+        self.key.push_str(");");
+        self.facts.push((name.to_owned(), terms.to_vec()));
         self
     }
 
@@ -70,6 +103,12 @@ impl RequestFacts {
 
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    fn datalog(&self) -> impl Iterator<Item = Fact> + '_ {
+        self.facts
+            .iter()
+            .map(|(name, terms)| builder::fact(name, terms))
     }
 }
 
@@ -128,9 +167,9 @@ impl Policy {
     /// restrictions) must pass, and the policy's allow/deny rules decide.
     pub fn authorize(&self, token: &Biscuit, request: &RequestFacts) -> Result<(), AuthError> {
         let mut builder = self.base.clone().time();
-        for fact in &request.facts {
+        for fact in request.datalog() {
             builder = builder
-                .fact(fact.clone())
+                .fact(fact)
                 .map_err(|e| AuthError::Internal(format!("request fact: {e}")))?;
         }
         let mut authorizer = builder.build(token).map_err(|e| match e {
@@ -158,9 +197,9 @@ impl Policy {
     /// facts alone (no token): who effectively holds what on an agent.
     pub fn ranks(&self, request: &RequestFacts) -> Result<super::Ranks, AuthError> {
         let mut builder = self.base.clone();
-        for fact in &request.facts {
+        for fact in request.datalog() {
             builder = builder
-                .fact(fact.clone())
+                .fact(fact)
                 .map_err(|e| AuthError::Internal(format!("request fact: {e}")))?;
         }
         let mut authorizer = builder
@@ -212,6 +251,16 @@ fn is_token_check(check: &FailedCheck) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_keys_are_unambiguous() {
+        let a = RequestFacts::new("op").fact("f", &[builder::string("a\",\"b")]);
+        let b = RequestFacts::new("op").fact("f", &[builder::string("a"), builder::string("b")]);
+        assert_ne!(a.key(), b.key());
+        let c = RequestFacts::new("op").fact("f", &[builder::int(1)]);
+        let d = RequestFacts::new("op").fact("f", &[builder::string("1")]);
+        assert_ne!(c.key(), d.key());
+    }
 
     #[test]
     fn time_mentions_are_found_conservatively() {

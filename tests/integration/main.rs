@@ -3,8 +3,11 @@
 mod helpers;
 
 mod accounts;
+mod agents_matrix;
+mod agents_model;
 mod binary;
 mod concurrency;
+mod delegation;
 mod legacy_replay;
 mod logs;
 mod sessions;

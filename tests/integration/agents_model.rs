@@ -1,0 +1,336 @@
+//! Property tests of sharing: random sequences of share, unshare, transfer,
+//! promote, demote and delete, run against the server and against a plain
+//! Rust model of the rules in DESIGN.md. After every step the server must
+//! accept exactly the acts the model allows, and every user must hold exactly
+//! the level the model computes: never more, never less.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::http::{Method, StatusCode};
+use proptest::prelude::*;
+use serde_json::json;
+
+use crate::helpers::{Auth, TestApp, ADMIN_PASSWORD};
+
+const USERS: [&str; 4] = ["alice", "u1", "u2", "u3"];
+const AGENTS: [&str; 2] = ["a0", "a1"];
+const LEVELS: [(&str, i64); 5] = [
+    ("view", 1),
+    ("use", 2),
+    ("edit", 3),
+    ("manage", 4),
+    ("share", 5),
+];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Share {
+        actor: usize,
+        agent: usize,
+        grantee: usize,
+        level: usize,
+    },
+    Unshare {
+        actor: usize,
+        agent: usize,
+        grantee: usize,
+    },
+    Transfer {
+        actor: usize,
+        agent: usize,
+        to: usize,
+    },
+    SetAdmin {
+        user: usize,
+        admin: bool,
+    },
+    Delete {
+        user: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let u = 0..USERS.len();
+    let a = 0..AGENTS.len();
+    prop_oneof![
+        // Biased toward the upper levels, where onward sharing happens.
+        5 => (u.clone(), a.clone(), u.clone(), prop_oneof![1 => 0..3usize, 3 => 3..LEVELS.len()])
+            .prop_map(|(actor, agent, grantee, level)| Op::Share { actor, agent, grantee, level }),
+        2 => (u.clone(), a.clone(), u.clone()).prop_map(|(actor, agent, grantee)| Op::Unshare { actor, agent, grantee }),
+        1 => (u.clone(), a.clone(), u.clone()).prop_map(|(actor, agent, to)| Op::Transfer { actor, agent, to }),
+        1 => (1..USERS.len(), any::<bool>()).prop_map(|(user, admin)| Op::SetAdmin { user, admin }),
+        1 => (1..USERS.len()).prop_map(|user| Op::Delete { user }),
+    ]
+}
+
+/// The rules, written plainly. `alice` (user 0) is the admin who never goes.
+#[derive(Debug, Clone)]
+struct Model {
+    owner: [usize; 2],
+    /// (agent, grantee) -> (rank, granted_by)
+    grants: BTreeMap<(usize, usize), (i64, usize)>,
+    admins: BTreeSet<usize>,
+    deleted: BTreeSet<usize>,
+}
+
+impl Model {
+    fn new() -> Self {
+        Self {
+            owner: [1, 2],
+            grants: BTreeMap::new(),
+            admins: BTreeSet::from([0]),
+            deleted: BTreeSet::new(),
+        }
+    }
+
+    /// Rank without admin rights: owner, or grants whose granter still holds
+    /// share and at least the granted level (to a fixpoint).
+    fn own_ranks(&self, agent: usize) -> [i64; 4] {
+        let mut rank = [0i64; 4];
+        rank[self.owner[agent]] = 6;
+        for u in &self.admins {
+            rank[*u] = rank[*u].max(4);
+        }
+        loop {
+            let mut changed = false;
+            for (&(a, g), &(r, by)) in &self.grants {
+                if a == agent && rank[by] >= 5 && rank[by] >= r && rank[g] < r {
+                    rank[g] = r;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return rank;
+            }
+        }
+    }
+
+    fn rank(&self, agent: usize, user: usize) -> i64 {
+        if self.deleted.contains(&user) {
+            return 0;
+        }
+        self.own_ranks(agent)[user]
+    }
+
+    fn without_admin_rank(&self, agent: usize, user: usize) -> i64 {
+        let mut m = self.clone();
+        m.admins.remove(&user);
+        m.own_ranks(agent)[user]
+    }
+
+    fn alive(&self, u: usize) -> bool {
+        !self.deleted.contains(&u)
+    }
+
+    /// Apply `op` if the rules allow it; say whether they did.
+    fn apply(&mut self, op: &Op) -> bool {
+        match *op {
+            Op::Share {
+                actor,
+                agent,
+                grantee,
+                level,
+            } => {
+                let r = LEVELS[level].1;
+                let admin = self.admins.contains(&actor);
+                let mine = self.rank(agent, actor);
+                let allowed = self.alive(actor)
+                    && self.alive(grantee)
+                    && grantee != actor
+                    && grantee != self.owner[agent]
+                    && ((mine >= 5 && r <= mine) || admin);
+                if allowed {
+                    let behalf = admin
+                        && self.owner[agent] != actor
+                        && self.without_admin_rank(agent, actor) < 5;
+                    let by = if behalf { self.owner[agent] } else { actor };
+                    self.grants.insert((agent, grantee), (r, by));
+                }
+                allowed
+            }
+            Op::Unshare {
+                actor,
+                agent,
+                grantee,
+            } => {
+                let Some(&(r, _)) = self.grants.get(&(agent, grantee)) else {
+                    return false;
+                };
+                let mine = self.rank(agent, actor);
+                let allowed = self.alive(actor)
+                    && if grantee == actor {
+                        mine >= 1
+                    } else {
+                        (mine >= 5 && r <= mine) || self.admins.contains(&actor)
+                    };
+                if allowed {
+                    self.grants.remove(&(agent, grantee));
+                }
+                allowed
+            }
+            Op::Transfer { actor, agent, to } => {
+                let allowed = self.alive(actor)
+                    && self.alive(to)
+                    && to != self.owner[agent]
+                    && (self.owner[agent] == actor || self.admins.contains(&actor));
+                if allowed {
+                    self.owner[agent] = to;
+                    self.grants.remove(&(agent, to));
+                }
+                allowed
+            }
+            Op::SetAdmin { user, admin } => {
+                if !self.alive(user) {
+                    return false;
+                }
+                if admin {
+                    self.admins.insert(user);
+                } else {
+                    self.admins.remove(&user);
+                }
+                true
+            }
+            Op::Delete { user } => {
+                if !self.alive(user) {
+                    return false;
+                }
+                self.deleted.insert(user);
+                self.admins.remove(&user);
+                for a in 0..AGENTS.len() {
+                    if self.owner[a] == user {
+                        self.owner[a] = 0;
+                        self.grants.remove(&(a, 0));
+                    }
+                }
+                self.grants.retain(|&(_, g), _| g != user);
+                true
+            }
+        }
+    }
+}
+
+struct Host {
+    app: TestApp,
+    tokens: Vec<String>,
+}
+
+impl Host {
+    async fn new() -> Self {
+        let app = TestApp::new();
+        let alice = app.setup_admin().await;
+        let mut tokens = vec![alice.clone()];
+        for u in &USERS[1..] {
+            tokens.push(app.add_user(&alice, u, "user-password").await);
+        }
+        for (agent, owner) in AGENTS.iter().zip([1, 2]) {
+            let r = app
+                .post("/api/agents", &tokens[owner], json!({"name": agent}))
+                .await;
+            assert_eq!(r.status, StatusCode::OK);
+        }
+        Self { app, tokens }
+    }
+
+    async fn apply(&self, op: &Op) -> StatusCode {
+        let app = &self.app;
+        match *op {
+            Op::Share {
+                actor,
+                agent,
+                grantee,
+                level,
+            } => {
+                let path = format!("/api/agents/{}/shares", AGENTS[agent]);
+                app.post(
+                    &path,
+                    &self.tokens[actor],
+                    json!({"user": USERS[grantee], "level": LEVELS[level].0}),
+                )
+                .await
+                .status
+            }
+            Op::Unshare {
+                actor,
+                agent,
+                grantee,
+            } => {
+                let path = format!("/api/agents/{}/shares/{}", AGENTS[agent], USERS[grantee]);
+                app.delete(&path, &self.tokens[actor]).await.status
+            }
+            Op::Transfer { actor, agent, to } => {
+                let path = format!("/api/agents/{}/transfer", AGENTS[agent]);
+                app.post(&path, &self.tokens[actor], json!({"to": USERS[to]}))
+                    .await
+                    .status
+            }
+            Op::SetAdmin { user, admin } => {
+                let path = format!("/auth/users/{}/admin", USERS[user]);
+                app.post(&path, &self.tokens[0], json!({"is_admin": admin}))
+                    .await
+                    .status
+            }
+            Op::Delete { user } => {
+                let path = format!("/auth/users/{}?agents=transfer:alice", USERS[user]);
+                app.call(Method::DELETE, &path, Auth::Bearer(&self.tokens[0]), None)
+                    .await
+                    .status
+            }
+        }
+    }
+
+    /// The level `user` holds on `agent` as the server reports it (0: cannot see it).
+    async fn rank(&self, agent: usize, user: usize) -> i64 {
+        let r = self
+            .app
+            .get(
+                &format!("/api/agents/{}", AGENTS[agent]),
+                &self.tokens[user],
+            )
+            .await;
+        match r.status {
+            StatusCode::OK => {
+                let level = r.body["access"].as_str().unwrap_or("none");
+                [
+                    ("view", 1),
+                    ("use", 2),
+                    ("edit", 3),
+                    ("manage", 4),
+                    ("share", 5),
+                    ("owner", 6),
+                ]
+                .iter()
+                .find(|(l, _)| *l == level)
+                .map_or(-1, |(_, r)| *r)
+            }
+            StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED => 0,
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn nobody_ever_holds_more_than_the_rules_allow(ops in proptest::collection::vec(op(), 1..16)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let host = Host::new().await;
+            let mut model = Model::new();
+            for (step, op) in ops.iter().enumerate() {
+                let allowed = model.apply(op);
+                let status = host.apply(op).await;
+                prop_assert_eq!(status.is_success(), allowed, "step {}: {:?} answered {}", step, op, status);
+                for (agent, agent_name) in AGENTS.iter().enumerate() {
+                    for (user, user_name) in USERS.iter().enumerate() {
+                        let server = host.rank(agent, user).await;
+                        let expected = model.rank(agent, user);
+                        prop_assert_eq!(server, expected, "after step {} ({:?}): {} on {}", step, op, user_name, agent_name);
+                    }
+                }
+            }
+            let _ = ADMIN_PASSWORD;
+            Ok(())
+        })?;
+    }
+}
