@@ -80,8 +80,8 @@ fn authz(c: &mut Criterion) {
     });
     c.bench_function("policy/auth_users_list_admin", |b| {
         b.iter(|| {
-            let facts = RequestFacts::new("auth:users:list")
-                .fact("target_user", &[string(&caller.user.id)]);
+            let facts =
+                RequestFacts::new("auth:users:list").fact("target_user", [string(&caller.user.id)]);
             state.authorize(&caller, facts).unwrap()
         })
     });

@@ -169,10 +169,10 @@ impl AppState {
     pub fn authorize(&self, caller: &Caller, mut request: RequestFacts) -> Result<(), AuthError> {
         let id = biscuit_auth::builder::string(&caller.user.id);
         if !caller.user.pending() {
-            request = request.fact("active", std::slice::from_ref(&id));
+            request = request.fact("active", [id.clone()]);
         }
         if caller.user.is_admin {
-            request = request.fact("admin", &[id]);
+            request = request.fact("admin", [id]);
         }
         self.authz.authorize(&caller.token, &request)
     }
@@ -188,14 +188,14 @@ impl AppState {
         use biscuit_auth::builder::{int, string};
         let name = string(&agent.name);
         let mut facts = RequestFacts::new(operation)
-            .fact("resource_agent", std::slice::from_ref(&name))
-            .fact("agent", std::slice::from_ref(&name))
-            .fact("owner", &[name.clone(), string(&agent.owner)])
-            .fact("granting_rank", &[int(granting)]);
+            .fact("resource_agent", [name.clone()])
+            .fact("agent", [name.clone()])
+            .fact("owner", [name.clone(), string(&agent.owner)])
+            .fact("granting_rank", [int(granting)]);
         for g in grants {
             facts = facts.fact(
                 "grant",
-                &[
+                [
                     name.clone(),
                     string(&g.grantee),
                     string(g.level.as_str()),

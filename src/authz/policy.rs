@@ -45,7 +45,7 @@ pub struct Policy {
 #[derive(Debug, Clone)]
 pub struct RequestFacts {
     operation: String,
-    facts: Vec<(String, Vec<Term>)>,
+    facts: Vec<(&'static str, Vec<Term>)>,
     /// Every fact in order, as unambiguous text: two requests with the same
     /// key present the same world to the policy.
     key: String,
@@ -80,10 +80,10 @@ impl RequestFacts {
             facts: Vec::with_capacity(8),
             key: String::with_capacity(128),
         }
-        .fact("operation", &[builder::string(operation)])
+        .fact("operation", [builder::string(operation)])
     }
 
-    pub fn fact(mut self, name: &str, terms: &[Term]) -> Self {
+    pub fn fact<const N: usize>(mut self, name: &'static str, terms: [Term; N]) -> Self {
         self.key.push_str(name);
         self.key.push('(');
         for (i, term) in terms.iter().enumerate() {
@@ -93,7 +93,7 @@ impl RequestFacts {
             push_key_term(&mut self.key, term);
         }
         self.key.push_str(");");
-        self.facts.push((name.to_owned(), terms.to_vec()));
+        self.facts.push((name, terms.into()));
         self
     }
 
@@ -254,11 +254,11 @@ mod tests {
 
     #[test]
     fn request_keys_are_unambiguous() {
-        let a = RequestFacts::new("op").fact("f", &[builder::string("a\",\"b")]);
-        let b = RequestFacts::new("op").fact("f", &[builder::string("a"), builder::string("b")]);
+        let a = RequestFacts::new("op").fact("f", [builder::string("a\",\"b")]);
+        let b = RequestFacts::new("op").fact("f", [builder::string("a"), builder::string("b")]);
         assert_ne!(a.key(), b.key());
-        let c = RequestFacts::new("op").fact("f", &[builder::int(1)]);
-        let d = RequestFacts::new("op").fact("f", &[builder::string("1")]);
+        let c = RequestFacts::new("op").fact("f", [builder::int(1)]);
+        let d = RequestFacts::new("op").fact("f", [builder::string("1")]);
         assert_ne!(c.key(), d.key());
     }
 

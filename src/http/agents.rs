@@ -94,7 +94,7 @@ fn effective_ranks(
 ) -> ApiResult<HashMap<String, i64>> {
     let mut request = AppState::agent_request("agent:read", &loaded.agent, &loaded.grants, 0);
     if let Some(admin) = admin {
-        request = request.fact("admin", &[biscuit_auth::builder::string(admin)]);
+        request = request.fact("admin", [biscuit_auth::builder::string(admin)]);
     }
     let mut best = HashMap::new();
     for (_, user, rank) in state.authz.ranks(&request)?.iter() {

@@ -263,7 +263,7 @@ fn authorize(state: &AppState, caller: &Caller, request: RequestFacts) -> ApiRes
 fn on_account(state: &AppState, operation: &str, username: &str) -> ApiResult<RequestFacts> {
     let mut facts = RequestFacts::new(operation);
     if let Some(user) = state.accounts.find(username)? {
-        facts = facts.fact("target_user", &[string(&user.id)]);
+        facts = facts.fact("target_user", [string(&user.id)]);
     }
     Ok(facts)
 }

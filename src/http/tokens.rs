@@ -111,8 +111,7 @@ async fn revoke(
 ) -> ApiResult<Json<Value>> {
     let not_found = || ApiError::Domain(DomainError::NotFound("token"));
     let record = state.delegations.get(&id)?.ok_or_else(not_found)?;
-    let request =
-        RequestFacts::new("tokens:revoke").fact("token_issuer", &[string(&record.issuer)]);
+    let request = RequestFacts::new("tokens:revoke").fact("token_issuer", [string(&record.issuer)]);
     // Someone else's token is as invisible as a missing one.
     state.authorize(&caller, request).map_err(|_| not_found())?;
     let event = AuditEvent::new(Some(&caller.user.id), "token.revoke", &record.agent)

@@ -111,6 +111,7 @@ fn the_binary_keeps_users_and_tokens_across_a_restart() {
     }
     let (status, _) = http(server.addr, "GET", "/ready", None, None);
     assert_eq!(status, 200);
+    assert_delegate_example_narrows(server.addr, &login_token);
     let (status, body) = http(
         server.addr,
         "POST",
@@ -151,4 +152,70 @@ fn assert_offline_verifier_accepts(addr: SocketAddr, token: &str) {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// `examples/delegate.rs` narrows a real delegated token offline, and the
+/// server honours exactly the narrower token.
+fn assert_delegate_example_narrows(addr: SocketAddr, session: &str) {
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/api/agents",
+        Some(session),
+        Some(&json!({"name": "helper"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/api/tokens",
+        Some(session),
+        Some(&json!({"agent": "helper", "level": "edit", "expires_in": 600})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap();
+    let (_, keys) = http(addr, "GET", "/auth/keys", None, None);
+    let key = keys["keys"][0]["public_key"].as_str().unwrap();
+    let example = Path::new(env!("CARGO_BIN_EXE_tessera"))
+        .parent()
+        .unwrap()
+        .join("examples/delegate");
+    let out = Command::new(&example)
+        .args([
+            token,
+            "--only",
+            "agent:read",
+            "--expires-in",
+            "300",
+            "--public-key",
+            key,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let narrowed = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let edit = json!({"model": "m"});
+    assert_eq!(
+        http(addr, "PUT", "/api/agents/helper", Some(token), Some(&edit)).0,
+        200
+    );
+    assert_eq!(
+        http(addr, "GET", "/api/agents/helper", Some(&narrowed), None).0,
+        200
+    );
+    assert_eq!(
+        http(
+            addr,
+            "PUT",
+            "/api/agents/helper",
+            Some(&narrowed),
+            Some(&edit)
+        )
+        .0,
+        403
+    );
 }
