@@ -14,6 +14,7 @@ use super::AuthError;
 pub const EMBEDDED: &[(&str, &str)] = &[
     ("agents.dl", include_str!("../../datalog/agents.dl")),
     ("auth.dl", include_str!("../../datalog/auth.dl")),
+    ("data.dl", include_str!("../../datalog/data.dl")),
     ("policy.dl", include_str!("../../datalog/policy.dl")),
 ];
 

@@ -669,6 +669,58 @@ async fn changing_a_level_in_the_policy_file_changes_the_outcome() {
     }
 }
 
+/// Private data is its owner's alone: the policy gives admins no way in.
+#[tokio::test]
+async fn admins_hold_no_rights_on_other_users_private_data() {
+    use biscuit_auth::builder::string;
+    use tessera::authz::policy::RequestFacts;
+    let (app, alice, olive) = host().await;
+    let olive_id = app.state.accounts.find("olive").unwrap().unwrap().id;
+    let alice_caller = app.state.authenticate(&alice).unwrap();
+    let olive_caller = app.state.authenticate(&olive).unwrap();
+    for op in ["data:read", "data:write"] {
+        let on_olives = || RequestFacts::new(op).fact("data_owner", [string(&olive_id)]);
+        assert!(app.state.authorize(&olive_caller, on_olives()).is_ok());
+        assert!(
+            app.state.authorize(&alice_caller, on_olives()).is_err(),
+            "admin {op}"
+        );
+    }
+    // Not through a delegated token of the owner's either.
+    let token = mint(&app, &olive, "helper", "share").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let delegated = app.state.authenticate(&token).unwrap();
+    let on_olives = RequestFacts::new("data:read").fact("data_owner", [string(&olive_id)]);
+    assert!(app.state.authorize(&delegated, on_olives).is_err());
+}
+
+/// An admin's token for an agent they manage only as admin ends with the
+/// admin flag.
+#[tokio::test]
+async fn demoting_an_admin_ends_their_delegated_tokens() {
+    let (app, alice, olive) = host().await;
+    let root = app.add_user(&alice, "root", "root-password").await;
+    app.post("/auth/users/root/admin", &alice, json!({"is_admin": true}))
+        .await;
+    let token = mint(&app, &root, "helper", "manage").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.get("/api/agents/helper", &token).await.status,
+        StatusCode::OK
+    );
+    app.post("/auth/users/root/admin", &alice, json!({"is_admin": false}))
+        .await;
+    assert_eq!(
+        app.get("/api/agents/helper", &token).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let _ = olive;
+}
+
 #[tokio::test]
 async fn unknown_operations_are_denied() {
     let app = TestApp::new();
