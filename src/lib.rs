@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod maintenance;
 pub mod state;
 pub mod store;
 

@@ -59,6 +59,12 @@ enum KeysAction {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Re-encrypt every secret under a new data key (server stopped). Safe to
+    /// interrupt and rerun: a rerun finishes with the same key.
+    RotateDataKey {
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,6 +90,11 @@ fn main() -> ExitCode {
             config.policy_dir = policy_dir;
             serve(config)
         }
+        Command::Keys {
+            action: KeysAction::RotateDataKey { data },
+        } => tessera::maintenance::rotate_data_key(&Config::new(data.data), usize::MAX).map(
+            |(id, moved, _)| println!("data key {id} is active; {moved} secret(s) re-encrypted"),
+        ),
         Command::Keys {
             action: KeysAction::RotateRoot { data },
         } => RootKeys::rotate(&Config::new(data.data).keys_dir())

@@ -10,8 +10,12 @@ use crate::authz::tokens::Claims;
 use crate::authz::{AuthError, Authz};
 use crate::config::Config;
 use crate::domain::agents::{Agent, Agents, Grant};
+use crate::domain::channels::{current_runtime, Channels};
+use crate::domain::chat::Chat;
 use crate::domain::delegations::Delegations;
+use crate::domain::memory::Memory;
 use crate::domain::password::Passwords;
+use crate::domain::secrets::Secrets;
 use crate::domain::users::{AccountSettings, Accounts, User};
 use crate::domain::{now, sessions, DomainError};
 use crate::http::ratelimit::RateLimiter;
@@ -41,6 +45,10 @@ pub struct Inner {
     pub accounts: Accounts,
     pub agents: Agents,
     pub delegations: Delegations,
+    pub secrets: Secrets,
+    pub memory: Memory,
+    pub chat: Chat,
+    pub channels: Channels,
     pub limiter: RateLimiter,
 }
 
@@ -65,6 +73,24 @@ pub struct Caller {
 pub enum Via {
     Session(String),
     Delegation(String),
+    /// A channel bot: the channel (enabled, owned by the caller).
+    ChannelBot(String),
+}
+
+/// An agent's runtime, calling back for its secrets, granted memory and
+/// conversations.
+#[derive(Clone)]
+pub struct AgentCaller {
+    pub agent: String,
+    pub token: Arc<Verified>,
+}
+
+/// Whoever a token speaks for.
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // built once per request, never stored
+pub enum AnyCaller {
+    Person(Caller),
+    Agent(AgentCaller),
 }
 
 impl Caller {
@@ -73,7 +99,7 @@ impl Caller {
     pub fn session_id(&self) -> Option<&str> {
         match &self.via {
             Via::Session(id) => Some(id),
-            Via::Delegation(_) => None,
+            Via::Delegation(_) | Via::ChannelBot(_) => None,
         }
     }
 }
@@ -119,6 +145,10 @@ impl AppState {
             config,
             agents: Agents::new(store.clone()),
             delegations: Delegations::new(store.clone()),
+            secrets: Secrets::new(store.clone()),
+            memory: Memory::new(store.clone()),
+            chat: Chat::new(store.clone()),
+            channels: Channels::new(store.clone()),
             store,
             authz,
             data_keys,
@@ -128,9 +158,10 @@ impl AppState {
     }
 
     /// Verify a token and check it still speaks for someone: the signature
-    /// (or the cache), the expiry, then the session record and the user, both
-    /// read from the store on every request so revocation is immediate.
-    pub fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+    /// (or the cache), the expiry, then the record that keeps it alive (session,
+    /// delegation, channel, runtime) and the user, all read from the store on
+    /// every request so revocation is immediate.
+    pub fn authenticate_any(&self, token: &str) -> Result<AnyCaller, AuthError> {
         let at = now();
         let verified = self.authz.verify(token, at)?;
         let store_err = |e: DomainError| AuthError::Internal(e.to_string());
@@ -150,17 +181,60 @@ impl AppState {
                     .ok_or(AuthError::Revoked)?;
                 Via::Delegation(delegation.clone())
             }
+            Claims::ChannelBot { user, channel, .. } => {
+                let live = self
+                    .channels
+                    .get(user, channel)
+                    .map_err(store_err)?
+                    .is_some_and(|c| c.enabled);
+                if !live {
+                    return Err(AuthError::Revoked);
+                }
+                Via::ChannelBot(channel.clone())
+            }
+            Claims::Runtime { agent, runtime, .. } => {
+                let current = current_runtime(self.store.as_ref(), agent).map_err(store_err)?;
+                if current.is_none_or(|r| &r.id != runtime) {
+                    return Err(AuthError::Revoked);
+                }
+                return Ok(AnyCaller::Agent(AgentCaller {
+                    agent: agent.clone(),
+                    token: verified.clone(),
+                }));
+            }
         };
+        let user_id = verified.claims.user().ok_or(AuthError::Revoked)?;
         let user = self
             .accounts
-            .get(verified.claims.user())
+            .get(user_id)
             .map_err(store_err)?
             .ok_or(AuthError::Revoked)?;
-        Ok(Caller {
+        Ok(AnyCaller::Person(Caller {
             user,
             via,
             token: verified,
-        })
+        }))
+    }
+
+    /// Like [`Self::authenticate_any`], for routes that serve people (and
+    /// their delegated or bot tokens) only.
+    pub fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        match self.authenticate_any(token)? {
+            AnyCaller::Person(caller) => Ok(caller),
+            AnyCaller::Agent(_) => Err(AuthError::Denied(
+                "an agent runtime token cannot be used here".into(),
+            )),
+        }
+    }
+
+    /// Decide `request` for an agent runtime: only what its token's authority
+    /// block says about it counts.
+    pub fn authorize_agent(
+        &self,
+        caller: &AgentCaller,
+        request: RequestFacts,
+    ) -> Result<(), AuthError> {
+        self.authz.authorize(&caller.token, &request)
     }
 
     /// Decide `request` for `caller`, adding what the store says about them:

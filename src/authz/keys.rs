@@ -167,6 +167,22 @@ impl DataKeys {
         Ok(Self { active_id, keys })
     }
 
+    /// Add a new data key file (the next id) and return its id. It becomes the
+    /// active key on the next load.
+    pub fn create_next(dir: &Path) -> Result<u32, KeyError> {
+        let next = key_files(dir, "data")?
+            .last()
+            .map(|(id, _)| id + 1)
+            .unwrap_or(1);
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        write_secret(
+            &dir.join(format!("data-{next}.key")),
+            hex::encode(key).as_bytes(),
+        )?;
+        Ok(next)
+    }
+
     pub fn active(&self) -> (u32, &[u8; 32]) {
         (self.active_id, &self.keys[&self.active_id])
     }

@@ -139,6 +139,19 @@ impl Authz {
         tokens::mint_delegated(&self.keys, issuer, delegation, agent, max_rank, expires_at)
     }
 
+    pub fn mint_channel_bot(&self, owner: &str, channel: &str) -> Result<String, AuthError> {
+        tokens::mint_channel_bot(&self.keys, owner, channel)
+    }
+
+    pub fn mint_runtime(
+        &self,
+        agent: &str,
+        runtime: &str,
+        expires_at: i64,
+    ) -> Result<String, AuthError> {
+        tokens::mint_runtime(&self.keys, agent, runtime, expires_at)
+    }
+
     pub fn mint_session(
         &self,
         user: &str,

@@ -38,25 +38,43 @@ pub enum Claims {
         delegation: String,
         expires_at: i64,
     },
+    /// A channel bot, acting for the channel's owner in that channel only.
+    ChannelBot {
+        user: String,
+        channel: String,
+        expires_at: i64,
+    },
+    /// An agent's own runtime; `runtime` is the record rotation replaces.
+    Runtime {
+        agent: String,
+        runtime: String,
+        expires_at: i64,
+    },
 }
 
 impl Claims {
     pub fn expires_at(&self) -> i64 {
         match self {
-            Claims::Session { expires_at, .. } | Claims::Delegated { expires_at, .. } => {
-                *expires_at
-            }
+            Claims::Session { expires_at, .. }
+            | Claims::Delegated { expires_at, .. }
+            | Claims::ChannelBot { expires_at, .. }
+            | Claims::Runtime { expires_at, .. } => *expires_at,
         }
     }
 
-    pub fn user(&self) -> &str {
+    /// The person the token speaks for; `None` for an agent's runtime.
+    pub fn user(&self) -> Option<&str> {
         match self {
-            Claims::Session { user, .. } | Claims::Delegated { user, .. } => user,
+            Claims::Session { user, .. }
+            | Claims::Delegated { user, .. }
+            | Claims::ChannelBot { user, .. } => Some(user),
+            Claims::Runtime { .. } => None,
         }
     }
 }
 
-/// Marks the restriction block the server appends to a delegated token.
+/// Marks the restriction block the server appends to the tokens it mints
+/// beyond sessions (delegated, channel bot, agent runtime).
 const DELEGATION_BLOCK: &str = "tessera:delegation";
 
 pub(crate) fn unix_to_system(secs: i64) -> SystemTime {
@@ -120,7 +138,7 @@ impl Verified {
         // Block 1 of a delegated token is the server's own restriction, whose
         // expiry equals the claimed one that is checked before the policy.
         let ours = match claims {
-            Claims::Delegated { .. }
+            Claims::Delegated { .. } | Claims::ChannelBot { .. } | Claims::Runtime { .. }
                 if biscuit.context().get(1).cloned().flatten().as_deref()
                     == Some(DELEGATION_BLOCK) =>
             {
@@ -200,6 +218,70 @@ pub fn mint_delegated(
         .append(restriction)
         .and_then(|t| t.to_base64())
         .map_err(|e| AuthError::Internal(format!("attenuating a delegated token: {e}")))
+}
+
+fn sign_with_block(
+    keys: &RootKeys,
+    claims: &Claims,
+    authority: biscuit_auth::BiscuitBuilder,
+    restriction: biscuit_auth::BlockBuilder,
+) -> Result<String, AuthError> {
+    let context = serde_json::to_string(claims).map_err(|e| AuthError::Internal(e.to_string()))?;
+    authority
+        .context(context)
+        .root_key_id(keys.active_id())
+        .build(keys.signer())
+        .and_then(|t| t.append(restriction.context(DELEGATION_BLOCK.to_owned())))
+        .and_then(|t| t.to_base64())
+        .map_err(|e| AuthError::Internal(format!("signing a token: {e}")))
+}
+
+/// A channel bot's token: the owner and the channel in the authority block;
+/// the appended block confines it to that channel's conversation and to
+/// reading and posting there. It lives as long as the channel is enabled.
+pub fn mint_channel_bot(keys: &RootKeys, owner: &str, channel: &str) -> Result<String, AuthError> {
+    let claims = Claims::ChannelBot {
+        user: owner.to_owned(),
+        channel: channel.to_owned(),
+        expires_at: i64::MAX,
+    };
+    let authority = biscuit!(
+        r#"
+        user({owner});
+        channel_bot({channel});
+        "#
+    );
+    let restriction = biscuit_auth::macros::block!(
+        r#"
+        check if resource_channel({channel});
+        check if operation("chat:read") or operation("chat:post");
+        "#
+    );
+    sign_with_block(keys, &claims, authority, restriction)
+}
+
+/// An agent runtime's token: the agent and its runtime record; an appended
+/// block carries the expiry.
+pub fn mint_runtime(
+    keys: &RootKeys,
+    agent: &str,
+    runtime: &str,
+    expires_at: i64,
+) -> Result<String, AuthError> {
+    let claims = Claims::Runtime {
+        agent: agent.to_owned(),
+        runtime: runtime.to_owned(),
+        expires_at,
+    };
+    let expiry = unix_to_system(expires_at);
+    let authority = biscuit!(
+        r#"
+        agent_runtime({agent});
+        runtime({runtime});
+        "#
+    );
+    let restriction = biscuit_auth::macros::block!(r#"check if time($time), $time <= {expiry};"#);
+    sign_with_block(keys, &claims, authority, restriction)
 }
 
 /// Check the signature chain of a serialized token and read its claims.

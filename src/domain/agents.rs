@@ -261,7 +261,24 @@ impl Agents {
     fn stage_removal(&self, tx: &mut Transaction, agent: &Agent) -> DomainResult<()> {
         let name = &agent.name;
         tx.delete(keyspace::agent(name))
-            .delete(keyspace::owned(&agent.owner, name));
+            .delete(keyspace::owned(&agent.owner, name))
+            .delete(keyspace::runtime(name));
+        // What refers to the agent by name goes with it, so an agent created
+        // later under the same name inherits no memory grant, conversation
+        // or secret binding.
+        let grants = keyspace::agent_memory_grants_prefix(name);
+        for user in names_under(self.store.as_ref(), &grants)? {
+            tx.delete(keyspace::agent_memory_grant(name, &user))
+                .delete(keyspace::memory_grant(&user, name));
+        }
+        for (key, _) in self.store.scan(
+            keyspace::secret_bindings_prefix(name).as_bytes(),
+            None,
+            usize::MAX,
+        )? {
+            tx.delete(key);
+        }
+        super::chat::Chat::new(self.store.clone()).stage_agent_removal(tx, name)?;
         for grant in self.grants(name)? {
             tx.delete(keyspace::grant(name, &grant.grantee))
                 .delete(keyspace::granted(&grant.grantee, name));

@@ -96,3 +96,111 @@ pub fn user_audit(user: &str, id: &str) -> String {
 pub fn user_audit_prefix(user: &str) -> String {
     format!("uaudit/{user}/")
 }
+
+/// A user's secret, by name.
+pub fn secret(user: &str, name: &str) -> String {
+    format!("secret/{user}/{name}")
+}
+pub fn secrets_prefix(user: &str) -> String {
+    format!("secret/{user}/")
+}
+pub const SECRET_PREFIX: &str = "secret/";
+/// The per-user counter behind the numeric ids legacy clients expect.
+pub fn secret_seq(user: &str) -> String {
+    format!("secseq/{user}")
+}
+/// Secrets bound to an agent, by owner: what the agent's runtime may read.
+pub fn secret_binding(agent: &str, user: &str, name: &str) -> String {
+    format!("secbind/{agent}/{user}/{name}")
+}
+pub fn secret_bindings_prefix(agent: &str) -> String {
+    format!("secbind/{agent}/")
+}
+
+/// A user's memory chunk, and its search index entries.
+pub fn memory_chunk(user: &str, hash: &str) -> String {
+    format!("mem/{user}/{hash}")
+}
+pub fn memory_prefix(user: &str) -> String {
+    format!("mem/{user}/")
+}
+pub fn memory_term(user: &str, term: &str, hash: &str) -> String {
+    format!("memidx/{user}/{term}\u{0}{hash}")
+}
+pub fn memory_term_prefix(user: &str, term: &str) -> String {
+    format!("memidx/{user}/{term}\u{0}")
+}
+pub fn memory_index_prefix(user: &str) -> String {
+    format!("memidx/{user}/")
+}
+pub fn memory_settings(user: &str) -> String {
+    format!("memset/{user}")
+}
+/// The agents a user lets read their memory.
+pub fn memory_grant(user: &str, agent: &str) -> String {
+    format!("memgrant/{user}/{agent}")
+}
+pub fn memory_grants_prefix(user: &str) -> String {
+    format!("memgrant/{user}/")
+}
+
+/// A user's chat conversations, their messages and read positions.
+pub fn chat(user: &str, channel: &str) -> String {
+    format!("chat/{user}/{channel}")
+}
+pub fn chats_prefix(user: &str) -> String {
+    format!("chat/{user}/")
+}
+/// Conversation id to its owner: messages are found from an id alone.
+pub fn chat_owner(channel: &str) -> String {
+    format!("chatown/{channel}")
+}
+pub fn message(user: &str, channel: &str, id: &str) -> String {
+    format!("msg/{user}/{channel}/{id}")
+}
+pub fn messages_prefix(user: &str, channel: &str) -> String {
+    format!("msg/{user}/{channel}/")
+}
+pub fn user_messages_prefix(user: &str) -> String {
+    format!("msg/{user}/")
+}
+pub fn read_position(user: &str, channel: &str) -> String {
+    format!("chatread/{user}/{channel}")
+}
+pub fn read_positions_prefix(user: &str) -> String {
+    format!("chatread/{user}/")
+}
+
+/// A user's bridge channels (telegram, webhook...), and id to owner.
+pub fn channel(user: &str, id: &str) -> String {
+    format!("chan/{user}/{id}")
+}
+pub fn channels_prefix(user: &str) -> String {
+    format!("chan/{user}/")
+}
+pub fn channel_owner(id: &str) -> String {
+    format!("chanown/{id}")
+}
+
+/// The agent's current runtime token record (rotating replaces it).
+pub fn runtime(agent: &str) -> String {
+    format!("runtime/{agent}")
+}
+/// Message id to "<owner>/<conversation>", for edits and deletes by id.
+pub fn message_index(id: &str) -> String {
+    format!("msgidx/{id}")
+}
+/// Agent to the users who let it read their memory.
+pub fn agent_memory_grant(agent: &str, user: &str) -> String {
+    format!("agentmem/{agent}/{user}")
+}
+pub fn agent_memory_grants_prefix(agent: &str) -> String {
+    format!("agentmem/{agent}/")
+}
+/// Agent to the conversations it takes part in, as "<owner>/<conversation>".
+pub fn agent_conversation(agent: &str, owner: &str, conversation: &str) -> String {
+    format!("agentconv/{agent}/{owner}/{conversation}")
+}
+pub fn agent_conversations_prefix(agent: &str) -> String {
+    format!("agentconv/{agent}/")
+}

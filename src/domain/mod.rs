@@ -4,10 +4,14 @@
 
 pub mod agents;
 pub mod audit;
+pub mod channels;
+pub mod chat;
 pub mod delegations;
 pub mod keyspace;
 pub mod levels;
+pub mod memory;
 pub mod password;
+pub mod secrets;
 pub mod sessions;
 pub mod users;
 

@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
             "/api/agents/{name}/shares/{username}",
             axum::routing::delete(unshare),
         )
+        .route("/api/agents/{name}/runtime-token", post(runtime_token))
 }
 
 /// An agent with everything a decision about it needs.
@@ -481,4 +482,35 @@ async fn unshare(
         .detail(json!({ "level": grant.level }));
     state.agents.revoke(&name, &grant.grantee, event).await?;
     Ok(Json(json!({ "ok": true })))
+}
+
+/// Runtime tokens live a year; rotating (asking again) ends the previous one.
+const RUNTIME_TTL_SECS: i64 = 365 * 24 * 60 * 60;
+
+/// Issue (or rotate) the agent's runtime token: with it the agent reads its
+/// bound secrets, the memory of users who granted it, and posts into its
+/// conversations.
+async fn runtime_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let loaded = load(&state, &name)?;
+    decide(&state, &caller, "agent:runtime", &loaded, 0)?;
+    let runtime =
+        crate::domain::channels::rotate_runtime(&state.store, &name, RUNTIME_TTL_SECS).await?;
+    let token = state
+        .authz
+        .mint_runtime(&name, &runtime.id, runtime.expires_at)?;
+    let behalf = on_behalf(&state, &caller, &loaded, Level::Manage)?;
+    AuditEvent::new(Some(&caller.user.id), "agent.runtime_token", &name)
+        .on_behalf_of(behalf.as_deref())
+        .append(&state.store)
+        .await?;
+    Ok(Json(json!({
+        "agent": name,
+        "id": runtime.id,
+        "token": token,
+        "expires_at": runtime.expires_at,
+    })))
 }

@@ -585,6 +585,11 @@ async fn delete_user(
                 .agents
                 .stage_user_removal(tx, &user.id, delete_agents)?;
             state.delegations.stage_issuer_removal(tx, &user.id)?;
+            // Their private data goes with them.
+            state.memory.stage_owner_removal(tx, &user.id)?;
+            state.chat.stage_owner_removal(tx, &user.id)?;
+            state.secrets.stage_owner_removal(tx, &user.id)?;
+            state.channels.stage_owner_removal(tx, &user.id)?;
             AuditEvent::new(Some(&caller.user.id), "user.delete", &user.username)
                 .concerning(&user.id)
                 .detail(json!({

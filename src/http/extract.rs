@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 
 use crate::authz::AuthError;
 use crate::error::ApiError;
-use crate::state::{AppState, Caller};
+use crate::state::{AnyCaller, AppState, Caller};
 
 pub const SESSION_COOKIE: &str = "taos_session";
 
@@ -52,6 +52,15 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = presented_token(&parts.headers)?.ok_or(AuthError::Missing)?;
         Ok(state.authenticate(&token)?)
+    }
+}
+
+impl FromRequestParts<AppState> for AnyCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = presented_token(&parts.headers)?.ok_or(AuthError::Missing)?;
+        Ok(state.authenticate_any(&token)?)
     }
 }
 

@@ -5,9 +5,13 @@
 pub mod agents;
 pub mod audit;
 pub mod auth;
+pub mod channels;
+pub mod chat;
 pub mod extract;
 mod health;
+pub mod memory;
 pub mod ratelimit;
+pub mod secrets;
 pub mod tokens;
 
 use std::time::Duration;
@@ -39,6 +43,10 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
+        .merge(secrets::routes())
+        .merge(memory::routes())
+        .merge(chat::routes())
+        .merge(channels::routes())
         .fallback(not_found)
         .layer(middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(max_body))

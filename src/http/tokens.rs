@@ -161,12 +161,22 @@ async fn inspect(
     };
     out["signature_valid"] = json!(true);
     out["expires_at"] = json!(verified.claims.expires_at());
-    out["issuer"] = match state.accounts.get(verified.claims.user())? {
-        Some(u) => json!({ "id": u.id, "username": u.username }),
-        None => json!({ "id": verified.claims.user(), "username": null }),
-    };
+    if let Some(issuer) = verified.claims.user() {
+        out["issuer"] = match state.accounts.get(issuer)? {
+            Some(u) => json!({ "id": u.id, "username": u.username }),
+            None => json!({ "id": issuer, "username": null }),
+        };
+    }
     match &verified.claims {
         Claims::Session { .. } => out["kind"] = json!("session"),
+        Claims::ChannelBot { channel, .. } => {
+            out["kind"] = json!("channel_bot");
+            out["channel"] = json!(channel);
+        }
+        Claims::Runtime { agent, .. } => {
+            out["kind"] = json!("agent_runtime");
+            out["agent"] = json!(agent);
+        }
         Claims::Delegated { delegation, .. } => {
             out["kind"] = json!("delegated");
             out["delegation"] = json!(delegation);
@@ -177,7 +187,7 @@ async fn inspect(
             }
         }
     }
-    match state.authenticate(token) {
+    match state.authenticate_any(token) {
         Ok(_) => out["valid"] = json!(true),
         Err(e) => out["reason"] = json!(e.to_string()),
     }

@@ -10,5 +10,6 @@ mod concurrency;
 mod delegation;
 mod legacy_replay;
 mod logs;
+mod private_data;
 mod sessions;
 mod tokens;

@@ -1,0 +1,57 @@
+//! Operator tasks run from the command line against a stopped server's data
+//! directory (the store lock makes sure of that).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::authz::keys::DataKeys;
+use crate::config::Config;
+use crate::domain::secrets::Secrets;
+use crate::store::{SledStore, Store};
+
+const ROTATION_MARKER: &str = "data-rotation.pending";
+
+/// Re-encrypt every secret under a new data key. Safe to interrupt and rerun:
+/// the new key is written (and remembered in a marker file) before any secret
+/// moves, each secret moves in its own atomic write, and a rerun resumes with
+/// the same key instead of making another. `limit` bounds how many secrets
+/// move in this run (tests interrupt with it). Returns (key id, moved, done).
+pub fn rotate_data_key(config: &Config, limit: usize) -> Result<(u32, usize, bool), String> {
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&config.store_dir()).map_err(|e| e.to_string())?);
+    rotate_data_key_in(&config.keys_dir(), store, limit)
+}
+
+pub fn rotate_data_key_in(
+    keys_dir: &Path,
+    store: Arc<dyn Store>,
+    limit: usize,
+) -> Result<(u32, usize, bool), String> {
+    let marker = keys_dir.join(ROTATION_MARKER);
+    let target = match std::fs::read_to_string(&marker) {
+        Ok(text) => text
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{} is damaged; it should hold a key id", marker.display()))?,
+        Err(_) => {
+            // Make sure the current keys load (and a first key exists) first.
+            DataKeys::load_or_create(keys_dir).map_err(|e| e.to_string())?;
+            let id = DataKeys::create_next(keys_dir).map_err(|e| e.to_string())?;
+            std::fs::write(&marker, id.to_string())
+                .map_err(|e| format!("{}: {e}", marker.display()))?;
+            id
+        }
+    };
+    let keys = DataKeys::load_or_create(keys_dir).map_err(|e| e.to_string())?;
+    keys.get(target).map_err(|e| e.to_string())?;
+    let secrets = Secrets::new(store.clone());
+    let moved = secrets
+        .reseal_all(&keys, target, limit)
+        .map_err(|e| e.to_string())?;
+    store.flush().map_err(|e| e.to_string())?;
+    let done = moved < limit;
+    if done {
+        std::fs::remove_file(&marker).map_err(|e| format!("{}: {e}", marker.display()))?;
+    }
+    Ok((target, moved, done))
+}
