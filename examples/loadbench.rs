@@ -65,6 +65,7 @@ struct Scenario {
     method: &'static str,
     path: String,
     token: Option<String>,
+    body: Option<String>,
 }
 
 struct Outcome {
@@ -100,7 +101,13 @@ async fn connection_loop(
         if let Some(token) = &scenario.token {
             req = req.header("authorization", format!("Bearer {token}"));
         }
-        let req = req.body(Body::empty()).map_err(|e| e.to_string())?;
+        let req = match &scenario.body {
+            Some(body) => req
+                .header("content-type", "application/json")
+                .body(Body::from(body.clone())),
+            None => req.body(Body::empty()),
+        }
+        .map_err(|e| e.to_string())?;
         let sent = Instant::now();
         sender.ready().await.map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
@@ -259,6 +266,21 @@ async fn bench(args: Args) -> Result<(), String> {
         .await?;
     }
     let shared_agent = format!("/api/agents/agent-{}", 3 * step);
+    // A channel on one agent, and its bot's token.
+    let channel = call(
+        addr,
+        "POST",
+        "/api/channels",
+        Some(&admin),
+        json!({"agent_name": "agent-0", "type": "webhook", "config": {}}),
+    )
+    .await?;
+    let bot = channel["token"].as_str().ok_or("no bot token")?.to_owned();
+    let bot_post = json!({
+        "channel_id": channel["conversation_id"],
+        "content": "a message from the bridge",
+    })
+    .to_string();
 
     let scenarios = vec![
         Scenario {
@@ -266,24 +288,35 @@ async fn bench(args: Args) -> Result<(), String> {
             method: "GET",
             path: "/health".into(),
             token: None,
+            body: None,
         },
         Scenario {
             name: "GET /auth/me (session token)",
             method: "GET",
             path: "/auth/me".into(),
             token: Some(admin.clone()),
+            body: None,
         },
         Scenario {
             name: "GET /api/agents/{name} (sharee)",
             method: "GET",
             path: shared_agent,
             token: Some(reader.clone()),
+            body: None,
         },
         Scenario {
             name: "GET /api/agents (sees 10 of all)",
             method: "GET",
             path: "/api/agents".into(),
             token: Some(reader.clone()),
+            body: None,
+        },
+        Scenario {
+            name: "POST /api/chat/messages (bot)",
+            method: "POST",
+            path: "/api/chat/messages".into(),
+            token: Some(bot),
+            body: Some(bot_post),
         },
     ];
 

@@ -11,7 +11,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{commit, decode, encode, keyspace, random_id, retry, DomainError, DomainResult};
+use super::{commit, decode, encode, keyspace, random_id, DomainError, DomainResult};
 use crate::store::{Expect, Store, Transaction};
 
 pub const MAX_MESSAGE_LEN: usize = 32 * 1024;
@@ -116,16 +116,26 @@ impl Chat {
 
     pub fn get(&self, owner: &str, id: &str) -> DomainResult<Option<Conversation>> {
         match self.store.get(keyspace::chat(owner, id).as_bytes())? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            Some(bytes) => Ok(Some(self.with_last(owner, decode(&bytes)?)?)),
             None => Ok(None),
         }
+    }
+
+    fn with_last(&self, owner: &str, mut conv: Conversation) -> DomainResult<Conversation> {
+        if let Some(at) = self
+            .store
+            .get(keyspace::chat_last(owner, &conv.id).as_bytes())?
+        {
+            conv.last_message_at = std::str::from_utf8(&at).ok().and_then(|s| s.parse().ok());
+        }
+        Ok(conv)
     }
 
     pub fn list(&self, owner: &str) -> DomainResult<Vec<Conversation>> {
         self.store
             .scan(keyspace::chats_prefix(owner).as_bytes(), None, usize::MAX)?
             .into_iter()
-            .map(|(_, v)| decode(&v))
+            .map(|(_, v)| self.with_last(owner, decode(&v)?))
             .collect()
     }
 
@@ -229,21 +239,22 @@ impl Chat {
             deleted_at: None,
             metadata: Value::Object(Default::default()),
         };
-        retry(&self.store, || {
-            let key = keyspace::chat(owner, conversation);
-            let bytes = self
-                .store
-                .get(key.as_bytes())?
-                .ok_or(DomainError::NotFound("conversation"))?;
-            let mut conv: Conversation = decode(&bytes)?;
-            conv.last_message_at = Some(message.created_at);
-            let mut tx = Transaction::new();
-            tx.expect(key.clone(), Expect::Equals(bytes))
-                .put(key, encode(&conv)?);
-            self.stage_message(&mut tx, owner, &message)?;
-            Ok((tx, message.clone()))
-        })
-        .await
+        // Posts never rewrite the conversation record, so any number of
+        // posters (user, agent, bot) proceed without conflicting.
+        let mut tx = Transaction::new();
+        tx.expect(keyspace::chat(owner, conversation), Expect::Present)
+            .put(
+                keyspace::chat_last(owner, conversation),
+                message.created_at.to_string(),
+            );
+        self.stage_message(&mut tx, owner, &message)?;
+        match commit(&self.store, tx).await {
+            Err(DomainError::Store(crate::store::StoreError::Conflict)) => {
+                Err(DomainError::NotFound("conversation"))
+            }
+            other => other,
+        }?;
+        Ok(message)
     }
 
     pub fn stage_message(
@@ -372,7 +383,8 @@ impl Chat {
     pub fn stage_owner_removal(&self, tx: &mut Transaction, owner: &str) -> DomainResult<()> {
         for conv in self.list(owner)? {
             tx.delete(keyspace::chat(owner, &conv.id))
-                .delete(keyspace::chat_owner(&conv.id));
+                .delete(keyspace::chat_owner(&conv.id))
+                .delete(keyspace::chat_last(owner, &conv.id));
             for agent in conv.agents() {
                 tx.delete(keyspace::agent_conversation(agent, owner, &conv.id));
             }

@@ -204,3 +204,8 @@ pub fn agent_conversation(agent: &str, owner: &str, conversation: &str) -> Strin
 pub fn agent_conversations_prefix(agent: &str) -> String {
     format!("agentconv/{agent}/")
 }
+/// When a conversation last had a message; written blind by every post so
+/// concurrent posters never conflict.
+pub fn chat_last(user: &str, channel: &str) -> String {
+    format!("chatlast/{user}/{channel}")
+}

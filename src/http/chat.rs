@@ -252,6 +252,8 @@ async fn mark_read(
     caller: Caller,
     Json(body): Json<MarkRead>,
 ) -> ApiResult<Json<Value>> {
+    // Read positions are the person's own: not a bot's or a delegate's to move.
+    own_data(&state, &caller, "data:write")?;
     let (conv, _) = access(
         &state,
         &AnyCaller::Person(caller.clone()),

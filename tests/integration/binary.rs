@@ -112,6 +112,7 @@ fn the_binary_keeps_users_and_tokens_across_a_restart() {
     let (status, _) = http(server.addr, "GET", "/ready", None, None);
     assert_eq!(status, 200);
     assert_delegate_example_narrows(server.addr, &login_token);
+    assert_channel_bot_example_talks(server.addr, &login_token);
     let (status, body) = http(
         server.addr,
         "POST",
@@ -120,6 +121,21 @@ fn the_binary_keeps_users_and_tokens_across_a_restart() {
         Some(&json!({"username": "alice", "password": "alice-password"})),
     );
     assert_eq!(status, 200, "{body}");
+}
+
+/// An example program, built beside the binary by `cargo test`.
+fn example(name: &str) -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_tessera"))
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test` builds the examples (or run `cargo build --examples`)",
+        path.display()
+    );
+    path
 }
 
 /// `examples/verify_offline.rs` (built by `cargo test` beside the binary)
@@ -176,10 +192,7 @@ fn assert_delegate_example_narrows(addr: SocketAddr, session: &str) {
     let token = body["token"].as_str().unwrap();
     let (_, keys) = http(addr, "GET", "/auth/keys", None, None);
     let key = keys["keys"][0]["public_key"].as_str().unwrap();
-    let example = Path::new(env!("CARGO_BIN_EXE_tessera"))
-        .parent()
-        .unwrap()
-        .join("examples/delegate");
+    let example = example("delegate");
     let out = Command::new(&example)
         .args([
             token,
@@ -217,5 +230,73 @@ fn assert_delegate_example_narrows(addr: SocketAddr, session: &str) {
         )
         .0,
         403
+    );
+}
+
+/// `examples/channel_bot.rs`, with nothing but its token, posts into its
+/// channel's conversation and reads the agent's reply.
+fn assert_channel_bot_example_talks(addr: SocketAddr, session: &str) {
+    let channel = json!({"agent_name": "helper", "type": "webhook", "config": {}});
+    let (status, body) = http(addr, "POST", "/api/channels", Some(session), Some(&channel));
+    assert_eq!(status, 200, "{body}");
+    let bot = body["token"].as_str().unwrap().to_owned();
+    let conversation = body["conversation_id"].as_str().unwrap().to_owned();
+    let (_, runtime) = http(
+        addr,
+        "POST",
+        "/api/agents/helper/runtime-token",
+        Some(session),
+        Some(&json!({})),
+    );
+    let runtime = runtime["token"].as_str().unwrap().to_owned();
+
+    let example = example("channel_bot");
+    let url = format!("http://{addr}");
+    let child = Command::new(&example)
+        .args([
+            url.as_str(),
+            bot.as_str(),
+            "hello from the bridge",
+            "--wait",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Act as the agent: wait (bounded) for the bot's message, then reply.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let path = format!("/api/chat/messages?channel_id={conversation}");
+        let (status, body) = http(addr, "GET", &path, Some(&runtime), None);
+        assert_eq!(status, 200, "{body}");
+        if body["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bot never posted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reply = json!({"channel_id": conversation, "content": "hello, bridge"});
+    assert_eq!(
+        http(
+            addr,
+            "POST",
+            "/api/chat/messages",
+            Some(&runtime),
+            Some(&reply)
+        )
+        .0,
+        200
+    );
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("reply from \"helper\": hello, bridge"),
+        "{stdout}"
     );
 }

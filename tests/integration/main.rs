@@ -11,5 +11,6 @@ mod delegation;
 mod legacy_replay;
 mod logs;
 mod private_data;
+mod secrets_at_rest;
 mod sessions;
 mod tokens;

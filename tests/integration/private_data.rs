@@ -735,6 +735,7 @@ async fn deleting_a_user_takes_their_private_data_with_them() {
         "chan/",
         "memgrant/",
         "chatread/",
+        "chatlast/",
     ] {
         let left: Vec<&String> = keys.iter().filter(|k| k.starts_with(prefix)).collect();
         assert!(left.is_empty(), "{prefix} left behind: {left:?}");
