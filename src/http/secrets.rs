@@ -81,6 +81,17 @@ struct SecretBody {
     agents: Option<Vec<String>>,
 }
 
+impl SecretBody {
+    fn input(self) -> SecretInput {
+        SecretInput {
+            value: self.value,
+            category: self.category,
+            description: self.description,
+            agents: self.agents,
+        }
+    }
+}
+
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -89,18 +100,14 @@ async fn create(
     own_data(&state, &caller, "data:write")?;
     let name = body
         .name
+        .clone()
         .ok_or_else(|| ApiError::BadRequest("name is required".into()))?;
     if body.value.is_none() {
         return Err(ApiError::BadRequest("value is required".into()));
     }
     check_bindings(&state, &caller, body.agents.as_ref())?;
     let event = AuditEvent::new(Some(&caller.user.id), "secret.create", &name);
-    let input = SecretInput {
-        value: body.value,
-        category: body.category,
-        description: body.description,
-        agents: body.agents,
-    };
+    let input = body.input();
     let secret = state
         .secrets
         .create(&state.data_keys, &caller.user.id, &name, input, event)
@@ -138,12 +145,7 @@ async fn update(
     own_data(&state, &caller, "data:write")?;
     check_bindings(&state, &caller, body.agents.as_ref())?;
     let event = AuditEvent::new(Some(&caller.user.id), "secret.update", &name);
-    let input = SecretInput {
-        value: body.value,
-        category: body.category,
-        description: body.description,
-        agents: body.agents,
-    };
+    let input = body.input();
     state
         .secrets
         .update(&state.data_keys, &caller.user.id, &name, input, event)

@@ -746,3 +746,51 @@ async fn deleting_a_user_takes_their_private_data_with_them() {
         "owner"
     );
 }
+
+/// The owner of a shared agent does not read other users' conversations
+/// with it, and admins do not read anyone's.
+#[tokio::test]
+async fn an_agents_owner_does_not_read_its_users_conversations() {
+    let w = World::new().await;
+    let sharee = w.token(Who::Sharee("use")).to_owned();
+    let conv = w
+        .app
+        .post("/api/chat/channels", &sharee, json!({"agent": "helper"}))
+        .await;
+    assert_eq!(conv.status, StatusCode::OK, "{}", conv.body);
+    let id = conv.body["id"].as_str().unwrap().to_owned();
+    let said = "only between me and the agent";
+    w.app
+        .post(
+            "/api/chat/messages",
+            &sharee,
+            json!({"channel_id": id, "content": said}),
+        )
+        .await;
+    for who in [Who::Alice, Who::Admin, Who::Bob] {
+        let r = w
+            .app
+            .get(&format!("/api/chat/messages?channel_id={id}"), w.token(who))
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{who:?}");
+        assert!(!r.body.to_string().contains(said));
+        let listed = w.app.get("/api/chat/channels", w.token(who)).await;
+        assert!(!listed.body.to_string().contains(&id), "{who:?} lists it");
+    }
+    // The sharee at `view` cannot start a conversation with it at all.
+    let viewer = w.token(Who::Sharee("view"));
+    let r = w
+        .app
+        .post("/api/chat/channels", viewer, json!({"agent": "helper"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The agent, a member, reads it.
+    let r = w
+        .app
+        .get(
+            &format!("/api/chat/messages?channel_id={id}"),
+            w.token(Who::HelperRuntime),
+        )
+        .await;
+    assert!(r.body.to_string().contains(said));
+}
