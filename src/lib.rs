@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod maintenance;
+pub mod migrate;
 pub mod state;
 pub mod store;
 

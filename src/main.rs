@@ -50,6 +50,50 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Schema versions of the store.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Write a consistent snapshot of the store and keys to a file: directly
+    /// from a stopped server's data directory, or from a running server
+    /// (`--server` with an admin token).
+    Backup {
+        #[arg(long)]
+        to: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+        /// A running server to ask, e.g. http://127.0.0.1:7700 (loopback HTTP).
+        #[arg(long, requires = "token")]
+        server: Option<String>,
+        /// An admin's session token, for --server.
+        #[arg(long, env = "TESSERA_TOKEN")]
+        token: Option<String>,
+    },
+    /// Rebuild a data directory from a backup file.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+        /// Replace an existing store and keys.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Show the store's schema version and the steps still to run.
+    Status {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Run the pending schema steps (after a backup), as `serve` does at start.
+    Schema {
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -90,6 +134,24 @@ fn main() -> ExitCode {
             config.policy_dir = policy_dir;
             serve(config)
         }
+        Command::Migrate {
+            action: MigrateAction::Status { data },
+        } => migrate_status(&Config::new(data.data)),
+        Command::Migrate {
+            action: MigrateAction::Schema { data },
+        } => migrate_schema(&Config::new(data.data)),
+        Command::Backup {
+            to,
+            data,
+            server,
+            token,
+        } => backup(
+            &Config::new(data.data),
+            &to,
+            server.as_deref(),
+            token.as_deref(),
+        ),
+        Command::Restore { from, data, force } => restore(&Config::new(data.data), &from, force),
         Command::Keys {
             action: KeysAction::RotateDataKey { data },
         } => tessera::maintenance::rotate_data_key(&Config::new(data.data), usize::MAX).map(
@@ -108,6 +170,112 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn open_store(config: &Config) -> Result<std::sync::Arc<dyn tessera::store::Store>, String> {
+    let store = tessera::store::SledStore::open(&config.store_dir()).map_err(|e| e.to_string())?;
+    Ok(std::sync::Arc::new(store))
+}
+
+fn migrate_status(config: &Config) -> Result<(), String> {
+    let store = open_store(config)?;
+    let (version, pending) =
+        tessera::migrate::schema::status(store.as_ref()).map_err(|e| e.to_string())?;
+    println!(
+        "schema version {version} (this tessera writes {})",
+        tessera::migrate::schema::current()
+    );
+    if pending.is_empty() {
+        println!("no pending steps");
+    }
+    for (i, name) in pending.iter().enumerate() {
+        println!(
+            "pending: {} -> {}: {name}",
+            version as usize + i,
+            version as usize + i + 1
+        );
+    }
+    Ok(())
+}
+
+fn migrate_schema(config: &Config) -> Result<(), String> {
+    let store = open_store(config)?;
+    let applied = AppState::upgrade_schema(config, store.as_ref()).map_err(|e| e.to_string())?;
+    if applied.is_empty() {
+        println!(
+            "already at schema version {}",
+            tessera::migrate::schema::current()
+        );
+    }
+    for step in applied {
+        println!("applied: {step}");
+    }
+    Ok(())
+}
+
+fn backup(
+    config: &Config,
+    to: &std::path::Path,
+    server: Option<&str>,
+    token: Option<&str>,
+) -> Result<(), String> {
+    use tessera::migrate::backup;
+    let bytes = match (server, token) {
+        (Some(server), Some(token)) => fetch_backup(server, token)?,
+        _ => {
+            let store = open_store(config).map_err(|e| {
+                format!("{e}\n(a running server: use --server http://ADDR --token <admin token>)")
+            })?;
+            backup::encode(&backup::snapshot(store.as_ref(), &config.keys_dir())?)
+        }
+    };
+    backup::decode(&bytes)?;
+    backup::write_file(to, &bytes)?;
+    println!("backup written to {} ({} bytes)", to.display(), bytes.len());
+    Ok(())
+}
+
+/// `GET /api/admin/backup` over plain HTTP/1.1 on a loopback address.
+fn fetch_backup(server: &str, token: &str) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Write};
+    let addr = server
+        .strip_prefix("http://")
+        .ok_or("--server must be an http:// URL")?
+        .trim_end_matches('/');
+    let mut stream =
+        std::net::TcpStream::connect(addr).map_err(|e| format!("connecting to {addr}: {e}"))?;
+    write!(
+        stream,
+        "GET /api/admin/backup HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("malformed response")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = raw[split + 4..].to_vec();
+    if !head.starts_with("http/1.1 200") {
+        return Err(format!(
+            "the server refused: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return Err("unexpected chunked response".into());
+    }
+    Ok(body)
+}
+
+fn restore(config: &Config, from: &std::path::Path, force: bool) -> Result<(), String> {
+    let bytes = std::fs::read(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
+    let n =
+        tessera::migrate::backup::restore(&bytes, &config.store_dir(), &config.keys_dir(), force)?;
+    println!("restored {n} entries into {}", config.data_dir.display());
+    Ok(())
 }
 
 fn serve(config: Config) -> Result<(), String> {

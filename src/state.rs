@@ -31,6 +31,8 @@ pub enum StartError {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Domain(#[from] DomainError),
+    #[error("{0}")]
+    Schema(String),
 }
 
 /// Cheap to clone: one `Arc`.
@@ -112,9 +114,32 @@ impl AppState {
             StoreError::Engine(format!("creating {}: {e}", config.data_dir.display()))
         })?;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store_dir())?);
+        Self::upgrade_schema(&config, store.as_ref())?;
         let root = RootKeys::load_or_create(&config.keys_dir())?;
         let data = DataKeys::load_or_create(&config.keys_dir())?;
         Self::build(config, store, root, data)
+    }
+
+    /// Bring an older store to the current schema, after a backup of it in
+    /// `<data>/backups/`; refuse a store newer than this binary.
+    pub fn upgrade_schema(
+        config: &Config,
+        store: &dyn Store,
+    ) -> Result<Vec<&'static str>, StartError> {
+        let backups = config.data_dir.join("backups");
+        let applied = crate::migrate::schema::upgrade(store, |from| {
+            std::fs::create_dir_all(&backups).map_err(|e| format!("{}: {e}", backups.display()))?;
+            let snapshot = crate::migrate::backup::snapshot(store, &config.keys_dir())?;
+            let file = backups.join(format!("pre-schema-v{from}-{}.tbk", now()));
+            crate::migrate::backup::write_file(&file, &crate::migrate::backup::encode(&snapshot))?;
+            tracing::info!(backup = %file.display(), from, "store backed up before a schema upgrade");
+            Ok(())
+        })
+        .map_err(StartError::Schema)?;
+        for step in &applied {
+            tracing::info!(step, "schema step applied");
+        }
+        Ok(applied)
     }
 
     /// Assemble a state from parts: tests use an in-memory store and

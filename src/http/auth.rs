@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/auth/users/{username}/sessions", delete(revoke_sessions))
         .route("/auth/users/{username}/profile", post(update_profile))
         .route("/auth/users/{username}/password", post(change_password))
+        .route("/api/admin/backup", get(backup))
 }
 
 /// A user as every client sees them.
@@ -717,4 +718,30 @@ async fn change_password(
     )
     .await;
     Ok(Json(json!({ "ok": true })))
+}
+
+/// A consistent snapshot of the whole store and the key files, taken while
+/// the server runs (`tessera backup --server ...` fetches it).
+async fn backup(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    authorize(&state, &caller, RequestFacts::new("admin:backup"))?;
+    let store = state.store.clone();
+    let keys_dir = state.config.keys_dir();
+    let bytes = tokio::task::spawn_blocking(move || {
+        crate::migrate::backup::snapshot(store.as_ref(), &keys_dir)
+            .map(|s| crate::migrate::backup::encode(&s))
+    })
+    .await
+    .map_err(|e| DomainError::Internal(format!("backup task: {e}")))?
+    .map_err(DomainError::Internal)?;
+    record(
+        &state,
+        AuditEvent::new(Some(&caller.user.id), "admin.backup", "store"),
+    )
+    .await;
+    let mut resp = bytes.into_response();
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(resp)
 }

@@ -69,4 +69,9 @@ impl Store for MemoryStore {
     fn flush(&self) -> StoreResult<()> {
         Ok(())
     }
+
+    fn export(&self) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let map = self.map.read().map_err(|_| Self::poisoned())?;
+        Ok(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
 }

@@ -113,10 +113,9 @@ pub trait Store: Send + Sync + 'static {
     /// Force everything written so far to stable storage.
     fn flush(&self) -> StoreResult<()>;
 
-    /// Every entry, for backups and migrations, in key order.
-    fn export(&self) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.scan(b"", None, usize::MAX)
-    }
+    /// Every entry, in key order, as of one instant: no transaction is half
+    /// in it. Used for backups while the server runs.
+    fn export(&self) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
 
     /// Cheap liveness probe for `/ready`.
     fn ping(&self) -> StoreResult<()> {

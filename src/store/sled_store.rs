@@ -11,6 +11,10 @@ use super::{Store, StoreError, StoreResult, Transaction};
 
 pub struct SledStore {
     db: sled::Db,
+    /// Commits share it; an export holds it alone, so the export sees every
+    /// transaction whole or not at all (sled iterators alone do not promise
+    /// that across keys).
+    gate: std::sync::RwLock<()>,
 }
 
 impl SledStore {
@@ -30,7 +34,10 @@ impl SledStore {
                 }
                 other => engine(other),
             })?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            gate: std::sync::RwLock::new(()),
+        })
     }
 }
 
@@ -69,6 +76,10 @@ impl Store for SledStore {
     }
 
     fn commit(&self, tx: &Transaction) -> StoreResult<()> {
+        let _shared = self
+            .gate
+            .read()
+            .map_err(|_| StoreError::Engine("store gate poisoned".into()))?;
         let result = self.db.transaction(|t| {
             for (key, expect) in &tx.expects {
                 let current = t.get(key)?;
@@ -101,5 +112,16 @@ impl Store for SledStore {
 
     fn flush(&self) -> StoreResult<()> {
         self.db.flush().map(|_| ()).map_err(engine)
+    }
+
+    fn export(&self) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let _alone = self
+            .gate
+            .write()
+            .map_err(|_| StoreError::Engine("store gate poisoned".into()))?;
+        self.db
+            .iter()
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine))
+            .collect()
     }
 }

@@ -51,6 +51,14 @@ fn start(data: &Path) -> Server {
     Server { child, addr }
 }
 
+fn tessera(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
 fn stop(mut server: Server) {
     // SIGTERM: a graceful stop that flushes the store.
     let pid = server.child.id().to_string();
@@ -113,6 +121,7 @@ fn the_binary_keeps_users_and_tokens_across_a_restart() {
     assert_eq!(status, 200);
     assert_delegate_example_narrows(server.addr, &login_token);
     assert_channel_bot_example_talks(server.addr, &login_token);
+
     let (status, body) = http(
         server.addr,
         "POST",
@@ -121,6 +130,58 @@ fn the_binary_keeps_users_and_tokens_across_a_restart() {
         Some(&json!({"username": "alice", "password": "alice-password"})),
     );
     assert_eq!(status, 200, "{body}");
+
+    // A backup from the running server, restored elsewhere, serves the same
+    // users and tokens.
+    let file = dir.path().join("live.tbk");
+    let url = format!("http://{}", server.addr);
+    let out = tessera(&[
+        "backup",
+        "--to",
+        file.to_str().unwrap(),
+        "--server",
+        &url,
+        "--token",
+        &login_token,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop(server);
+    let status = tessera(&["migrate", "status", "--data", dir.path().to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("no pending steps"));
+    let copy = tempfile::tempdir().unwrap();
+    let copy_data = copy.path().join("data");
+    let restore = |force: bool| {
+        let mut args = vec![
+            "restore",
+            "--from",
+            file.to_str().unwrap(),
+            "--data",
+            copy_data.to_str().unwrap(),
+        ];
+        if force {
+            args.push("--force");
+        }
+        tessera(&args)
+    };
+    assert!(restore(false).status.success());
+    let again = restore(false);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert!(restore(true).status.success());
+    let copy_server = start(&copy_data);
+    let (status, body) = http(
+        copy_server.addr,
+        "GET",
+        "/auth/me",
+        Some(&login_token),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    stop(copy_server);
 }
 
 /// An example program, built beside the binary by `cargo test`.

@@ -758,6 +758,9 @@ impl tessera::store::Store for CountingStore {
     fn commit(&self, tx: &tessera::store::Transaction) -> tessera::store::StoreResult<()> {
         self.inner.commit(tx)
     }
+    fn export(&self) -> tessera::store::StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.export()
+    }
     fn flush(&self) -> tessera::store::StoreResult<()> {
         Ok(())
     }

@@ -10,6 +10,7 @@ mod concurrency;
 mod delegation;
 mod legacy_replay;
 mod logs;
+mod migrations;
 mod private_data;
 mod secrets_at_rest;
 mod sessions;
