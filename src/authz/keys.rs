@@ -53,18 +53,24 @@ pub struct PublishedKey {
 impl RootKeys {
     /// A fresh, unsaved key: for tests and benchmarks.
     pub fn ephemeral() -> Self {
-        Self::from_pairs(vec![(1, KeyPair::new())])
+        let active = KeyPair::new();
+        Self {
+            active_id: 1,
+            public: BTreeMap::from([(1, active.public())]),
+            active,
+        }
     }
 
-    fn from_pairs(mut pairs: Vec<(u32, KeyPair)>) -> Self {
+    /// The newest pair signs; every pair verifies. `None` when empty.
+    fn from_pairs(mut pairs: Vec<(u32, KeyPair)>) -> Option<Self> {
         pairs.sort_by_key(|(id, _)| *id);
         let public = pairs.iter().map(|(id, kp)| (*id, kp.public())).collect();
-        let (active_id, active) = pairs.pop().expect("from_pairs is never called empty");
-        Self {
+        let (active_id, active) = pairs.pop()?;
+        Some(Self {
             active_id,
             active,
             public,
-        }
+        })
     }
 
     /// Load every `root-<id>.key` in `dir`, creating the first one if none exist.
@@ -84,7 +90,8 @@ impl RootKeys {
             )?;
             pairs.push((1, kp));
         }
-        Ok(Self::from_pairs(pairs))
+        Self::from_pairs(pairs)
+            .ok_or_else(|| file_err(dir, "no root key could be loaded or created"))
     }
 
     /// Create a new active root key next to the existing ones. Tokens signed by

@@ -459,17 +459,10 @@ async fn health_and_ready_answer() {
 /// behaves differently, with no Rust changed.
 #[tokio::test]
 async fn changing_the_policy_file_changes_the_decision() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datalog");
-    for entry in std::fs::read_dir(&root).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let text = text.replace(
-            r#"requires("auth:users:list", "admin");"#,
-            r#"requires("auth:users:list", "signed_in");"#,
-        );
-        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
-    }
+    let dir = crate::helpers::edited_policy(
+        r#"requires("auth:users:list", "admin");"#,
+        r#"requires("auth:users:list", "signed_in");"#,
+    );
     let stock = TestApp::new();
     let edited = TestApp::with_config(|c| c.policy_dir = Some(dir.path().to_owned()));
     for (app, expected) in [(&stock, StatusCode::FORBIDDEN), (&edited, StatusCode::OK)] {

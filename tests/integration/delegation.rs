@@ -628,20 +628,10 @@ async fn a_sharers_grants_end_when_the_sharer_loses_share() {
 /// edit that file, and a `use` grant may update.
 #[tokio::test]
 async fn changing_a_level_in_the_policy_file_changes_the_outcome() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datalog");
-    let mut replaced = false;
-    for entry in std::fs::read_dir(&root).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let edited = text.replace(
-            r#"agent_op("agent:update", "edit");"#,
-            r#"agent_op("agent:update", "use");"#,
-        );
-        replaced |= edited != text;
-        std::fs::write(dir.path().join(path.file_name().unwrap()), edited).unwrap();
-    }
-    assert!(replaced, "the policy still has the line this test edits");
+    let dir = crate::helpers::edited_policy(
+        r#"agent_op("agent:update", "edit");"#,
+        r#"agent_op("agent:update", "use");"#,
+    );
     for (policy_dir, expected) in [
         (None, StatusCode::FORBIDDEN),
         (Some(dir.path().to_owned()), StatusCode::OK),

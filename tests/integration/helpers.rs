@@ -273,3 +273,20 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// A copy of `datalog/` with one line replaced, for tests showing that the
+/// policy is data. Panics if the line is not in the policy any more.
+pub fn edited_policy(line: &str, replacement: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datalog");
+    let mut replaced = false;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let edited = text.replace(line, replacement);
+        replaced |= edited != text;
+        std::fs::write(dir.path().join(path.file_name().unwrap()), edited).unwrap();
+    }
+    assert!(replaced, "the policy no longer has the line {line:?}");
+    dir
+}
