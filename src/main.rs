@@ -94,6 +94,27 @@ enum MigrateAction {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Import a TinyAgentOS data directory (read only) into this store.
+    Legacy {
+        /// The legacy data directory.
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+        /// The legacy host's machine-id file (the key of its secrets); by
+        /// default `machine-id` in the legacy directory, else the legacy default.
+        #[arg(long)]
+        machine_id: Option<PathBuf>,
+        /// Print the plan; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Report secrets that do not decrypt instead of stopping.
+        #[arg(long)]
+        skip_undecryptable: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -140,6 +161,27 @@ fn main() -> ExitCode {
         Command::Migrate {
             action: MigrateAction::Schema { data },
         } => migrate_schema(&Config::new(data.data)),
+        Command::Migrate {
+            action:
+                MigrateAction::Legacy {
+                    from,
+                    data,
+                    machine_id,
+                    dry_run,
+                    json,
+                    skip_undecryptable,
+                },
+        } => migrate_legacy(
+            &Config::new(data.data),
+            tessera::migrate::legacy::Options {
+                from,
+                machine_id,
+                dry_run,
+                skip_undecryptable,
+                invite_ttl_secs: Config::new(".").invite_ttl.as_secs() as i64,
+            },
+            json,
+        ),
         Command::Backup {
             to,
             data,
@@ -209,6 +251,44 @@ fn migrate_schema(config: &Config) -> Result<(), String> {
     }
     for step in applied {
         println!("applied: {step}");
+    }
+    Ok(())
+}
+
+fn migrate_legacy(
+    config: &Config,
+    options: tessera::migrate::legacy::Options,
+    json: bool,
+) -> Result<(), String> {
+    use tessera::authz::keys::{DataKeys, RootKeys};
+    use tessera::store::{MemoryStore, Store, Transaction};
+    let report = if options.dry_run {
+        // Plan against a copy in memory, with throwaway keys: a dry run
+        // creates no store, key or version stamp.
+        let copy: std::sync::Arc<dyn Store> = std::sync::Arc::new(MemoryStore::new());
+        if config.store_dir().exists() {
+            let mut tx = Transaction::new();
+            for (k, v) in open_store(config)?.export().map_err(|e| e.to_string())? {
+                tx.put(k, v);
+            }
+            copy.commit(&tx).map_err(|e| e.to_string())?;
+        }
+        tessera::migrate::legacy::import(&options, &copy, &DataKeys::ephemeral())?
+    } else {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
+        let store = open_store(config)?;
+        AppState::upgrade_schema(config, store.as_ref()).map_err(|e| e.to_string())?;
+        let keys = DataKeys::load_or_create(&config.keys_dir()).map_err(|e| e.to_string())?;
+        RootKeys::load_or_create(&config.keys_dir()).map_err(|e| e.to_string())?;
+        let report = tessera::migrate::legacy::import(&options, &store, &keys)?;
+        store.flush().map_err(|e| e.to_string())?;
+        report
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{}", report.text());
     }
     Ok(())
 }

@@ -209,3 +209,8 @@ pub fn agent_conversations_prefix(agent: &str) -> String {
 pub fn chat_last(user: &str, channel: &str) -> String {
     format!("chatlast/{user}/{channel}")
 }
+/// An imported legacy browser session, by the SHA-256 of its cookie value;
+/// exchanged once for a real session, then gone.
+pub fn legacy_session(digest_hex: &str) -> String {
+    format!("lsess/{digest_hex}")
+}

@@ -85,3 +85,54 @@ pub async fn revoke_all(store: &Arc<dyn Store>, user_id: &str) -> DomainResult<u
     commit(store, tx).await?;
     Ok(n)
 }
+
+/// A legacy TinyAgentOS session imported by `tessera migrate legacy`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LegacySession {
+    pub user_id: String,
+    pub expires_at: i64,
+    #[serde(default)]
+    pub long_lived: bool,
+}
+
+pub fn legacy_digest(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(value.as_bytes()))
+}
+
+/// Trade a legacy cookie value for a fresh session, exactly once: the legacy
+/// record is deleted in the same transaction that creates the session, so a
+/// second presentation finds nothing.
+pub async fn exchange_legacy(
+    store: &Arc<dyn Store>,
+    value: &str,
+    ttl: Duration,
+    long_ttl: Duration,
+) -> DomainResult<Option<Session>> {
+    let key = keyspace::legacy_session(&legacy_digest(value));
+    let Some(bytes) = store.get(key.as_bytes())? else {
+        return Ok(None);
+    };
+    let legacy: LegacySession = decode(&bytes)?;
+    if legacy.expires_at <= now()
+        || store
+            .get(keyspace::user(&legacy.user_id).as_bytes())?
+            .is_none()
+    {
+        return Ok(None);
+    }
+    let session = Session::new(
+        &legacy.user_id,
+        if legacy.long_lived { long_ttl } else { ttl },
+        legacy.long_lived,
+    );
+    let mut tx = Transaction::durable();
+    tx.expect(key.clone(), crate::store::Expect::Equals(bytes))
+        .delete(key);
+    session.write_into(&mut tx)?;
+    match commit(store, tx).await {
+        Ok(()) => Ok(Some(session)),
+        Err(super::DomainError::Store(crate::store::StoreError::Conflict)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}

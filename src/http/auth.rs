@@ -156,7 +156,11 @@ fn safe_next(next: Option<&str>) -> Option<String> {
     ok.then(|| next.to_owned())
 }
 
-fn session_cookie(state: &AppState, token: &str, session: &Session) -> ApiResult<HeaderValue> {
+pub(crate) fn session_cookie(
+    state: &AppState,
+    token: &str,
+    session: &Session,
+) -> ApiResult<HeaderValue> {
     let mut cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; Path=/; SameSite=Lax");
     if session.long_lived {
         let max_age = (session.expires_at - session.created_at).max(0);

@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .merge(chat::routes())
         .merge(channels::routes())
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), legacy_cookie))
         .layer(middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
@@ -72,6 +73,63 @@ pub fn router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
         .with_state(state)
+}
+
+/// A browser still holding a legacy TinyAgentOS `taos_session` cookie (an
+/// imported, unexpired session) gets a fresh session token in its place,
+/// exactly once; the request then proceeds with the new token.
+async fn legacy_cookie(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut request: Request<Body>,
+    next: middleware::Next,
+) -> Response {
+    let legacy = extract::presented_token(request.headers())
+        .ok()
+        .flatten()
+        .filter(|t| {
+            t.len() < 100
+                && request
+                    .headers()
+                    .get(axum::http::header::AUTHORIZATION)
+                    .is_none()
+        });
+    let Some(legacy) = legacy else {
+        return next.run(request).await;
+    };
+    let exchanged = crate::domain::sessions::exchange_legacy(
+        &state.store,
+        &legacy,
+        state.config.session_ttl,
+        state.config.long_session_ttl,
+    )
+    .await;
+    let session = match exchanged {
+        Ok(Some(session)) => session,
+        Ok(None) => return next.run(request).await,
+        Err(e) => return crate::error::ApiError::from(e).into_response(),
+    };
+    let token = match state
+        .authz
+        .mint_session(&session.user_id, &session.id, session.expires_at)
+    {
+        Ok(token) => token,
+        Err(e) => return crate::error::ApiError::from(e).into_response(),
+    };
+    tracing::info!(user = %session.user_id, "legacy session exchanged");
+    if let Ok(value) =
+        axum::http::HeaderValue::from_str(&format!("{}={token}", extract::SESSION_COOKIE))
+    {
+        request
+            .headers_mut()
+            .insert(axum::http::header::COOKIE, value);
+    }
+    let mut response = next.run(request).await;
+    if let Ok(cookie) = auth::session_cookie(&state, &token, &session) {
+        response
+            .headers_mut()
+            .append(axum::http::header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 async fn not_found() -> impl IntoResponse {

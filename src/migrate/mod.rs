@@ -2,4 +2,5 @@
 //! backup and restore of a whole data directory.
 
 pub mod backup;
+pub mod legacy;
 pub mod schema;

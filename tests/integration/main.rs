@@ -8,6 +8,7 @@ mod agents_model;
 mod binary;
 mod concurrency;
 mod delegation;
+mod legacy_import;
 mod legacy_replay;
 mod logs;
 mod migrations;
