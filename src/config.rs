@@ -33,6 +33,9 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// Requests served at once; past it, new ones are answered 503 at once
+    /// instead of piling up.
+    pub max_concurrent_requests: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +78,7 @@ impl Config {
             },
             max_body_bytes: 256 * 1024,
             request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 1024,
         }
     }
 

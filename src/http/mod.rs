@@ -17,12 +17,15 @@ pub mod tokens;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{middleware, Json, Router};
 use serde_json::json;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -37,6 +40,7 @@ const MAX_ERROR_TEXT: usize = 512;
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let timeout = state.config.request_timeout;
+    let max_concurrent = state.config.max_concurrent_requests;
     Router::new()
         .merge(health::routes())
         .merge(auth::routes())
@@ -66,11 +70,15 @@ pub fn router(state: AppState) -> Router {
                         tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
                     }),
                 )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                // Overload is answered at once, not queued without bound.
+                .layer(HandleErrorLayer::new(overloaded))
+                .layer(LoadShedLayer::new())
+                .layer(ConcurrencyLimitLayer::new(max_concurrent.max(1)))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     timeout.max(Duration::from_millis(1)),
-                ))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+                )),
         )
         .with_state(state)
 }
@@ -130,6 +138,20 @@ async fn legacy_cookie(
             .append(axum::http::header::SET_COOKIE, cookie);
     }
     response
+}
+
+async fn overloaded(
+    _: tower::BoxError,
+) -> (
+    StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    Json<serde_json::Value>,
+) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::RETRY_AFTER, "1")],
+        Json(json!({ "error": "the server is busy; try again" })),
+    )
 }
 
 async fn not_found() -> impl IntoResponse {

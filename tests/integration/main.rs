@@ -2,6 +2,8 @@
 
 mod helpers;
 
+mod hostile;
+
 mod accounts;
 mod agents_matrix;
 mod agents_model;
