@@ -62,11 +62,10 @@ pub fn random_id(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
-/// Commit off the async workers: durable commits wait for an fsync.
-pub async fn commit(store: &Arc<dyn Store>, tx: Transaction) -> DomainResult<()> {
-    if !tx.durable {
-        return Ok(store.commit(&tx)?);
-    }
+/// Commit off the async workers, flushed to disk before returning: whatever
+/// a request acknowledges survives the process being killed a moment later.
+pub async fn commit(store: &Arc<dyn Store>, mut tx: Transaction) -> DomainResult<()> {
+    tx.durable = true;
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.commit(&tx))
         .await

@@ -230,10 +230,23 @@ pub fn http(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).unwrap();
+    try_http(addr, method, path, token, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// The same, reporting a dead connection instead of panicking (for tests
+/// that kill the server mid-request).
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Result<(u16, Value), String> {
+    let err = |e: std::io::Error| e.to_string();
+    let mut stream = TcpStream::connect(addr).map_err(err)?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+        .map_err(err)?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -243,15 +256,15 @@ pub fn http(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
-    .unwrap();
+    .map_err(err)?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
+    stream.read_to_end(&mut raw).map_err(err)?;
     let text = String::from_utf8_lossy(&raw);
     let status: u16 = text
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .expect("status line");
+        .ok_or_else(|| "no status line".to_owned())?;
     let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let payload = if head
         .to_ascii_lowercase()
@@ -261,8 +274,10 @@ pub fn http(
     } else {
         payload.to_owned()
     };
-    let json = serde_json::from_str(&payload).unwrap_or(Value::Null);
-    (status, json)
+    Ok((
+        status,
+        serde_json::from_str(&payload).unwrap_or(Value::Null),
+    ))
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -293,4 +308,34 @@ pub fn edited_policy(line: &str, replacement: &str) -> tempfile::TempDir {
     }
     assert!(replaced, "the policy no longer has the line {line:?}");
     dir
+}
+
+/// Open sled, waiting (bounded) for a store this test just dropped: sled's
+/// background flusher can hold the directory lock for a moment after drop.
+pub fn open_sled(dir: &std::path::Path) -> SledStore {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match SledStore::open(dir) {
+            Ok(store) => return store,
+            Err(tessera::store::StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("opening {}: {e}", dir.display()),
+        }
+    }
+}
+
+/// `AppState::open`, waiting (bounded) for a just-dropped store's lock.
+pub fn open_state(config: Config) -> Result<AppState, tessera::state::StartError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match AppState::open(config.clone()) {
+            Err(tessera::state::StartError::Store(tessera::store::StoreError::Locked(_)))
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
 }

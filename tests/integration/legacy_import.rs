@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tessera::migrate::legacy::{import, Options, Report};
 use tessera::store::{MemoryStore, Store, StoreError, StoreResult, Transaction};
-use tessera::AppState;
 
 use crate::helpers::{fixtures, test_config, Auth, TestApp};
 
@@ -27,7 +26,7 @@ fn options(dir: &str) -> Options {
 
 fn imported(dir: &str) -> (TestApp, Report, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
-    let state = AppState::open(test_config(data.path())).unwrap();
+    let state = crate::helpers::open_state(test_config(data.path())).unwrap();
     let report = import(&options(dir), &state.store, &state.data_keys).unwrap();
     (TestApp::from_state(state, None), report, data)
 }

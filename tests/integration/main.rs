@@ -9,6 +9,7 @@ mod agents_matrix;
 mod agents_model;
 mod binary;
 mod concurrency;
+mod crash;
 mod delegation;
 mod legacy_import;
 mod legacy_replay;

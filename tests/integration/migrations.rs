@@ -9,8 +9,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::json;
 use tessera::migrate::{backup, schema};
-use tessera::store::{SledStore, Store, Transaction};
-use tessera::AppState;
+use tessera::store::{Store, Transaction};
 use tower::ServiceExt;
 
 use crate::helpers::{test_config, TestApp, ADMIN_PASSWORD};
@@ -19,7 +18,7 @@ use crate::helpers::{test_config, TestApp, ADMIN_PASSWORD};
 /// whose last-message time lives in its record, a memory grant without its
 /// reverse index.
 fn version_one_store(dir: &std::path::Path) {
-    let store = SledStore::open(&test_config(dir).store_dir()).unwrap();
+    let store = crate::helpers::open_sled(&test_config(dir).store_dir());
     let conv = json!({
         "id": "c1", "name": "dm", "type": "dm", "members": ["u1", "helper"],
         "created_by": "u1", "created_at": 1.0, "last_message_at": 42.5
@@ -36,11 +35,11 @@ fn an_old_store_upgrades_and_keeps_its_data_and_a_newer_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     version_one_store(dir.path());
     {
-        let store = SledStore::open(&test_config(dir.path()).store_dir()).unwrap();
+        let store = crate::helpers::open_sled(&test_config(dir.path()).store_dir());
         let (version, pending) = schema::status(&store).unwrap();
         assert_eq!((version, pending.len()), (1, schema::STEPS.len()));
     }
-    let state = AppState::open(test_config(dir.path())).unwrap();
+    let state = crate::helpers::open_state(test_config(dir.path())).unwrap();
     let store = state.store.clone();
     assert_eq!(
         schema::status(store.as_ref()).unwrap(),
@@ -68,7 +67,7 @@ fn an_old_store_upgrades_and_keeps_its_data_and_a_newer_one_is_refused() {
     drop(store);
 
     // Reopening runs nothing more and takes no second backup.
-    drop(AppState::open(test_config(dir.path())).unwrap());
+    drop(crate::helpers::open_state(test_config(dir.path())).unwrap());
     assert_eq!(
         std::fs::read_dir(dir.path().join("backups"))
             .unwrap()
@@ -78,12 +77,12 @@ fn an_old_store_upgrades_and_keeps_its_data_and_a_newer_one_is_refused() {
 
     // A store from the future is refused, clearly.
     {
-        let store = SledStore::open(&test_config(dir.path()).store_dir()).unwrap();
+        let store = crate::helpers::open_sled(&test_config(dir.path()).store_dir());
         let mut tx = Transaction::durable();
         tx.put(schema::VERSION_KEY, "99");
         store.commit(&tx).unwrap();
     }
-    let err = AppState::open(test_config(dir.path()))
+    let err = crate::helpers::open_state(test_config(dir.path()))
         .err()
         .unwrap()
         .to_string();
@@ -96,7 +95,7 @@ fn an_old_store_upgrades_and_keeps_its_data_and_a_newer_one_is_refused() {
 #[test]
 fn a_fresh_store_is_stamped_current() {
     let dir = tempfile::tempdir().unwrap();
-    let state = AppState::open(test_config(dir.path())).unwrap();
+    let state = crate::helpers::open_state(test_config(dir.path())).unwrap();
     assert_eq!(
         schema::version(state.store.as_ref()).unwrap(),
         Some(schema::current())
@@ -108,7 +107,7 @@ fn a_fresh_store_is_stamped_current() {
 async fn a_backup_taken_under_writes_restores_to_a_working_server() {
     let dir = tempfile::tempdir().unwrap();
     let app = Arc::new(TestApp::from_state(
-        AppState::open(test_config(dir.path())).unwrap(),
+        crate::helpers::open_state(test_config(dir.path())).unwrap(),
         None,
     ));
     let admin = app.setup_admin().await;
@@ -165,7 +164,7 @@ async fn a_backup_taken_under_writes_restores_to_a_working_server() {
         backup::restore(&bytes, &config.store_dir(), &config.keys_dir(), false).is_err(),
         "a non-empty target needs force"
     );
-    let restored = TestApp::from_state(AppState::open(config).unwrap(), None);
+    let restored = TestApp::from_state(crate::helpers::open_state(config).unwrap(), None);
 
     // Same keys: tokens issued before the backup still work.
     assert_eq!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use serde_json::json;
 use tessera::authz::keys::{DataKeys, RootKeys};
-use tessera::store::{SledStore, Store};
+use tessera::store::Store;
 use tessera::AppState;
 
 use crate::helpers::{test_config, TestApp};
@@ -39,7 +39,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 /// A server over sled with the given data keys directory.
 fn open(dir: &Path) -> TestApp {
     let config = test_config(dir);
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store_dir()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(crate::helpers::open_sled(&config.store_dir()));
     let data = DataKeys::load_or_create(&config.keys_dir()).unwrap();
     let root = RootKeys::load_or_create(&config.keys_dir()).unwrap();
     TestApp::from_state(AppState::build(config, store, root, data).unwrap(), None)
@@ -104,7 +104,7 @@ async fn rotation_reencrypts_everything_and_survives_interruption() {
             .await;
         }
     }
-    let store = || -> Arc<dyn Store> { Arc::new(SledStore::open(&config.store_dir()).unwrap()) };
+    let store = || -> Arc<dyn Store> { Arc::new(crate::helpers::open_sled(&config.store_dir())) };
     // Interrupted after two secrets.
     let (key, moved, done) =
         tessera::maintenance::rotate_data_key_in(&config.keys_dir(), store(), 2).unwrap();
