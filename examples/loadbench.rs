@@ -3,7 +3,7 @@
 //! drives it with C concurrent keep-alive HTTP/1.1 connections for S seconds
 //! per scenario, and prints one table.
 //!
-//!     cargo run --release --example loadbench -- [--agents 10000] [--connections 64] [--seconds 5] [--only NAME]
+//!     cargo run --release --example loadbench -- [--users 1000] [--agents 10000] [--grants 50000] [--connections 64] [--seconds 5] [--only NAME]
 //!
 //! Every scenario runs in the same process and run as `/health`, so the
 //! ratio column compares like with like. Only loopback is ever contacted, and
@@ -16,6 +16,7 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tessera::domain::agents::Agent;
 use tessera::domain::keyspace;
@@ -27,6 +28,8 @@ struct Args {
     connections: usize,
     seconds: u64,
     agents: usize,
+    users: usize,
+    grants: usize,
     /// Run only the scenarios whose name contains this (plus /health).
     only: Option<String>,
 }
@@ -36,6 +39,8 @@ fn parse_args() -> Result<Args, String> {
         connections: 64,
         seconds: 5,
         agents: 10_000,
+        users: 1_000,
+        grants: 50_000,
         only: None,
     };
     let mut it = std::env::args().skip(1);
@@ -52,6 +57,8 @@ fn parse_args() -> Result<Args, String> {
             "--connections" => args.connections = number.max(1) as usize,
             "--seconds" => args.seconds = number.max(1),
             "--agents" => args.agents = number.max(10) as usize,
+            "--users" => args.users = number as usize,
+            "--grants" => args.grants = number as usize,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -66,6 +73,35 @@ struct Scenario {
     path: String,
     token: Option<String>,
     body: Option<String>,
+    /// Writes mixed in: each request is one of these with `write_ratio`.
+    writes: Vec<Scenario>,
+    write_ratio: f64,
+    /// Requests hammered by extra connections alongside, not measured
+    /// (a login flood).
+    flood: Option<Box<Scenario>>,
+}
+
+impl Scenario {
+    fn get(name: &'static str, path: impl Into<String>, token: Option<&str>) -> Self {
+        Self {
+            name,
+            method: "GET",
+            path: path.into(),
+            token: token.map(str::to_owned),
+            body: None,
+            writes: Vec::new(),
+            write_ratio: 0.0,
+            flood: None,
+        }
+    }
+
+    fn post(name: &'static str, path: impl Into<String>, token: Option<&str>, body: Value) -> Self {
+        Self {
+            method: "POST",
+            body: Some(body.to_string()),
+            ..Self::get(name, path, token)
+        }
+    }
 }
 
 struct Outcome {
@@ -93,15 +129,24 @@ async fn connection_loop(
         elapsed: Duration::ZERO,
     };
     let start = Instant::now();
+    // A Send-able generator: the loop awaits between draws.
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let mut nth = 0usize;
     while Instant::now() < until {
+        nth += 1;
+        let this = if !scenario.writes.is_empty() && rng.gen_bool(scenario.write_ratio) {
+            &scenario.writes[nth % scenario.writes.len()]
+        } else {
+            &scenario
+        };
         let mut req = Request::builder()
-            .method(scenario.method)
-            .uri(&scenario.path)
+            .method(this.method)
+            .uri(&this.path)
             .header("host", "127.0.0.1");
-        if let Some(token) = &scenario.token {
+        if let Some(token) = &this.token {
             req = req.header("authorization", format!("Bearer {token}"));
         }
-        let req = match &scenario.body {
+        let req = match &this.body {
             Some(body) => req
                 .header("content-type", "application/json")
                 .body(Body::from(body.clone())),
@@ -133,6 +178,13 @@ async fn run_scenario(
     args: &Args,
 ) -> Result<Outcome, String> {
     let until = Instant::now() + Duration::from_secs(args.seconds);
+    let flood: Vec<_> = scenario
+        .flood
+        .iter()
+        .flat_map(|f| {
+            (0..8).map(move |_| tokio::spawn(connection_loop(addr, (**f).clone(), until)))
+        })
+        .collect();
     let tasks: Vec<_> = (0..args.connections)
         .map(|_| tokio::spawn(connection_loop(addr, scenario.clone(), until)))
         .collect();
@@ -148,6 +200,9 @@ async fn run_scenario(
         total.non_2xx += o.non_2xx;
         total.latencies_us.extend(o.latencies_us);
         total.elapsed = total.elapsed.max(o.elapsed);
+    }
+    for f in flood {
+        let _ = f.await;
     }
     total.latencies_us.sort_unstable();
     Ok(total)
@@ -281,48 +336,90 @@ async fn bench(args: Args) -> Result<(), String> {
         "content": "a message from the bridge",
     })
     .to_string();
+    seed_users_and_grants(store.as_ref(), &args).await?;
 
+    // A delegated token narrowed twice by its holder, offline.
+    let minted = call(
+        addr,
+        "POST",
+        "/api/tokens",
+        Some(&admin),
+        json!({"agent": format!("agent-{}", 3 * step), "level": "view", "expires_in": 3600}),
+    )
+    .await?;
+    let delegated = minted["token"].as_str().ok_or("no delegated token")?;
+    let narrowed = biscuit_auth::UnverifiedBiscuit::from_base64(delegated)
+        .and_then(|t| {
+            t.append(
+                biscuit_auth::BlockBuilder::new().code(r#"check if operation("agent:read");"#)?,
+            )
+        })
+        .and_then(|t| {
+            t.append(biscuit_auth::BlockBuilder::new().code(r#"check if resource_agent($a);"#)?)
+        })
+        .and_then(|t| t.to_base64())
+        .map_err(|e| e.to_string())?;
+    let sharee_read = Scenario::get(
+        "GET /api/agents/{name} (sharee)",
+        shared_agent.clone(),
+        Some(&reader),
+    );
     let scenarios = vec![
+        Scenario::get("GET /health", "/health", None),
+        Scenario::get("GET /auth/me (session token)", "/auth/me", Some(&admin)),
+        sharee_read.clone(),
+        Scenario::get(
+            "GET /api/agents (sees 10 of all)",
+            "/api/agents",
+            Some(&reader),
+        ),
+        Scenario::get(
+            "GET agent, token narrowed twice",
+            shared_agent.clone(),
+            Some(&narrowed),
+        ),
+        Scenario::post(
+            "POST /api/chat/messages (bot)",
+            "/api/chat/messages",
+            Some(&bot),
+            serde_json::from_str(&bot_post).map_err(|e| e.to_string())?,
+        ),
         Scenario {
-            name: "GET /health",
-            method: "GET",
-            path: "/health".into(),
-            token: None,
-            body: None,
+            name: "mix: sharee reads, 5% writes",
+            writes: vec![
+                Scenario::post(
+                    "grant",
+                    format!("/api/agents/agent-{}/shares", 5 * step),
+                    Some(&admin),
+                    json!({"user": "reader", "level": "use"}),
+                ),
+                Scenario::post(
+                    "post",
+                    "/api/chat/messages",
+                    Some(&bot),
+                    serde_json::from_str(&bot_post).map_err(|e| e.to_string())?,
+                ),
+            ],
+            write_ratio: 0.05,
+            ..sharee_read.clone()
         },
         Scenario {
-            name: "GET /auth/me (session token)",
-            method: "GET",
-            path: "/auth/me".into(),
-            token: Some(admin.clone()),
-            body: None,
-        },
-        Scenario {
-            name: "GET /api/agents/{name} (sharee)",
-            method: "GET",
-            path: shared_agent,
-            token: Some(reader.clone()),
-            body: None,
-        },
-        Scenario {
-            name: "GET /api/agents (sees 10 of all)",
-            method: "GET",
-            path: "/api/agents".into(),
-            token: Some(reader.clone()),
-            body: None,
-        },
-        Scenario {
-            name: "POST /api/chat/messages (bot)",
-            method: "POST",
-            path: "/api/chat/messages".into(),
-            token: Some(bot),
-            body: Some(bot_post),
+            name: "sharee reads under login flood",
+            flood: Some(Box::new(Scenario::post(
+                "login",
+                "/auth/login",
+                None,
+                json!({"username": "admin", "password": "bench-password"}),
+            ))),
+            ..sharee_read.clone()
         },
     ];
 
     println!(
-        "tessera loadbench: {} agents, {} connections, {} s per scenario, {} cores",
+        "tessera loadbench: {} users, {} agents, {} grants, {} connections, {} s per scenario, {} cores",
+        args.users,
         args.agents,
+        args.grants,
         args.connections,
         args.seconds,
         std::thread::available_parallelism()
@@ -356,6 +453,80 @@ async fn bench(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// `--users` people and `--grants` view grants among them on random agents,
+/// written straight to the store (one shared password hash: hashing a
+/// thousand passwords would only slow set-up).
+async fn seed_users_and_grants(store: &dyn Store, args: &Args) -> Result<(), String> {
+    use tessera::domain::agents::Grant;
+    use tessera::domain::levels::Level;
+    use tessera::domain::users::User;
+    let hash = tessera::domain::password::Passwords::new(1)
+        .map_err(|e| e.to_string())?
+        .hash("seeded-password".into())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rng = rand::thread_rng();
+    let mut tx = Transaction::new();
+    for i in 0..args.users {
+        let user = User {
+            id: format!("seed{i}"),
+            username: format!("seed{i}"),
+            full_name: String::new(),
+            email: String::new(),
+            is_admin: false,
+            password_hash: Some(hash.clone()),
+            invite: None,
+            created_at: Some(0),
+            last_login_at: None,
+        };
+        tx.put(
+            keyspace::user(&user.id),
+            serde_json::to_vec(&user).map_err(|e| e.to_string())?,
+        )
+        .put(
+            keyspace::username(&user.username),
+            user.id.clone().into_bytes(),
+        )
+        .put(keyspace::active(&user.id), Vec::new());
+    }
+    store
+        .commit(&std::mem::take(&mut tx))
+        .map_err(|e| e.to_string())?;
+    if args.users == 0 {
+        return Ok(());
+    }
+    for n in 0..args.grants {
+        let agent = format!("agent-{}", rng.gen_range(0..args.agents));
+        let grantee = format!("seed{}", rng.gen_range(0..args.users));
+        let Some(owner) = store
+            .get(keyspace::agent(&agent).as_bytes())
+            .map_err(|e| e.to_string())?
+        else {
+            continue;
+        };
+        let owner: Agent = serde_json::from_slice(&owner).map_err(|e| e.to_string())?;
+        let grant = Grant {
+            agent: agent.clone(),
+            grantee: grantee.clone(),
+            level: Level::View,
+            granted_by: owner.owner,
+            at: 0,
+        };
+        tx.put(
+            keyspace::grant(&agent, &grantee),
+            serde_json::to_vec(&grant).map_err(|e| e.to_string())?,
+        )
+        .put(keyspace::granted(&grantee, &agent), Vec::new());
+        if n % 5_000 == 4_999 {
+            store
+                .commit(&std::mem::take(&mut tx))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    store.commit(&tx).map_err(|e| e.to_string())?;
+    store.flush().map_err(|e| e.to_string())
+}
+
 fn seed_agents(store: &dyn Store, owner: &str, count: usize) -> Result<(), String> {
     for batch in (0..count).collect::<Vec<_>>().chunks(1_000) {
         let mut tx = Transaction::new();
@@ -385,7 +556,7 @@ fn main() -> std::process::ExitCode {
         Ok(args) => args,
         Err(e) => {
             eprintln!(
-                "{e}\nusage: loadbench [--agents N] [--connections C] [--seconds S] [--only NAME]"
+                "{e}\nusage: loadbench [--users N] [--agents N] [--grants N] [--connections C] [--seconds S] [--only NAME]"
             );
             return std::process::ExitCode::from(2);
         }

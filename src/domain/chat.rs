@@ -274,8 +274,9 @@ impl Chat {
         Ok(())
     }
 
-    /// A message by id: (conversation owner, message).
-    pub fn find_message(&self, id: &str) -> DomainResult<Option<(String, Message)>> {
+    /// A message by id: (conversation owner, message, its stored bytes for
+    /// guarding a change).
+    pub fn find_message(&self, id: &str) -> DomainResult<Option<(String, Message, Vec<u8>)>> {
         let Some(place) = self.store.get(keyspace::message_index(id).as_bytes())? else {
             return Ok(None);
         };
@@ -287,7 +288,7 @@ impl Chat {
             .store
             .get(keyspace::message(owner, conversation, id).as_bytes())?
         {
-            Some(bytes) => Ok(Some((owner.to_owned(), decode(&bytes)?))),
+            Some(bytes) => Ok(Some((owner.to_owned(), decode(&bytes)?, bytes))),
             None => Ok(None),
         }
     }
@@ -298,6 +299,7 @@ impl Chat {
         &self,
         owner: &str,
         message: &Message,
+        read_as: Vec<u8>,
         content: Option<&str>,
     ) -> DomainResult<Message> {
         if let Some(c) = content {
@@ -316,7 +318,9 @@ impl Chat {
             }
         }
         let mut tx = Transaction::new();
-        tx.expect(key.clone(), Expect::Equals(encode(message)?))
+        // Guard with the bytes as read: re-encoding is not guaranteed to
+        // reproduce them.
+        tx.expect(key.clone(), Expect::Equals(read_as))
             .put(key, encode(&changed)?);
         commit(&self.store, tx).await?;
         Ok(changed)

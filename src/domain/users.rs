@@ -330,7 +330,7 @@ impl Accounts {
         long_lived: bool,
     ) -> DomainResult<LoggedIn> {
         let found = self.load_by_username(username)?;
-        let Some((user, _)) = found else {
+        let Some((user, read_as)) = found else {
             self.passwords.verify(password, None).await?;
             return Err(DomainError::InvalidCredentials);
         };
@@ -343,7 +343,7 @@ impl Accounts {
             if !valid {
                 return Err(DomainError::InvalidCredentials);
             }
-            let session = self.open_invite_session(&user, long_lived).await?;
+            let session = self.open_invite_session(&user, read_as, long_lived).await?;
             return Ok(LoggedIn {
                 user,
                 session,
@@ -400,9 +400,14 @@ impl Accounts {
 
     /// Open a session for a pending user, guarded by the record as verified:
     /// a reset or completion in between makes the code stale.
-    async fn open_invite_session(&self, user: &User, long_lived: bool) -> DomainResult<Session> {
+    async fn open_invite_session(
+        &self,
+        user: &User,
+        read_as: Vec<u8>,
+        long_lived: bool,
+    ) -> DomainResult<Session> {
         let ttl = self.ttl(long_lived);
-        let expected = encode(user)?;
+        let expected = read_as;
         let session = Session::new(&user.id, ttl, long_lived);
         let mut tx = Transaction::durable();
         tx.expect(keyspace::user(&user.id), Expect::Equals(expected));

@@ -203,7 +203,7 @@ async fn amend(
     id: &str,
     content: Option<&str>,
 ) -> ApiResult<Value> {
-    let (owner, message) = state
+    let (owner, message, read_as) = state
         .chat
         .find_message(id)?
         .ok_or(DomainError::NotFound("message"))?;
@@ -211,7 +211,9 @@ async fn amend(
     if author.id != message.author_id {
         return Err(AuthError::Denied("not the author".into()).into());
     }
-    Ok(json!(state.chat.amend(&owner, &message, content).await?))
+    Ok(json!(
+        state.chat.amend(&owner, &message, read_as, content).await?
+    ))
 }
 
 async fn edit(
