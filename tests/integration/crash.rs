@@ -20,6 +20,14 @@ struct Server {
     addr: SocketAddr,
 }
 
+/// A failing assertion must not leave a server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(data: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -156,8 +164,6 @@ fn acknowledged_writes_survive_sigkill() {
         );
     }
     assert!(acked.lock().unwrap().len() > 40, "the writes actually ran");
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
 }
 
 fn check(addr: SocketAddr, token: &str, conversation: &str, acked: &[Acked], cycle: usize) {
