@@ -36,6 +36,10 @@ pub struct Config {
     /// Requests served at once; past it, new ones are answered 503 at once
     /// instead of piling up.
     pub max_concurrent_requests: usize,
+    /// Serve Prometheus metrics (off by default).
+    pub metrics: bool,
+    /// Serve them on this address instead of the main one's `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +83,8 @@ impl Config {
             max_body_bytes: 256 * 1024,
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 1024,
+            metrics: false,
+            metrics_listen: None,
         }
     }
 

@@ -44,6 +44,12 @@ enum Command {
         /// Load the Datalog policy from this directory instead of the built-in copy.
         #[arg(long, env = "TESSERA_POLICY_DIR")]
         policy_dir: Option<PathBuf>,
+        /// Serve Prometheus metrics on /metrics.
+        #[arg(long, env = "TESSERA_METRICS")]
+        metrics: bool,
+        /// Serve the metrics on this address instead (implies --metrics).
+        #[arg(long, env = "TESSERA_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Manage keys.
     Keys {
@@ -148,11 +154,15 @@ fn main() -> ExitCode {
             listen,
             cookie_secure,
             policy_dir,
+            metrics,
+            metrics_listen,
         } => {
             let mut config = Config::new(data.data);
             config.listen = listen;
             config.cookie_secure = cookie_secure;
             config.policy_dir = policy_dir;
+            config.metrics = metrics || metrics_listen.is_some();
+            config.metrics_listen = metrics_listen;
             serve(config)
         }
         Command::Migrate {
@@ -377,6 +387,16 @@ fn serve(config: Config) -> Result<(), String> {
         // On stdout as well, for scripts and tests that started us on port 0.
         println!("tessera listening on http://{local}");
         let store = state.store.clone();
+        if let Some(addr) = state.config.metrics_listen {
+            let metrics_listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("listening for metrics on {addr}: {e}"))?;
+            let metrics = tessera::http::metrics_router(state.clone());
+            tracing::info!("metrics on http://{addr}/metrics");
+            tokio::spawn(async move {
+                let _ = axum::serve(metrics_listener, metrics).await;
+            });
+        }
         let app = tessera::app(state);
         axum::serve(
             listener,

@@ -52,6 +52,7 @@ pub struct Inner {
     pub chat: Chat,
     pub channels: Channels,
     pub limiter: RateLimiter,
+    pub metrics: crate::http::metrics::Metrics,
 }
 
 impl Deref for AppState {
@@ -179,6 +180,7 @@ impl AppState {
             data_keys,
             accounts,
             limiter,
+            metrics: Default::default(),
         })))
     }
 

@@ -235,6 +235,7 @@ async fn record(state: &AppState, event: AuditEvent) {
 /// A failed login concerns the account it named, if that exists; the attempt
 /// itself has no actor.
 async fn record_failed_login(state: &AppState, username: &str) {
+    state.metrics.login_failed();
     let named: String = username.trim().chars().take(64).collect();
     let mut event = AuditEvent::new(None, "auth.login_failed", &named);
     if let Ok(Some(user)) = state.accounts.find(username) {

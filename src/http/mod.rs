@@ -10,6 +10,7 @@ pub mod chat;
 pub mod extract;
 mod health;
 pub mod memory;
+pub mod metrics;
 pub mod ratelimit;
 pub mod secrets;
 pub mod tokens;
@@ -38,10 +39,15 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_ERROR_TEXT: usize = 512;
 
 pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    if state.config.metrics && state.config.metrics_listen.is_none() {
+        router = router.route("/metrics", axum::routing::get(metrics::exposition));
+    }
+    let with_metrics = state.config.metrics;
     let max_body = state.config.max_body_bytes;
     let timeout = state.config.request_timeout;
     let max_concurrent = state.config.max_concurrent_requests;
-    Router::new()
+    let router = router
         .merge(health::routes())
         .merge(auth::routes())
         .merge(agents::routes())
@@ -52,7 +58,16 @@ pub fn router(state: AppState) -> Router {
         .merge(chat::routes())
         .merge(channels::routes())
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), legacy_cookie))
+        .layer(middleware::from_fn_with_state(state.clone(), legacy_cookie));
+    let router = if with_metrics {
+        router.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ))
+    } else {
+        router
+    };
+    router
         .layer(middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
@@ -199,4 +214,11 @@ async fn json_errors(response: Response) -> Response {
         }
     }
     rewritten
+}
+
+/// The metrics alone, for a separate listen address.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(metrics::exposition))
+        .with_state(state)
 }

@@ -253,3 +253,75 @@ async fn expensive_datalog_in_a_token_is_cut_off_quickly() {
         assert!(r.body["error"].is_string());
     }
 }
+
+/// `/metrics` is off by default, and when on its exposition parses.
+#[tokio::test]
+async fn metrics_exposition_parses() {
+    let off = TestApp::new();
+    assert_eq!(
+        off.call(
+            axum::http::Method::GET,
+            "/metrics",
+            crate::helpers::Auth::None,
+            None
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+
+    let app = TestApp::with_config(|c| c.metrics = true);
+    let admin = app.setup_admin().await;
+    app.get("/auth/me", &admin).await;
+    app.get("/auth/me", &admin).await;
+    app.get("/auth/users", "garbage").await;
+    app.login("alice", "wrong-password").await;
+    let req = Request::get("/metrics").body(Body::empty()).unwrap();
+    let resp = tower::ServiceExt::oneshot(app.router.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        if let Some(labels) = series.split_once('{').map(|(_, l)| l) {
+            assert!(labels.ends_with('}'), "{line}");
+            for pair in labels.trim_end_matches('}').split("\",") {
+                let (k, v) = pair
+                    .split_once("=\"")
+                    .unwrap_or_else(|| panic!("bad label in {line:?}"));
+                assert!(
+                    k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !v.contains('\n')
+                );
+            }
+        }
+        samples.insert(series.to_owned(), value);
+    }
+    assert_eq!(
+        samples[r#"tessera_requests_total{method="GET",route="/auth/me",status="200"}"#],
+        2.0
+    );
+    // The garbage token and the wrong password.
+    assert_eq!(
+        samples[r#"tessera_auth_refusals_total{reason="unauthenticated"}"#],
+        2.0
+    );
+    assert_eq!(samples["tessera_login_failures_total"], 1.0);
+    assert!(samples[r#"tessera_token_cache_total{result="hit"}"#] >= 1.0);
+    assert!(samples
+        .keys()
+        .any(|k| k.starts_with("tessera_request_duration_seconds_bucket")));
+}
