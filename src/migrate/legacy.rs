@@ -134,6 +134,20 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
     serde_json::to_vec(v).map_err(|e| e.to_string())
 }
 
+/// Every row of a read-only query, mapped by `row`.
+fn query<T>(
+    db: &Connection,
+    sql: &str,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, String> {
+    let mut statement = db.prepare(sql).map_err(|e| format!("{sql}: {e}"))?;
+    let rows = statement
+        .query_map([], row)
+        .map_err(|e| format!("{sql}: {e}"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(|e| format!("{sql}: {e}"))
+}
+
 /// Open a legacy SQLite database strictly read-only, if it exists.
 fn open_db(dir: &Path, name: &str) -> Result<Option<Connection>, String> {
     let path = dir.join(name);
@@ -436,21 +450,15 @@ pub fn import(
         };
         let xor_key: [u8; 32] = Sha256::digest(machine.trim().as_bytes()).into();
         let mut bindings: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-        let mut q = db
-            .prepare("SELECT secret_id, agent_name FROM secret_access")
-            .map_err(|e| e.to_string())?;
-        for row in q
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| e.to_string())?
-        {
-            let (id, agent) = row.map_err(|e| e.to_string())?;
+        let access: Vec<(i64, String)> = query(
+            &db,
+            "SELECT secret_id, agent_name FROM secret_access",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        for (id, agent) in access {
             bindings.entry(id).or_default().push(agent);
         }
-        let mut q = db
-            .prepare("SELECT id, name, category, value, COALESCE(description, ''), created_at, updated_at FROM secrets ORDER BY id")
-            .map_err(|e| e.to_string())?;
-        let rows: Vec<(i64, String, String, String, String, i64, i64)> = q
-            .query_map([], |r| {
+        let rows: Vec<(i64, String, String, String, String, i64, i64)> = query(&db, "SELECT id, name, category, value, COALESCE(description, ''), created_at, updated_at FROM secrets ORDER BY id", |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
@@ -460,10 +468,7 @@ pub fn import(
                     r.get(5)?,
                     r.get(6)?,
                 ))
-            })
-            .map_err(|e| e.to_string())?
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+            })?;
         let mut max_id = 0;
         for (id, name, category, value, description, created_at, updated_at) in rows {
             max_id = max_id.max(id);
@@ -514,11 +519,7 @@ pub fn import(
 
     // Chat conversations, messages and read positions.
     if let Some(db) = open_db(dir, "chat.db")? {
-        let mut q = db
-            .prepare("SELECT id, name, type, description, members, settings, created_by, created_at FROM chat_channels")
-            .map_err(|e| e.to_string())?;
-        let rows: Vec<ChatChannelRow> = q
-            .query_map([], |r| {
+        let rows: Vec<ChatChannelRow> = query(&db, "SELECT id, name, type, description, members, settings, created_by, created_at FROM chat_channels", |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
@@ -529,10 +530,7 @@ pub fn import(
                     r.get(6)?,
                     r.get(7)?,
                 ))
-            })
-            .map_err(|e| e.to_string())?
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+            })?;
         let mut owners = BTreeMap::new();
         for (id, name, kind, description, members, settings, created_by, created_at) in rows {
             if created_by != LEGACY_USER && !users.iter().any(|u| u.id == created_by) {
@@ -568,11 +566,7 @@ pub fn import(
             imp.write("chat_channels", &keyspace::chat_owner(&id), tx)?;
             owners.insert(id, owner);
         }
-        let mut q = db
-            .prepare("SELECT id, channel_id, author_id, author_type, content, content_type, created_at, edited_at, deleted_at, metadata FROM chat_messages ORDER BY created_at")
-            .map_err(|e| e.to_string())?;
-        let rows: Vec<MessageRow> = q
-            .query_map([], |r| {
+        let rows: Vec<MessageRow> = query(&db, "SELECT id, channel_id, author_id, author_type, content, content_type, created_at, edited_at, deleted_at, metadata FROM chat_messages ORDER BY created_at", |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
@@ -585,10 +579,7 @@ pub fn import(
                     r.get(8)?,
                     r.get(9)?,
                 ))
-            })
-            .map_err(|e| e.to_string())?
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+            })?;
         for (
             id,
             channel,
@@ -630,14 +621,11 @@ pub fn import(
                 );
             imp.write("messages", &keyspace::message_index(&id), tx)?;
         }
-        let mut q = db
-            .prepare("SELECT user_id, channel_id, last_read_message_id FROM chat_read_positions")
-            .map_err(|e| e.to_string())?;
-        let rows: Vec<(String, String, String)> = q
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(|e| e.to_string())?
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+        let rows: Vec<(String, String, String)> = query(
+            &db,
+            "SELECT user_id, channel_id, last_read_message_id FROM chat_read_positions",
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         for (user, channel, last) in rows {
             let reader = map_user(&user, &account);
             let mut tx = Transaction::new();
@@ -655,11 +643,10 @@ pub fn import(
 
     // Bridge channels, each with its conversation.
     if let Some(db) = open_db(dir, "channels.db")? {
-        let mut q = db
-            .prepare("SELECT id, agent_name, type, config, enabled, created_at FROM channels")
-            .map_err(|e| e.to_string())?;
-        let rows: Vec<(i64, String, String, String, i64, f64)> = q
-            .query_map([], |r| {
+        let rows: Vec<(i64, String, String, String, i64, f64)> = query(
+            &db,
+            "SELECT id, agent_name, type, config, enabled, created_at FROM channels",
+            |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
@@ -668,10 +655,8 @@ pub fn import(
                     r.get(4)?,
                     r.get::<_, f64>(5)?,
                 ))
-            })
-            .map_err(|e| e.to_string())?
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+            },
+        )?;
         for (id, agent, kind, config, enabled, created_at) in rows {
             let id = id.to_string();
             let channel = Channel {
@@ -711,11 +696,7 @@ pub fn import(
     // Memory chunks (with their index entries) and settings.
     if let Some(db) = open_db(dir, "user_memory.db")? {
         let memory = Memory::new(store.clone());
-        let mut q = db
-            .prepare("SELECT hash, user_id, collection, COALESCE(title, ''), content, COALESCE(metadata, '{}'), created_at FROM user_memory_chunks")
-            .map_err(|e| e.to_string())?;
-        let rows: Vec<(String, String, String, String, String, String, f64)> = q
-            .query_map([], |r| {
+        let rows: Vec<(String, String, String, String, String, String, f64)> = query(&db, "SELECT hash, user_id, collection, COALESCE(title, ''), content, COALESCE(metadata, '{}'), created_at FROM user_memory_chunks", |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
@@ -725,10 +706,7 @@ pub fn import(
                     r.get(5)?,
                     r.get(6)?,
                 ))
-            })
-            .map_err(|e| e.to_string())?
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+            })?;
         for (hash, user, collection, title, content, metadata, created_at) in rows {
             let owner = map_user(&user, &account);
             let chunk = Chunk {
@@ -745,14 +723,11 @@ pub fn import(
                 .map_err(|e| e.to_string())?;
             imp.write("memory_chunks", &keyspace::memory_chunk(&owner, &hash), tx)?;
         }
-        let mut q = db
-            .prepare("SELECT user_id, settings FROM user_memory_settings")
-            .map_err(|e| e.to_string())?;
-        let rows: Vec<(String, String)> = q
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| e.to_string())?
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+        let rows: Vec<(String, String)> = query(
+            &db,
+            "SELECT user_id, settings FROM user_memory_settings",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         for (user, settings) in rows {
             let owner = map_user(&user, &account);
             let mut tx = Transaction::new();

@@ -2,10 +2,7 @@
 //! while a client writes; after each restart every write that was
 //! acknowledged with a 2xx is there, and the store opens cleanly.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,42 +10,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::json;
 
-use crate::helpers::{http, try_http};
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-/// A failing assertion must not leave a server running.
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("tessera listening on http://")
-        .unwrap_or_else(|| panic!("the server did not start: {line:?}"))
-        .parse()
-        .unwrap();
-    Server { child, addr }
-}
+use crate::helpers::{http, start, try_http};
 
 /// What a write created, to look for after the restart.
 #[derive(Debug, Clone)]

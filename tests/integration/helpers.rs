@@ -339,3 +339,46 @@ pub fn open_state(config: Config) -> Result<AppState, tessera::state::StartError
         }
     }
 }
+
+/// The real binary, serving on a free loopback port; killed when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tessera serve` on a free loopback port over `data`.
+pub fn command(data: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .env_remove("TESSERA_LISTEN")
+        .env_remove("TESSERA_DATA");
+    cmd
+}
+
+/// Start the binary and read the address it bound from its first line.
+pub fn start(data: &std::path::Path) -> Server {
+    let mut child = command(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the tessera binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("tessera listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .parse()
+        .unwrap();
+    Server { child, addr }
+}
