@@ -24,6 +24,9 @@ use tessera::store::{Store, Transaction};
 use tessera::{AppState, Config};
 use tokio::net::TcpStream;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     connections: usize,
     seconds: u64,

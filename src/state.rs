@@ -19,7 +19,7 @@ use crate::domain::secrets::Secrets;
 use crate::domain::users::{AccountSettings, Accounts, User};
 use crate::domain::{now, sessions, DomainError};
 use crate::http::ratelimit::RateLimiter;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{CachedStore, SledStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -66,7 +66,8 @@ impl Deref for AppState {
 /// or delegation record of an existing user.
 #[derive(Clone)]
 pub struct Caller {
-    pub user: User,
+    /// The account as read for this request (shared, not copied).
+    pub user: Arc<User>,
     pub via: Via,
     pub token: Arc<Verified>,
 }
@@ -156,6 +157,12 @@ impl AppState {
             None => Policy::embedded(config.authorizer_limits.clone())?,
         };
         let authz = Authz::new(root, policy, config.token_cache_capacity);
+        // Every read and write of the server goes through one cache, so each
+        // commit drops the cached values it outdates.
+        let store: Arc<dyn Store> = match store.cache() {
+            Some(_) => store,
+            None => Arc::new(CachedStore::new(store, config.read_cache_capacity)),
+        };
         let passwords = Passwords::new(config.password_hash_concurrency)?;
         let accounts = Accounts::new(
             store.clone(),

@@ -61,11 +61,8 @@ impl Channels {
             .map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
-    pub fn get(&self, owner: &str, id: &str) -> DomainResult<Option<Channel>> {
-        match self.store.get(keyspace::channel(owner, id).as_bytes())? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
-            None => Ok(None),
-        }
+    pub fn get(&self, owner: &str, id: &str) -> DomainResult<Option<Arc<Channel>>> {
+        super::cached_record(self.store.as_ref(), &keyspace::channel(owner, id))
     }
 
     pub fn list(&self, owner: &str) -> DomainResult<Vec<Channel>> {
@@ -202,9 +199,6 @@ pub async fn rotate_runtime(
     Ok(runtime)
 }
 
-pub fn current_runtime(store: &dyn Store, agent: &str) -> DomainResult<Option<Runtime>> {
-    match store.get(keyspace::runtime(agent).as_bytes())? {
-        Some(bytes) => Ok(Some(decode(&bytes)?)),
-        None => Ok(None),
-    }
+pub fn current_runtime(store: &dyn Store, agent: &str) -> DomainResult<Option<Arc<Runtime>>> {
+    super::cached_record(store, &keyspace::runtime(agent))
 }

@@ -93,10 +93,10 @@ impl Delegations {
     }
 
     /// The record, if it still exists, was issued by `issuer`, and has not expired.
-    pub fn live(&self, id: &str, issuer: &str, at: i64) -> DomainResult<Option<Delegation>> {
-        Ok(self
-            .get(id)?
-            .filter(|d| d.issuer == issuer && d.expires_at > at))
+    pub fn live(&self, id: &str, issuer: &str, at: i64) -> DomainResult<Option<Arc<Delegation>>> {
+        let record =
+            super::cached_record::<Delegation>(self.store.as_ref(), &keyspace::delegation(id))?;
+        Ok(record.filter(|d| d.issuer == issuer && d.expires_at > at))
     }
 
     pub fn issued_by(&self, issuer: &str) -> DomainResult<Vec<Delegation>> {

@@ -22,7 +22,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
 
-use crate::store::{Store, StoreError, Transaction};
+use crate::store::{Deps, Store, StoreError, Transaction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {
@@ -96,6 +96,35 @@ where
 
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> DomainResult<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| DomainError::Internal(format!("encoding a record: {e}")))
+}
+
+/// A value derived from the store, through the store's read cache when it has
+/// one (the server's does; the engines offline tools open do not). `compute`
+/// says what it read, so a commit writing any of it drops the value.
+pub(crate) fn cached<T: Send + Sync + 'static>(
+    store: &dyn Store,
+    name: &str,
+    compute: impl FnOnce(&dyn Store) -> DomainResult<(T, Deps)>,
+) -> DomainResult<Arc<T>> {
+    match store.cache() {
+        Some(cache) => cache.get_or_compute(name, compute),
+        None => compute(store).map(|(value, _)| Arc::new(value)),
+    }
+}
+
+/// One record, decoded once and shared until its key is written again.
+pub(crate) fn cached_record<T>(store: &dyn Store, key: &str) -> DomainResult<Option<Arc<T>>>
+where
+    T: serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let record = cached(store, key, |engine| {
+        let value = match engine.get(key.as_bytes())? {
+            Some(bytes) => Some(Arc::new(decode::<T>(&bytes)?)),
+            None => None,
+        };
+        Ok((value, Deps::new().key(key)))
+    })?;
+    Ok(record.as_ref().clone())
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> DomainResult<T> {

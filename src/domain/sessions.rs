@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{commit, decode, encode, keyspace, now, random_id, DomainResult};
+use super::{cached_record, commit, decode, encode, keyspace, now, random_id, DomainResult};
 use crate::store::{Store, Transaction};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -40,12 +40,14 @@ impl Session {
 }
 
 /// The session, if it still exists, belongs to `user_id` and has not expired.
-pub fn live(store: &dyn Store, id: &str, user_id: &str, at: i64) -> DomainResult<Option<Session>> {
-    let Some(bytes) = store.get(keyspace::session(id).as_bytes())? else {
-        return Ok(None);
-    };
-    let session: Session = decode(&bytes)?;
-    Ok((session.user_id == user_id && session.expires_at > at).then_some(session))
+pub fn live(
+    store: &dyn Store,
+    id: &str,
+    user_id: &str,
+    at: i64,
+) -> DomainResult<Option<Arc<Session>>> {
+    let session = cached_record::<Session>(store, &keyspace::session(id))?;
+    Ok(session.filter(|s| s.user_id == user_id && s.expires_at > at))
 }
 
 /// Add the removal of every session of `user_id` (but `keep`) to `tx`;

@@ -205,8 +205,9 @@ impl Accounts {
         }
     }
 
-    pub fn get(&self, id: &str) -> DomainResult<Option<User>> {
-        Ok(self.load(id)?.map(|(user, _)| user))
+    /// The account as stored now, shared with other requests until it changes.
+    pub fn get(&self, id: &str) -> DomainResult<Option<Arc<User>>> {
+        super::cached_record(self.store.as_ref(), &keyspace::user(id))
     }
 
     fn load_by_username(&self, username: &str) -> DomainResult<Option<(User, Vec<u8>)>> {

@@ -123,7 +123,7 @@ impl<'a> Names<'a> {
         if let Some(v) = self.known.get(id) {
             return Ok(v.clone());
         }
-        let username = self.state.accounts.get(id)?.map(|u| u.username);
+        let username = self.state.accounts.get(id)?.map(|u| u.username.clone());
         let v = json!({ "id": id, "username": username });
         self.known.insert(id.to_owned(), v.clone());
         Ok(v)
@@ -243,7 +243,7 @@ async fn create(
                 .accounts
                 .find(&username)?
                 .ok_or(DomainError::NotFound("owner"))?;
-            (user, "agent.create_for")
+            (std::sync::Arc::new(user), "agent.create_for")
         }
         _ => {
             state.authorize(

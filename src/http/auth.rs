@@ -279,7 +279,7 @@ async fn status(
     MaybeCaller(caller): MaybeCaller,
 ) -> ApiResult<Json<Value>> {
     let status = state.accounts.status()?;
-    let user = caller.as_ref().map(|c| &c.user);
+    let user = caller.as_ref().map(|c| c.user.as_ref());
     Ok(Json(json!({
         "configured": status.configured,
         "authenticated": caller.is_some(),
@@ -472,7 +472,7 @@ async fn complete(
 
 async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     authorize(&state, &caller, RequestFacts::new("auth:me"))?;
-    Ok(Json(json!({ "user": PublicUser::from(&caller.user) })))
+    Ok(Json(json!({ "user": PublicUser::from(caller.user.as_ref()) })))
 }
 
 async fn keys(State(state): State<AppState>) -> Json<Value> {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{Expect, MemoryStore, SledStore, Store, StoreError, Transaction};
+use super::{CachedStore, Expect, MemoryStore, SledStore, Store, StoreError, Transaction};
 
 fn put(store: &dyn Store, key: &str, value: &str) {
     let mut tx = Transaction::new();
@@ -158,6 +158,20 @@ conformance_suite!(sled, || {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
     (Arc::new(store) as Arc<dyn Store>, Some(dir))
+});
+
+// The cache in front of each engine must keep the whole contract.
+conformance_suite!(cached_memory, || (
+    Arc::new(CachedStore::new(Arc::new(MemoryStore::new()), 1000)) as Arc<dyn Store>,
+    None
+));
+conformance_suite!(cached_sled, || {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    (
+        Arc::new(CachedStore::new(Arc::new(store), 1000)) as Arc<dyn Store>,
+        Some(dir),
+    )
 });
 
 #[test]

@@ -7,12 +7,14 @@
 //! its per-user index) can never be half-written, and two racing writers cannot
 //! both win. Transactions marked durable are flushed before `commit` returns.
 
+mod cached;
 mod memory;
 mod sled_store;
 
 #[cfg(test)]
 mod conformance;
 
+pub use cached::{CachedStore, Deps};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
@@ -120,6 +122,12 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap liveness probe for `/ready`.
     fn ping(&self) -> StoreResult<()> {
         self.get(b"meta/ping").map(|_| ())
+    }
+
+    /// The read cache in front of this store, if it has one (see
+    /// [`CachedStore`]); engines themselves have none.
+    fn cache(&self) -> Option<&CachedStore> {
+        None
     }
 }
 

@@ -767,8 +767,11 @@ async fn listing_reads_what_the_caller_can_see_not_the_host() {
         inner: tessera::store::MemoryStore::new(),
         read: Default::default(),
     });
+    // Counted at the engine, so with the read cache off.
+    let mut config = crate::helpers::test_config(std::path::Path::new("unused"));
+    config.read_cache_capacity = 0;
     let state = tessera::AppState::build(
-        crate::helpers::test_config(std::path::Path::new("unused")),
+        config,
         store.clone(),
         tessera::authz::keys::RootKeys::ephemeral(),
         tessera::authz::keys::DataKeys::ephemeral(),
@@ -802,6 +805,7 @@ async fn listing_reads_what_the_caller_can_see_not_the_host() {
             }
         }
     }
+    assert!(reads[0] > 0);
     assert_eq!(
         reads[0], reads[1],
         "entries read before and after 300 more agents"

@@ -1,0 +1,338 @@
+//! A read cache in front of any engine.
+//!
+//! Hot request paths read the same few records on every request (the caller's
+//! session and account, the agent and its grants) and decoding them again each
+//! time cost more than the authorization decision itself. Each cached value
+//! names the keys and key prefixes it was computed from; a commit that writes
+//! any of them drops it, so a read after an acknowledged write never sees the
+//! old value (revocation stays immediate).
+//!
+//! A value computed while a commit ran is handed to its reader but not kept:
+//! the reader cannot tell whether it read before or after that commit, and
+//! keeping it could park a stale value after the commit's invalidation.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::{Store, StoreResult, Transaction};
+
+/// What a cached value was computed from.
+#[derive(Debug, Default, Clone)]
+pub struct Deps {
+    keys: Vec<Vec<u8>>,
+    prefixes: Vec<Vec<u8>>,
+}
+
+impl Deps {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value read this exact key.
+    pub fn key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.keys.push(key.into());
+        self
+    }
+
+    /// The value read every key under this prefix.
+    pub fn prefix(mut self, prefix: impl Into<Vec<u8>>) -> Self {
+        self.prefixes.push(prefix.into());
+        self
+    }
+}
+
+type Slot = (TypeId, String);
+type Value = Arc<dyn Any + Send + Sync>;
+
+#[derive(Default)]
+struct Entries {
+    values: HashMap<Slot, Value>,
+    by_key: HashMap<Vec<u8>, Vec<Slot>>,
+    by_prefix: HashMap<Vec<u8>, Vec<Slot>>,
+    /// Longest prefix indexed, so invalidation only tries that many.
+    longest_prefix: usize,
+    /// Index entries held, stale ones included: bounds memory with `values`.
+    indexed: usize,
+}
+
+impl Entries {
+    fn forget(&mut self, slots: Vec<Slot>) {
+        for slot in slots {
+            self.values.remove(&slot);
+        }
+    }
+
+    fn invalidate(&mut self, written: &[u8]) {
+        if let Some(slots) = self.by_key.remove(written) {
+            self.indexed -= slots.len();
+            self.forget(slots);
+        }
+        for len in 0..=written.len().min(self.longest_prefix) {
+            if let Some(slots) = self.by_prefix.remove(&written[..len]) {
+                self.indexed -= slots.len();
+                self.forget(slots);
+            }
+        }
+    }
+
+    fn index(map: &mut HashMap<Vec<u8>, Vec<Slot>>, dep: &[u8], slot: &Slot) -> usize {
+        let slots = map.entry(dep.to_vec()).or_default();
+        if slots.contains(slot) {
+            0
+        } else {
+            slots.push(slot.clone());
+            1
+        }
+    }
+}
+
+/// An engine with a cache of derived values in front; itself a [`Store`], so
+/// everything that writes goes through it and invalidates what it must.
+pub struct CachedStore {
+    engine: Arc<dyn Store>,
+    entries: RwLock<Entries>,
+    /// Bumped under the write lock after each commit reached the engine.
+    commits: AtomicU64,
+    capacity: usize,
+}
+
+impl CachedStore {
+    /// Keep at most `capacity` values (and as many index entries); past that
+    /// the cache starts empty again, which costs only re-reads.
+    pub fn new(engine: Arc<dyn Store>, capacity: usize) -> Self {
+        Self {
+            engine,
+            entries: RwLock::new(Entries::default()),
+            commits: AtomicU64::new(0),
+            capacity,
+        }
+    }
+
+    /// The value cached under `name` for type `T`, or the one `compute`
+    /// derives now (with what it was derived from). Names are per type: two
+    /// types may cache different views of the same records under one name.
+    pub fn get_or_compute<T, E>(
+        &self,
+        name: &str,
+        compute: impl FnOnce(&dyn Store) -> Result<(T, Deps), E>,
+    ) -> Result<Arc<T>, E>
+    where
+        T: Send + Sync + 'static,
+    {
+        let slot = (TypeId::of::<T>(), name.to_owned());
+        if let Ok(entries) = self.entries.read() {
+            if let Some(hit) = entries.values.get(&slot) {
+                if let Ok(hit) = hit.clone().downcast::<T>() {
+                    return Ok(hit);
+                }
+            }
+        }
+        let before = self.commits.load(Ordering::Acquire);
+        let (value, deps) = compute(self.engine.as_ref())?;
+        let value = Arc::new(value);
+        if self.capacity == 0 {
+            return Ok(value);
+        }
+        if let Ok(mut entries) = self.entries.write() {
+            if self.commits.load(Ordering::Acquire) == before {
+                if entries.values.len() >= self.capacity || entries.indexed >= self.capacity * 4 {
+                    *entries = Entries::default();
+                }
+                let mut added = 0;
+                for key in &deps.keys {
+                    added += Entries::index(&mut entries.by_key, key, &slot);
+                }
+                for prefix in &deps.prefixes {
+                    added += Entries::index(&mut entries.by_prefix, prefix, &slot);
+                    entries.longest_prefix = entries.longest_prefix.max(prefix.len());
+                }
+                entries.indexed += added;
+                entries.values.insert(slot, value.clone());
+            }
+        }
+        Ok(value)
+    }
+
+    /// Values currently cached.
+    pub fn len(&self) -> usize {
+        self.entries.read().map(|e| e.values.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Store for CachedStore {
+    fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        self.engine.get(key)
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.engine.scan(prefix, after, limit)
+    }
+
+    fn commit(&self, tx: &Transaction) -> StoreResult<()> {
+        let result = self.engine.commit(tx);
+        // Invalidate even when the commit failed: an engine error may leave
+        // it unknown whether the writes landed.
+        match self.entries.write() {
+            Ok(mut entries) => {
+                self.commits.fetch_add(1, Ordering::AcqRel);
+                for (key, _) in &tx.writes {
+                    entries.invalidate(key);
+                }
+            }
+            Err(poisoned) => {
+                // A panic elsewhere while holding the lock: start empty.
+                let mut entries = poisoned.into_inner();
+                self.commits.fetch_add(1, Ordering::AcqRel);
+                *entries = Entries::default();
+            }
+        }
+        result
+    }
+
+    fn flush(&self) -> StoreResult<()> {
+        self.engine.flush()
+    }
+
+    fn export(&self) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.engine.export()
+    }
+
+    fn ping(&self) -> StoreResult<()> {
+        self.engine.ping()
+    }
+
+    fn cache(&self) -> Option<&CachedStore> {
+        Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use std::sync::atomic::AtomicUsize;
+
+    fn cached() -> CachedStore {
+        CachedStore::new(Arc::new(MemoryStore::new()), 1000)
+    }
+
+    fn put(store: &dyn Store, key: &str, value: &str) {
+        let mut tx = Transaction::new();
+        tx.put(key, value);
+        store.commit(&tx).unwrap();
+    }
+
+    /// Reads `key` through the cache, counting engine reads.
+    fn read(store: &CachedStore, key: &str, reads: &AtomicUsize) -> Option<Vec<u8>> {
+        let value = store
+            .get_or_compute::<Option<Vec<u8>>, crate::store::StoreError>(key, |engine| {
+                reads.fetch_add(1, Ordering::SeqCst);
+                Ok((engine.get(key.as_bytes())?, Deps::new().key(key)))
+            })
+            .unwrap();
+        (*value).clone()
+    }
+
+    fn scan(store: &CachedStore, prefix: &str, reads: &AtomicUsize) -> usize {
+        let value = store
+            .get_or_compute::<usize, crate::store::StoreError>(prefix, |engine| {
+                reads.fetch_add(1, Ordering::SeqCst);
+                let n = engine.scan(prefix.as_bytes(), None, usize::MAX)?.len();
+                Ok((n, Deps::new().prefix(prefix)))
+            })
+            .unwrap();
+        *value
+    }
+
+    #[test]
+    fn a_write_drops_what_was_derived_from_its_key() {
+        let store = cached();
+        let reads = AtomicUsize::new(0);
+        put(&store, "user/1", "a");
+        assert_eq!(read(&store, "user/1", &reads), Some(b"a".to_vec()));
+        assert_eq!(read(&store, "user/1", &reads), Some(b"a".to_vec()));
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        put(&store, "user/2", "other key");
+        assert_eq!(read(&store, "user/1", &reads), Some(b"a".to_vec()));
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        put(&store, "user/1", "b");
+        assert_eq!(read(&store, "user/1", &reads), Some(b"b".to_vec()));
+        let mut tx = Transaction::new();
+        tx.delete("user/1");
+        store.commit(&tx).unwrap();
+        assert_eq!(read(&store, "user/1", &reads), None);
+        // Absence is cached too, and ends when the key appears.
+        assert_eq!(read(&store, "user/1", &reads), None);
+        assert_eq!(reads.load(Ordering::SeqCst), 3);
+        put(&store, "user/1", "c");
+        assert_eq!(read(&store, "user/1", &reads), Some(b"c".to_vec()));
+    }
+
+    #[test]
+    fn a_write_under_a_prefix_drops_scans_of_it() {
+        let store = cached();
+        let reads = AtomicUsize::new(0);
+        put(&store, "grant/a/1", "");
+        assert_eq!(scan(&store, "grant/a/", &reads), 1);
+        put(&store, "grant/ab/1", "");
+        put(&store, "grant/", "");
+        assert_eq!(scan(&store, "grant/a/", &reads), 1);
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        put(&store, "grant/a/2", "");
+        assert_eq!(scan(&store, "grant/a/", &reads), 2);
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_value_computed_across_a_commit_is_not_kept() {
+        let store = cached();
+        let reads = AtomicUsize::new(0);
+        put(&store, "k", "old");
+        let first = store
+            .get_or_compute::<Option<Vec<u8>>, crate::store::StoreError>("k", |engine| {
+                let seen = engine.get(b"k")?;
+                // A writer lands between this read and the insertion.
+                put(&store, "k", "new");
+                Ok((seen, Deps::new().key("k")))
+            })
+            .unwrap();
+        assert_eq!(first.as_deref(), Some(&b"old"[..]));
+        assert_eq!(read(&store, "k", &reads), Some(b"new".to_vec()));
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let store = CachedStore::new(Arc::new(MemoryStore::new()), 10);
+        let reads = AtomicUsize::new(0);
+        for i in 0..100 {
+            read(&store, &format!("k/{i}"), &reads);
+            assert!(store.len() <= 10);
+        }
+    }
+
+    #[test]
+    fn types_do_not_share_a_slot() {
+        let store = cached();
+        put(&store, "k", "v");
+        let n = store
+            .get_or_compute::<usize, crate::store::StoreError>("k", |_| Ok((7, Deps::new())))
+            .unwrap();
+        let s = store
+            .get_or_compute::<String, crate::store::StoreError>("k", |_| {
+                Ok(("seven".into(), Deps::new()))
+            })
+            .unwrap();
+        assert_eq!((*n, s.as_str()), (7, "seven"));
+    }
+}
