@@ -24,8 +24,9 @@ use tessera::store::{Store, Transaction};
 use tessera::{AppState, Config};
 use tokio::net::TcpStream;
 
+// The same allocator as the `tessera` binary, so the figures are the server's.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Args {
     connections: usize,

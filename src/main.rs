@@ -11,6 +11,11 @@ use tessera::{AppState, Config};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+// Request handling allocates many small short-lived values on every worker
+// thread; mimalloc's per-thread heaps avoid glibc's arena contention.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tessera",
