@@ -1,18 +1,19 @@
 //! Everything a request handler needs, built once at start-up.
 
+use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::authz::cache::Verified;
 use crate::authz::keys::{DataKeys, KeyError, RootKeys};
-use crate::authz::policy::{Policy, PolicyError, RequestFacts};
+use crate::authz::policy::{FactSet, Policy, PolicyError, RequestFacts};
 use crate::authz::tokens::Claims;
 use crate::authz::{AuthError, Authz};
 use crate::config::Config;
 use crate::domain::agents::{Agent, Agents, Grant};
 use crate::domain::channels::{current_runtime, Channels};
 use crate::domain::chat::Chat;
-use crate::domain::delegations::Delegations;
+use crate::domain::delegations::{Delegation, Delegations};
 use crate::domain::memory::Memory;
 use crate::domain::password::Passwords;
 use crate::domain::secrets::Secrets;
@@ -73,10 +74,11 @@ pub struct Caller {
 }
 
 /// What keeps the caller's token alive.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Via {
     Session(String),
-    Delegation(String),
+    /// A delegated token: its record (agent, level, expiry).
+    Delegation(Arc<Delegation>),
     /// A channel bot: the channel (enabled, owned by the caller).
     ChannelBot(String),
 }
@@ -209,11 +211,12 @@ impl AppState {
             Claims::Delegated {
                 user, delegation, ..
             } => {
-                self.delegations
+                let record = self
+                    .delegations
                     .live(delegation, user, at)
                     .map_err(store_err)?
                     .ok_or(AuthError::Revoked)?;
-                Via::Delegation(delegation.clone())
+                Via::Delegation(record)
             }
             Claims::ChannelBot { user, channel, .. } => {
                 let live = self
@@ -285,22 +288,91 @@ impl AppState {
         self.authz.authorize(&caller.token, &request)
     }
 
+    /// The agent named `name` with its grants, owner name and prebuilt
+    /// policy facts: read and built once, then shared by every request until
+    /// a commit writes the agent, one of its grants or its owner's account.
+    pub fn agent(&self, name: &str) -> Result<Option<Arc<AgentState>>, DomainError> {
+        let loaded = crate::domain::cached(
+            self.store.as_ref(),
+            &crate::domain::keyspace::agent(name),
+            |engine| {
+                let (found, deps) = crate::domain::agents::read_with_grants(engine, name)?;
+                let Some((agent, grants)) = found else {
+                    return Ok((None, deps));
+                };
+                let owner_key = crate::domain::keyspace::user(&agent.owner);
+                let owner_name = match engine.get(owner_key.as_bytes())? {
+                    Some(bytes) => Some(crate::domain::decode::<User>(&bytes)?.username),
+                    None => None,
+                };
+                let state = AgentState::new(agent, grants, owner_name);
+                Ok((Some(Arc::new(state)), deps.key(owner_key)))
+            },
+        )?;
+        Ok(loaded.as_ref().clone())
+    }
+
     /// The facts for `operation` on `agent`: the agent, its owner and every
     /// grant on it, and the rank the request would confer (0 if none).
-    pub fn agent_request(
-        operation: &str,
-        agent: &Agent,
-        grants: &[Grant],
-        granting: i64,
-    ) -> RequestFacts {
-        use biscuit_auth::builder::{int, string};
+    pub fn agent_request(operation: &str, agent: &AgentState, granting: i64) -> RequestFacts {
+        RequestFacts::new(operation)
+            .fact("granting_rank", [biscuit_auth::builder::int(granting)])
+            .with(&agent.facts)
+    }
+
+    /// Effective ranks on the agent, per user, as the policy derives them;
+    /// `admin` names an admin whose admin rights count too.
+    pub fn agent_ranks(
+        &self,
+        agent: &AgentState,
+        admin: Option<&str>,
+    ) -> Result<Arc<HashMap<String, i64>>, AuthError> {
+        if admin.is_none() {
+            if let Some(ranks) = agent.plain_ranks.get() {
+                return Ok(ranks.clone());
+            }
+        }
+        let mut request = Self::agent_request("agent:read", agent, 0);
+        if let Some(admin) = admin {
+            request = request.fact("admin", [biscuit_auth::builder::string(admin)]);
+        }
+        let mut best = HashMap::new();
+        for (_, user, rank) in self.authz.ranks(&request)?.iter() {
+            let entry = best.entry(user.clone()).or_insert(0);
+            *entry = (*entry).max(*rank);
+        }
+        let best = Arc::new(best);
+        if admin.is_none() {
+            let _ = agent.plain_ranks.set(best.clone());
+        }
+        Ok(best)
+    }
+}
+
+/// An agent as requests about it need it, built once per change.
+pub struct AgentState {
+    pub agent: Agent,
+    pub grants: Vec<Grant>,
+    /// The owner's username (`None` if the account is gone).
+    pub owner_name: Option<String>,
+    /// The agent, its owner and its grants as policy facts.
+    facts: Arc<FactSet>,
+    /// Who holds what on it, admins aside.
+    plain_ranks: OnceLock<Arc<HashMap<String, i64>>>,
+    /// The parts of its JSON that do not depend on who asks, rendered once by
+    /// the HTTP layer.
+    pub rendered: OnceLock<String>,
+}
+
+impl AgentState {
+    pub fn new(agent: Agent, grants: Vec<Grant>, owner_name: Option<String>) -> Self {
+        use biscuit_auth::builder::string;
         let name = string(&agent.name);
-        let mut facts = RequestFacts::new(operation)
+        let mut facts = FactSet::new()
             .fact("resource_agent", [name.clone()])
             .fact("agent", [name.clone()])
-            .fact("owner", [name.clone(), string(&agent.owner)])
-            .fact("granting_rank", [int(granting)]);
-        for g in grants {
+            .fact("owner", [name.clone(), string(&agent.owner)]);
+        for g in &grants {
             facts = facts.fact(
                 "grant",
                 [
@@ -311,6 +383,13 @@ impl AppState {
                 ],
             );
         }
-        facts
+        Self {
+            agent,
+            grants,
+            owner_name,
+            facts: Arc::new(facts),
+            plain_ranks: OnceLock::new(),
+            rendered: OnceLock::new(),
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! reused for every request with only that request's facts added.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use biscuit_auth::builder::{self, Fact, Term};
 use biscuit_auth::error::{FailedCheck, Logic, Token as TokenError};
@@ -47,9 +48,44 @@ pub struct Policy {
 pub struct RequestFacts {
     operation: String,
     facts: Vec<(&'static str, Vec<Term>)>,
+    /// Facts shared with other requests (an agent with its owner and grants),
+    /// built once.
+    shared: Option<Arc<FactSet>>,
     /// Every fact in order, as unambiguous text: two requests with the same
     /// key present the same world to the policy.
     key: String,
+}
+
+/// Facts many requests share, with their part of the request key, built once
+/// and reused (see [`RequestFacts::with`]).
+#[derive(Debug, Clone, Default)]
+pub struct FactSet {
+    facts: Vec<(&'static str, Vec<Term>)>,
+    key: String,
+}
+
+impl FactSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn fact<const N: usize>(mut self, name: &'static str, terms: [Term; N]) -> Self {
+        push_key_fact(&mut self.key, name, &terms);
+        self.facts.push((name, terms.into()));
+        self
+    }
+}
+
+fn push_key_fact(key: &mut String, name: &str, terms: &[Term]) {
+    key.push_str(name);
+    key.push('(');
+    for (i, term) in terms.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        push_key_term(key, term);
+    }
+    key.push_str(");");
 }
 
 fn push_key_term(key: &mut String, term: &Term) {
@@ -79,22 +115,25 @@ impl RequestFacts {
         Self {
             operation: operation.to_owned(),
             facts: Vec::with_capacity(8),
+            shared: None,
             key: String::with_capacity(128),
         }
         .fact("operation", [builder::string(operation)])
     }
 
     pub fn fact<const N: usize>(mut self, name: &'static str, terms: [Term; N]) -> Self {
-        self.key.push_str(name);
-        self.key.push('(');
-        for (i, term) in terms.iter().enumerate() {
-            if i > 0 {
-                self.key.push(',');
-            }
-            push_key_term(&mut self.key, term);
-        }
-        self.key.push_str(");");
+        push_key_fact(&mut self.key, name, &terms);
         self.facts.push((name, terms.into()));
+        self
+    }
+
+    /// Add a prebuilt set of facts (at most one per request). The key is the
+    /// concatenation of every fact's text, so it is the same whether a fact
+    /// came from the set or was added alone: equal keys, equal worlds.
+    pub fn with(mut self, set: &Arc<FactSet>) -> Self {
+        debug_assert!(self.shared.is_none(), "one shared fact set per request");
+        self.key.push_str(&set.key);
+        self.shared = Some(set.clone());
         self
     }
 
@@ -107,8 +146,10 @@ impl RequestFacts {
     }
 
     fn datalog(&self) -> impl Iterator<Item = Fact> + '_ {
+        let shared = self.shared.iter().flat_map(|set| set.facts.iter());
         self.facts
             .iter()
+            .chain(shared)
             .map(|(name, terms)| builder::fact(name, terms))
     }
 }
@@ -261,6 +302,20 @@ mod tests {
         let c = RequestFacts::new("op").fact("f", [builder::int(1)]);
         let d = RequestFacts::new("op").fact("f", [builder::string("1")]);
         assert_ne!(c.key(), d.key());
+    }
+
+    #[test]
+    fn a_shared_fact_set_is_the_same_world_as_its_facts_added_alone() {
+        let set = Arc::new(FactSet::new().fact("agent", [builder::string("a")]));
+        let shared = RequestFacts::new("op").with(&set);
+        let alone = RequestFacts::new("op").fact("agent", [builder::string("a")]);
+        assert_eq!(shared.key(), alone.key());
+        let facts = |r: &RequestFacts| r.datalog().map(|f| f.to_string()).collect::<Vec<_>>();
+        assert_eq!(facts(&shared), facts(&alone));
+        let other = RequestFacts::new("op").with(&Arc::new(
+            FactSet::new().fact("agent", [builder::string("b")]),
+        ));
+        assert_ne!(shared.key(), other.key());
     }
 
     #[test]

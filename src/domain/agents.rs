@@ -15,7 +15,7 @@ use super::audit::AuditEvent;
 use super::levels::Level;
 use super::users::User;
 use super::{commit, decode, encode, keyspace, now, retry, DomainError, DomainResult};
-use crate::store::{Expect, Store, StoreError, Transaction};
+use crate::store::{Deps, Expect, Store, StoreError, Transaction};
 
 pub const MAX_AGENT_NAME_LEN: usize = 63;
 /// Keys the server owns in an agent's JSON; clients may not set them.
@@ -90,6 +90,33 @@ pub struct Agents {
     store: Arc<dyn Store>,
 }
 
+fn grants_in(store: &dyn Store, name: &str) -> DomainResult<Vec<Grant>> {
+    store
+        .scan(keyspace::grants_prefix(name).as_bytes(), None, usize::MAX)?
+        .into_iter()
+        .map(|(_, v)| decode(&v))
+        .collect()
+}
+
+/// An agent and every grant on it.
+pub type AgentWithGrants = (Agent, Vec<Grant>);
+
+/// The agent with every grant on it, read from `store`, and the keys that
+/// reading depended on (for caching what is derived from them).
+pub fn read_with_grants(
+    store: &dyn Store,
+    name: &str,
+) -> DomainResult<(Option<AgentWithGrants>, Deps)> {
+    let deps = Deps::new()
+        .key(keyspace::agent(name))
+        .prefix(keyspace::grants_prefix(name));
+    let Some(bytes) = store.get(keyspace::agent(name).as_bytes())? else {
+        return Ok((None, deps));
+    };
+    let agent: Agent = decode(&bytes)?;
+    Ok((Some((agent, grants_in(store, name)?)), deps))
+}
+
 fn names_under(store: &dyn Store, prefix: &str) -> DomainResult<Vec<String>> {
     Ok(store
         .scan(prefix.as_bytes(), None, usize::MAX)?
@@ -119,24 +146,24 @@ impl Agents {
     }
 
     pub fn grants(&self, name: &str) -> DomainResult<Vec<Grant>> {
-        self.store
-            .scan(keyspace::grants_prefix(name).as_bytes(), None, usize::MAX)?
-            .into_iter()
-            .map(|(_, v)| decode(&v))
-            .collect()
+        grants_in(self.store.as_ref(), name)
     }
 
     /// Names of the agents a user owns or has been granted: the only agents
-    /// that user could possibly see.
-    pub fn candidates_for(&self, user_id: &str) -> DomainResult<Vec<String>> {
-        let mut names = names_under(self.store.as_ref(), &keyspace::owned_prefix(user_id))?;
-        names.extend(names_under(
-            self.store.as_ref(),
-            &keyspace::granted_prefix(user_id),
-        )?);
-        names.sort();
-        names.dedup();
-        Ok(names)
+    /// that user could possibly see. Cached until either index changes.
+    pub fn candidates_for(&self, user_id: &str) -> DomainResult<Arc<Vec<String>>> {
+        let owned = keyspace::owned_prefix(user_id);
+        let granted = keyspace::granted_prefix(user_id);
+        super::cached(self.store.as_ref(), &owned, |engine| {
+            let mut names = names_under(engine, &owned)?;
+            names.extend(names_under(engine, &granted)?);
+            names.sort();
+            names.dedup();
+            Ok((
+                names,
+                Deps::new().prefix(owned.as_str()).prefix(granted.as_str()),
+            ))
+        })
     }
 
     pub fn owned_by(&self, user_id: &str) -> DomainResult<Vec<String>> {

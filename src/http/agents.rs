@@ -6,6 +6,7 @@
 //! exist, so names do not leak; one they can see but not act on is 403.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
@@ -14,13 +15,13 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::authz::AuthError;
-use crate::domain::agents::{Agent, Grant};
 use crate::domain::audit::AuditEvent;
 use crate::domain::levels::Level;
 use crate::domain::users::User;
 use crate::domain::DomainError;
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, Caller};
+use crate::http::JsonText;
+use crate::state::{AgentState, AppState, Caller, Via};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -37,20 +38,16 @@ pub fn routes() -> Router<AppState> {
         .route("/api/agents/{name}/runtime-token", post(runtime_token))
 }
 
-/// An agent with everything a decision about it needs.
-pub struct Loaded {
-    pub agent: Agent,
-    pub grants: Vec<Grant>,
-}
+/// An agent with everything a decision about it needs, shared between
+/// requests until it changes (see [`AppState::agent`]).
+pub type Loaded = AgentState;
 
 pub fn not_found() -> ApiError {
     ApiError::Domain(DomainError::NotFound("agent"))
 }
 
-pub fn load(state: &AppState, name: &str) -> ApiResult<Loaded> {
-    let agent = state.agents.get(name)?.ok_or_else(not_found)?;
-    let grants = state.agents.grants(name)?;
-    Ok(Loaded { agent, grants })
+pub fn load(state: &AppState, name: &str) -> ApiResult<Arc<Loaded>> {
+    state.agent(name)?.ok_or_else(not_found)
 }
 
 /// Ask the policy whether `caller` may do `operation` on the agent, conferring
@@ -63,11 +60,11 @@ pub fn decide(
     loaded: &Loaded,
     granting: i64,
 ) -> ApiResult<()> {
-    let request = AppState::agent_request(operation, &loaded.agent, &loaded.grants, granting);
+    let request = AppState::agent_request(operation, loaded, granting);
     match state.authorize(caller, request) {
         Ok(()) => Ok(()),
         Err(AuthError::Denied(reason)) => {
-            if operation != "agent:read" && can_view(state, caller, loaded)? {
+            if operation != "agent:read" && allowed(state, caller, "agent:read", loaded, 0)? {
                 Err(AuthError::Denied(reason).into())
             } else {
                 Err(not_found())
@@ -77,32 +74,20 @@ pub fn decide(
     }
 }
 
-fn can_view(state: &AppState, caller: &Caller, loaded: &Loaded) -> ApiResult<bool> {
-    let request = AppState::agent_request("agent:read", &loaded.agent, &loaded.grants, 0);
+/// Whether the policy allows it; only limits and faults are errors.
+fn allowed(
+    state: &AppState,
+    caller: &Caller,
+    operation: &str,
+    loaded: &Loaded,
+    granting: i64,
+) -> ApiResult<bool> {
+    let request = AppState::agent_request(operation, loaded, granting);
     match state.authorize(caller, request) {
         Ok(()) => Ok(true),
         Err(AuthError::Denied(_)) => Ok(false),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Effective ranks on the agent, per user, as the policy derives them;
-/// `admin` names an admin whose admin rights count too.
-fn effective_ranks(
-    state: &AppState,
-    loaded: &Loaded,
-    admin: Option<&str>,
-) -> ApiResult<HashMap<String, i64>> {
-    let mut request = AppState::agent_request("agent:read", &loaded.agent, &loaded.grants, 0);
-    if let Some(admin) = admin {
-        request = request.fact("admin", [biscuit_auth::builder::string(admin)]);
-    }
-    let mut best = HashMap::new();
-    for (_, user, rank) in state.authz.ranks(&request)?.iter() {
-        let entry = best.entry(user.clone()).or_insert(0);
-        *entry = (*entry).max(*rank);
-    }
-    Ok(best)
 }
 
 /// Resolves user ids to `{id, username}` once per request.
@@ -150,32 +135,72 @@ fn shares_json(
         .collect()
 }
 
-/// The agent as the caller may see it: its fields, owner, the caller's level,
-/// and who it is shared with when the caller may share it.
-fn view(state: &AppState, names: &mut Names, caller: &Caller, loaded: &Loaded) -> ApiResult<Value> {
-    let admin = caller.user.is_admin.then_some(caller.user.id.as_str());
-    let ranks = effective_ranks(state, loaded, admin)?;
-    let access = ranks
-        .get(&caller.user.id)
-        .copied()
-        .and_then(Level::from_rank);
+/// The agent's JSON object without its closing brace, for the parts that are
+/// the same whoever asks; rendered once per version of the agent.
+fn rendered(loaded: &Loaded) -> ApiResult<&str> {
+    if let Some(text) = loaded.rendered.get() {
+        return Ok(text);
+    }
     let agent = &loaded.agent;
     let mut out: Map<String, Value> = agent.fields.clone();
+    // Added per request (and never stored in fields; imports included).
+    out.remove("access");
+    out.remove("shared_with");
     out.insert("name".into(), json!(agent.name));
-    out.insert("owner".into(), names.user(&agent.owner)?);
-    out.insert("access".into(), json!(access));
+    out.insert(
+        "owner".into(),
+        json!({ "id": agent.owner, "username": loaded.owner_name }),
+    );
     out.insert("created_at".into(), json!(agent.created_at));
     out.insert("archived".into(), json!(agent.archived));
     if agent.archived {
         out.insert("archived_at".into(), json!(agent.archived_at));
     }
-    if access.is_some_and(|a| a >= Level::Share) || caller.user.is_admin {
-        out.insert(
-            "shared_with".into(),
-            json!(shares_json(names, loaded, &ranks)?),
+    let mut text = serde_json::to_string(&out)
+        .map_err(|e| DomainError::Internal(format!("rendering an agent: {e}")))?;
+    // `{...}`: never empty, since it has a name.
+    text.pop();
+    Ok(loaded.rendered.get_or_init(|| text))
+}
+
+/// The agent as the caller may see it: its fields, owner, the level the
+/// caller's token can exercise on it, and who it is shared with when the
+/// token may read that.
+fn view(
+    state: &AppState,
+    names: &mut Names,
+    caller: &Caller,
+    loaded: &Loaded,
+) -> ApiResult<String> {
+    let admin = caller.user.is_admin.then_some(caller.user.id.as_str());
+    let ranks = state.agent_ranks(loaded, admin)?;
+    let mut rank = ranks.get(&caller.user.id).copied().unwrap_or(0);
+    if let Via::Delegation(delegation) = &caller.via {
+        // A delegated token exercises at most the level it was minted with.
+        rank = rank.min(delegation.level.rank());
+    }
+    let access = Level::from_rank(rank);
+    let mut out = String::with_capacity(512);
+    out.push_str(rendered(loaded)?);
+    out.push_str(",\"access\":");
+    match access {
+        Some(level) => {
+            out.push('"');
+            out.push_str(level.as_str());
+            out.push('"');
+        }
+        None => out.push_str("null"),
+    }
+    if allowed(state, caller, "agent:shares:read", loaded, 0)? {
+        let shares = shares_json(names, loaded, &ranks)?;
+        out.push_str(",\"shared_with\":");
+        out.push_str(
+            &serde_json::to_string(&shares)
+                .map_err(|e| DomainError::Internal(format!("rendering shares: {e}")))?,
         );
     }
-    Ok(Value::Object(out))
+    out.push('}');
+    Ok(out)
 }
 
 /// Who the act is on behalf of, when an admin acts on someone else's agent
@@ -189,32 +214,34 @@ fn on_behalf(
     if !caller.user.is_admin || loaded.agent.owner == caller.user.id {
         return Ok(None);
     }
-    let own = effective_ranks(state, loaded, None)?;
+    let own = state.agent_ranks(loaded, None)?;
     let holds = own.get(&caller.user.id).copied().unwrap_or(0);
     Ok((holds < needs.rank()).then(|| loaded.agent.owner.clone()))
 }
 
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<Value>>> {
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<JsonText> {
     let names_to_check = if caller.user.is_admin {
-        state.agents.all_names()?
+        Arc::new(state.agents.all_names()?)
     } else {
         state.agents.candidates_for(&caller.user.id)?
     };
     let mut names = Names::new(&state);
-    let mut out = Vec::new();
-    for name in names_to_check {
+    let mut out = String::with_capacity(2 + 512 * names_to_check.len().min(64));
+    out.push('[');
+    for name in names_to_check.iter() {
         // Gone since the index was read: skip.
-        let Ok(loaded) = load(&state, &name) else {
+        let Some(loaded) = state.agent(name)? else {
             continue;
         };
-        let request = AppState::agent_request("agent:read", &loaded.agent, &loaded.grants, 0);
-        match state.authorize(&caller, request) {
-            Ok(()) => out.push(view(&state, &mut names, &caller, &loaded)?),
-            Err(AuthError::Denied(_)) => {}
-            Err(e) => return Err(e.into()),
+        if allowed(&state, &caller, "agent:read", &loaded, 0)? {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push_str(&view(&state, &mut names, &caller, &loaded)?);
         }
     }
-    Ok(Json(out))
+    out.push(']');
+    Ok(JsonText(out))
 }
 
 async fn create(
@@ -256,12 +283,10 @@ async fn create(
     let on_behalf = (owner.id != caller.user.id).then_some(owner.id.as_str());
     let event = AuditEvent::new(Some(&caller.user.id), operation, &name).on_behalf_of(on_behalf);
     let agent = state.agents.create(&owner, &name, fields, event).await?;
-    let loaded = Loaded {
-        agent,
-        grants: Vec::new(),
-    };
+    let loaded = Loaded::new(agent, Vec::new(), Some(owner.username.clone()));
     let mut names = Names::new(&state);
-    let view = view(&state, &mut names, &caller, &loaded)?;
+    let view: Value = serde_json::from_str(&view(&state, &mut names, &caller, &loaded)?)
+        .map_err(|e| DomainError::Internal(format!("rendering an agent: {e}")))?;
     Ok(Json(json!({
         "status": "created",
         "name": loaded.agent.name,
@@ -274,11 +299,11 @@ async fn read(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonText> {
     let loaded = load(&state, &name)?;
     decide(&state, &caller, "agent:read", &loaded, 0)?;
     let mut names = Names::new(&state);
-    Ok(Json(view(&state, &mut names, &caller, &loaded)?))
+    Ok(JsonText(view(&state, &mut names, &caller, &loaded)?))
 }
 
 async fn update(
@@ -286,7 +311,7 @@ async fn update(
     caller: Caller,
     Path(name): Path<String>,
     Json(changes): Json<Map<String, Value>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonText> {
     let loaded = load(&state, &name)?;
     decide(&state, &caller, "agent:update", &loaded, 0)?;
     let behalf = on_behalf(&state, &caller, &loaded, Level::Edit)?;
@@ -294,12 +319,9 @@ async fn update(
         .on_behalf_of(behalf.as_deref())
         .detail(json!({ "fields": changes.keys().collect::<Vec<_>>() }));
     let agent = state.agents.update(&name, changes, event).await?;
-    let loaded = Loaded {
-        agent,
-        grants: loaded.grants,
-    };
+    let loaded = Loaded::new(agent, loaded.grants.clone(), loaded.owner_name.clone());
     let mut names = Names::new(&state);
-    Ok(Json(view(&state, &mut names, &caller, &loaded)?))
+    Ok(JsonText(view(&state, &mut names, &caller, &loaded)?))
 }
 
 async fn remove(
@@ -392,7 +414,7 @@ async fn list_shares(
 ) -> ApiResult<Json<Value>> {
     let loaded = load(&state, &name)?;
     decide(&state, &caller, "agent:shares:read", &loaded, 0)?;
-    let ranks = effective_ranks(&state, &loaded, None)?;
+    let ranks = state.agent_ranks(&loaded, None)?;
     let mut names = Names::new(&state);
     Ok(Json(
         json!({ "shares": shares_json(&mut names, &loaded, &ranks)? }),

@@ -472,7 +472,9 @@ async fn complete(
 
 async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     authorize(&state, &caller, RequestFacts::new("auth:me"))?;
-    Ok(Json(json!({ "user": PublicUser::from(caller.user.as_ref()) })))
+    Ok(Json(
+        json!({ "user": PublicUser::from(caller.user.as_ref()) }),
+    ))
 }
 
 async fn keys(State(state): State<AppState>) -> Json<Value> {

@@ -98,6 +98,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A JSON body already rendered as text (for responses assembled from cached
+/// parts without building a `serde_json::Value` first).
+pub struct JsonText(pub String);
+
+impl IntoResponse for JsonText {
+    fn into_response(self) -> Response {
+        (
+            [(
+                CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            self.0,
+        )
+            .into_response()
+    }
+}
+
 /// A browser still holding a legacy TinyAgentOS `taos_session` cookie (an
 /// imported, unexpired session) gets a fresh session token in its place,
 /// exactly once; the request then proceeds with the new token.

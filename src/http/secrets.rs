@@ -188,7 +188,7 @@ fn released(state: &AppState, runtime: &AgentCaller) -> ApiResult<Vec<Value>> {
     let loaded = load(state, &runtime.agent)?;
     let mut out = Vec::new();
     for (owner, name) in state.secrets.bound_to(&runtime.agent)? {
-        let request = AppState::agent_request("secrets:release", &loaded.agent, &loaded.grants, 0)
+        let request = AppState::agent_request("secrets:release", &loaded, 0)
             .fact("data_owner", [string(&owner)]);
         match state.authorize_agent(runtime, request) {
             Ok(()) => {}

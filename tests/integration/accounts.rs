@@ -406,7 +406,11 @@ async fn legacy_password_hashes_verify_and_are_upgraded_on_first_login() {
     let r = app.login("alice", "alice-pass").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let stored = app.state.accounts.get(&user.id).unwrap().unwrap();
-    assert!(stored.password_hash.clone().unwrap().starts_with("$argon2id$"));
+    assert!(stored
+        .password_hash
+        .clone()
+        .unwrap()
+        .starts_with("$argon2id$"));
     assert!(stored.last_login_at.is_some());
     assert_eq!(
         app.login("alice", "alice-pass").await.status,

@@ -154,6 +154,43 @@ async fn holders_narrow_tokens_offline_and_the_server_honours_it() {
     assert_eq!(outcomes(&app, &later).await[2], StatusCode::OK);
 }
 
+/// What a delegated token shows of its agent is what its level allows: the
+/// owner's token at `view` neither claims more nor lists the shares (reading
+/// them needs `share`, which the token does not carry).
+#[tokio::test]
+async fn a_delegated_token_sees_its_agent_at_its_own_level() {
+    let (app, alice, olive) = host().await;
+    app.add_user(&alice, "bob", "bob-password").await;
+    let r = app
+        .post(
+            "/api/agents/helper/shares",
+            &olive,
+            json!({"user": "bob", "level": "use"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let own = app.get("/api/agents/helper", &olive).await.body;
+    assert_eq!(own["access"], "owner");
+    assert_eq!(own["shared_with"].as_array().map(Vec::len), Some(1));
+
+    for (level, shown) in [("view", "view"), ("manage", "manage")] {
+        let token = mint(&app, &olive, "helper", level).await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for seen in [
+            app.get("/api/agents/helper", &token).await.body,
+            app.get("/api/agents", &token).await.body[0].clone(),
+        ] {
+            assert_eq!(seen["name"], "helper");
+            assert_eq!(seen["access"], shown, "{seen}");
+            assert!(seen.get("shared_with").is_none(), "{seen}");
+        }
+        let listed = app.get("/api/agents", &token).await.body;
+        assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    }
+}
+
 #[tokio::test]
 async fn a_token_never_outlives_the_issuers_rights() {
     let (app, alice, olive) = host().await;
