@@ -321,6 +321,80 @@ mod tests {
         }
     }
 
+    /// Readers racing writers: once a writer's commit has returned, no read
+    /// that starts afterwards sees an older value, cache or not.
+    #[test]
+    fn no_read_after_an_acknowledged_write_sees_the_old_value() {
+        let store = Arc::new(cached());
+        put(store.as_ref(), "counter", "0");
+        let acknowledged = Arc::new(AtomicUsize::new(0));
+        let writer = {
+            let (store, acknowledged) = (store.clone(), acknowledged.clone());
+            std::thread::spawn(move || {
+                for i in 1..=2_000usize {
+                    put(store.as_ref(), "counter", &i.to_string());
+                    acknowledged.store(i, Ordering::SeqCst);
+                }
+            })
+        };
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (store, acknowledged) = (store.clone(), acknowledged.clone());
+                std::thread::spawn(move || {
+                    let reads = AtomicUsize::new(0);
+                    while acknowledged.load(Ordering::SeqCst) < 2_000 {
+                        let floor = acknowledged.load(Ordering::SeqCst);
+                        let seen = read(&store, "counter", &reads).unwrap();
+                        let seen: usize = String::from_utf8(seen).unwrap().parse().unwrap();
+                        assert!(seen >= floor, "read {seen} after {floor} was acknowledged");
+                    }
+                })
+            })
+            .collect();
+        writer.join().unwrap();
+        for reader in readers {
+            reader.join().unwrap();
+        }
+    }
+
+    proptest::proptest! {
+        /// Any sequence of writes, reads and scans answers exactly what the
+        /// engine alone answers.
+        #[test]
+        fn reads_through_the_cache_equal_reads_of_the_engine(
+            ops in proptest::collection::vec((0u8..4, 0usize..6, 0u8..3), 1..80)
+        ) {
+            const KEYS: [&str; 6] = ["a/1", "a/2", "a/12", "b/1", "ab/1", "a"];
+            const PREFIXES: [&str; 6] = ["a/", "a", "b/", "", "a/1", "ab/"];
+            let store = CachedStore::new(Arc::new(MemoryStore::new()), 4);
+            let reads = AtomicUsize::new(0);
+            for (op, index, value) in ops {
+                match op {
+                    0 => put(&store, KEYS[index], &value.to_string()),
+                    1 => {
+                        let mut tx = Transaction::new();
+                        tx.delete(KEYS[index]);
+                        store.commit(&tx).unwrap();
+                    }
+                    2 => {
+                        let key = KEYS[index];
+                        proptest::prop_assert_eq!(
+                            read(&store, key, &reads),
+                            store.engine.get(key.as_bytes()).unwrap()
+                        );
+                    }
+                    _ => {
+                        let prefix = PREFIXES[index];
+                        proptest::prop_assert_eq!(
+                            scan(&store, prefix, &reads),
+                            store.engine.scan(prefix.as_bytes(), None, usize::MAX).unwrap().len()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn types_do_not_share_a_slot() {
         let store = cached();
