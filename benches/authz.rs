@@ -18,19 +18,29 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tessera::authz::keys::{DataKeys, RootKeys};
 use tessera::authz::policy::RequestFacts;
 use tessera::authz::tokens;
+use tessera::domain::audit::AuditEvent;
+use tessera::domain::levels::Level;
 use tessera::domain::password::Passwords;
 use tessera::store::{MemoryStore, Store};
 use tessera::{AppState, Config};
 
 fn state_with_admin(rt: &tokio::runtime::Runtime) -> (AppState, String) {
+    state_with_admin_and(rt, Config::new("unused"))
+}
+
+/// Nothing cached between requests: every token is verified afresh and every
+/// record read and decoded from the store.
+fn cold_config() -> Config {
+    let mut config = Config::new("unused");
+    config.token_cache_capacity = 0;
+    config.read_cache_capacity = 0;
+    config
+}
+
+fn state_with_admin_and(rt: &tokio::runtime::Runtime, config: Config) -> (AppState, String) {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let state = AppState::build(
-        Config::new("unused"),
-        store,
-        RootKeys::ephemeral(),
-        DataKeys::ephemeral(),
-    )
-    .unwrap();
+    let state =
+        AppState::build(config, store, RootKeys::ephemeral(), DataKeys::ephemeral()).unwrap();
     let logged_in = rt
         .block_on(
             state
@@ -94,24 +104,7 @@ fn authz(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    let (cold_state, cold_token) = {
-        let mut config = Config::new("unused");
-        config.token_cache_capacity = 0;
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let s =
-            AppState::build(config, store, RootKeys::ephemeral(), DataKeys::ephemeral()).unwrap();
-        let li = rt
-            .block_on(
-                s.accounts
-                    .setup("admin", "bench-password".into(), Default::default(), true),
-            )
-            .unwrap();
-        let t = s
-            .authz
-            .mint_session(&li.user.id, &li.session.id, li.session.expires_at)
-            .unwrap();
-        (s, t)
-    };
+    let (cold_state, cold_token) = state_with_admin_and(&rt, cold_config());
     c.bench_function("request/cold", |b| {
         b.iter(|| {
             let caller = cold_state.authenticate(&cold_token).unwrap();
@@ -120,6 +113,45 @@ fn authz(c: &mut Criterion) {
                 .unwrap()
         })
     });
+}
+
+/// What `GET /api/agents/{name}` does before rendering: authenticate, find
+/// the agent with its grants, decide. The agent has five grants.
+fn agent_read(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (label, config) in [("warm", Config::new("unused")), ("cold", cold_config())] {
+        let (state, token) = state_with_admin_and(&rt, config);
+        let owner = state.authenticate(&token).unwrap().user;
+        rt.block_on(async {
+            let event = AuditEvent::new(Some(&owner.id), "agent.create", "bench-agent");
+            state
+                .agents
+                .create(&owner, "bench-agent", Default::default(), event)
+                .await
+                .unwrap();
+            for i in 0..5 {
+                let invited = state
+                    .accounts
+                    .invite(&owner, &format!("user{i}"))
+                    .await
+                    .unwrap();
+                let event = AuditEvent::new(Some(&owner.id), "agent.share", "bench-agent");
+                state
+                    .agents
+                    .grant("bench-agent", &invited, Level::Use, &owner.id, event)
+                    .await
+                    .unwrap();
+            }
+        });
+        c.bench_function(&format!("agent_read/{label}"), |b| {
+            b.iter(|| {
+                let caller = state.authenticate(&token).unwrap();
+                let agent = state.agent("bench-agent").unwrap().unwrap();
+                let request = AppState::agent_request("agent:read", &agent, 0);
+                state.authorize(&caller, request).unwrap()
+            })
+        });
+    }
 }
 
 fn password(c: &mut Criterion) {
@@ -145,5 +177,5 @@ fn password(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, authz, password);
+criterion_group!(benches, authz, agent_read, password);
 criterion_main!(benches);

@@ -108,10 +108,16 @@ impl Scenario {
     }
 }
 
+#[derive(Default)]
 struct Outcome {
     requests: u64,
     non_2xx: u64,
     latencies_us: Vec<u32>,
+    /// The writes mixed in, also counted in the totals above.
+    writes: u64,
+    write_non_2xx: u64,
+    read_latencies_us: Vec<u32>,
+    write_latencies_us: Vec<u32>,
     elapsed: Duration,
 }
 
@@ -127,10 +133,8 @@ async fn connection_loop(
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let mut out = Outcome {
-        requests: 0,
-        non_2xx: 0,
         latencies_us: Vec::with_capacity(64 * 1024),
-        elapsed: Duration::ZERO,
+        ..Outcome::default()
     };
     let start = Instant::now();
     // A Send-able generator: the loop awaits between draws.
@@ -138,7 +142,8 @@ async fn connection_loop(
     let mut nth = 0usize;
     while Instant::now() < until {
         nth += 1;
-        let this = if !scenario.writes.is_empty() && rng.gen_bool(scenario.write_ratio) {
+        let write = !scenario.writes.is_empty() && rng.gen_bool(scenario.write_ratio);
+        let this = if write {
             &scenario.writes[nth % scenario.writes.len()]
         } else {
             &scenario
@@ -165,11 +170,20 @@ async fn connection_loop(
             .collect()
             .await
             .map_err(|e| e.to_string())?;
-        out.latencies_us
-            .push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        let latency = sent.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        out.latencies_us.push(latency);
         out.requests += 1;
         if !status.is_success() {
             out.non_2xx += 1;
+        }
+        if write {
+            out.write_latencies_us.push(latency);
+            out.writes += 1;
+            if !status.is_success() {
+                out.write_non_2xx += 1;
+            }
+        } else {
+            out.read_latencies_us.push(latency);
         }
     }
     out.elapsed = start.elapsed();
@@ -192,23 +206,24 @@ async fn run_scenario(
     let tasks: Vec<_> = (0..args.connections)
         .map(|_| tokio::spawn(connection_loop(addr, scenario.clone(), until)))
         .collect();
-    let mut total = Outcome {
-        requests: 0,
-        non_2xx: 0,
-        latencies_us: Vec::new(),
-        elapsed: Duration::ZERO,
-    };
+    let mut total = Outcome::default();
     for task in tasks {
         let o = task.await.map_err(|e| e.to_string())??;
         total.requests += o.requests;
         total.non_2xx += o.non_2xx;
         total.latencies_us.extend(o.latencies_us);
+        total.writes += o.writes;
+        total.write_non_2xx += o.write_non_2xx;
+        total.read_latencies_us.extend(o.read_latencies_us);
+        total.write_latencies_us.extend(o.write_latencies_us);
         total.elapsed = total.elapsed.max(o.elapsed);
     }
     for f in flood {
         let _ = f.await;
     }
     total.latencies_us.sort_unstable();
+    total.read_latencies_us.sort_unstable();
+    total.write_latencies_us.sort_unstable();
     Ok(total)
 }
 
@@ -442,17 +457,38 @@ async fn bench(args: Args) -> Result<(), String> {
             }
         }
         let o = run_scenario(addr, scenario, &args).await?;
-        let rps = o.requests as f64 / o.elapsed.as_secs_f64().max(1e-9);
+        let seconds = o.elapsed.as_secs_f64().max(1e-9);
+        let rps = o.requests as f64 / seconds;
         let base = *health_rps.get_or_insert(rps);
-        println!(
-            "{:<34} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>8.0}%",
-            scenario.name,
-            rps,
-            percentile(&o.latencies_us, 0.50),
-            percentile(&o.latencies_us, 0.99),
-            o.non_2xx,
-            100.0 * rps / base
-        );
+        let row = |name: &str, count: u64, sorted: &[u32], non_2xx: u64| {
+            let rps = count as f64 / seconds;
+            println!(
+                "{:<34} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>8.0}%",
+                name,
+                rps,
+                percentile(sorted, 0.50),
+                percentile(sorted, 0.99),
+                non_2xx,
+                100.0 * rps / base
+            );
+        };
+        row(scenario.name, o.requests, &o.latencies_us, o.non_2xx);
+        if o.writes > 0 {
+            // The mix's reads and writes apart: the read latency is what
+            // the writes cost the readers.
+            row(
+                "  of which reads",
+                o.requests - o.writes,
+                &o.read_latencies_us,
+                o.non_2xx - o.write_non_2xx,
+            );
+            row(
+                "  of which writes",
+                o.writes,
+                &o.write_latencies_us,
+                o.write_non_2xx,
+            );
+        }
     }
     Ok(())
 }
