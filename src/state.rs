@@ -368,21 +368,23 @@ impl AgentState {
     pub fn new(agent: Agent, grants: Vec<Grant>, owner_name: Option<String>) -> Self {
         use biscuit_auth::builder::string;
         let name = string(&agent.name);
-        let mut facts = FactSet::new()
-            .fact("resource_agent", [name.clone()])
-            .fact("agent", [name.clone()])
-            .fact("owner", [name.clone(), string(&agent.owner)]);
+        let mut facts = vec![
+            ("resource_agent", vec![name.clone()]),
+            ("agent", vec![name.clone()]),
+            ("owner", vec![name.clone(), string(&agent.owner)]),
+        ];
         for g in &grants {
-            facts = facts.fact(
+            facts.push((
                 "grant",
-                [
+                vec![
                     name.clone(),
                     string(&g.grantee),
                     string(g.level.as_str()),
                     string(&g.granted_by),
                 ],
-            );
+            ));
         }
+        let facts = FactSet::new(facts);
         Self {
             agent,
             grants,

@@ -95,14 +95,13 @@ impl TokenCache {
     }
 }
 
-/// A bounded map from strings to values, with the same two-generation
-/// eviction as the token cache.
-pub struct Memo<V: Clone> {
+/// A bounded map, with the same two-generation eviction as the token cache.
+pub struct Memo<K, V> {
     capacity: usize,
-    generations: Mutex<(HashMap<String, V>, HashMap<String, V>)>,
+    generations: Mutex<(HashMap<K, V>, HashMap<K, V>)>,
 }
 
-impl<V: Clone> Memo<V> {
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Memo<K, V> {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
@@ -110,12 +109,12 @@ impl<V: Clone> Memo<V> {
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<V> {
+    pub fn get(&self, key: &K) -> Option<V> {
         let gens = self.generations.lock().ok()?;
         gens.0.get(key).or_else(|| gens.1.get(key)).cloned()
     }
 
-    pub fn insert(&self, key: &str, value: V) {
+    pub fn insert(&self, key: &K, value: V) {
         if self.capacity == 0 {
             return;
         }
@@ -123,7 +122,7 @@ impl<V: Clone> Memo<V> {
             if gens.0.len() >= self.capacity {
                 gens.1 = std::mem::take(&mut gens.0);
             }
-            gens.0.insert(key.to_owned(), value);
+            gens.0.insert(key.clone(), value);
         }
     }
 }

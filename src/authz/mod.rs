@@ -43,7 +43,7 @@ pub struct Authz {
     policy: Policy,
     cache: TokenCache,
     /// Effective ranks per distinct set of agent facts (see [`Authz::ranks`]).
-    ranks: cache::Memo<Arc<Ranks>>,
+    ranks: cache::Memo<policy::FactKey, Arc<Ranks>>,
 }
 
 impl Authz {

@@ -1,6 +1,7 @@
 //! The access policy: Datalog from `datalog/*.dl`, parsed once at start-up and
 //! reused for every request with only that request's facts added.
 
+use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -48,31 +49,63 @@ pub struct Policy {
 pub struct RequestFacts {
     operation: String,
     facts: Vec<(&'static str, Vec<Term>)>,
-    /// Facts shared with other requests (an agent with its owner and grants),
-    /// built once.
-    shared: Option<Arc<FactSet>>,
-    /// Every fact in order, as unambiguous text: two requests with the same
-    /// key present the same world to the policy.
-    key: String,
+    key: FactKey,
 }
 
-/// Facts many requests share, with their part of the request key, built once
-/// and reused (see [`RequestFacts::with`]).
+/// Identifies a request's world: two requests with equal keys present the
+/// same facts to the policy. The request's own facts are kept as unambiguous
+/// text; a shared [`FactSet`] by its precomputed hash for hashing and by its
+/// text for equality, so a long shared set is never rehashed per request.
 #[derive(Debug, Clone, Default)]
+pub struct FactKey {
+    own: String,
+    shared: Option<Arc<FactSet>>,
+}
+
+impl PartialEq for FactKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.own == other.own
+            && match (&self.shared, &other.shared) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a.key == b.key,
+                _ => false,
+            }
+    }
+}
+
+impl Eq for FactKey {}
+
+impl Hash for FactKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.own.hash(state);
+        self.shared.as_ref().map(|set| set.key_hash).hash(state);
+    }
+}
+
+/// Facts many requests share (an agent with its owner and grants), with
+/// their part of the request key, built once and reused (see
+/// [`RequestFacts::with`]).
+#[derive(Debug, Clone)]
 pub struct FactSet {
     facts: Vec<(&'static str, Vec<Term>)>,
     key: String,
+    key_hash: u64,
 }
 
 impl FactSet {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn fact<const N: usize>(mut self, name: &'static str, terms: [Term; N]) -> Self {
-        push_key_fact(&mut self.key, name, &terms);
-        self.facts.push((name, terms.into()));
-        self
+    pub fn new<I: IntoIterator<Item = (&'static str, Vec<Term>)>>(facts: I) -> Self {
+        let facts: Vec<_> = facts.into_iter().collect();
+        let mut key = String::with_capacity(64 * facts.len());
+        for (name, terms) in &facts {
+            push_key_fact(&mut key, name, terms);
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        Self {
+            facts,
+            key,
+            key_hash: hasher.finish(),
+        }
     }
 }
 
@@ -115,25 +148,24 @@ impl RequestFacts {
         Self {
             operation: operation.to_owned(),
             facts: Vec::with_capacity(8),
-            shared: None,
-            key: String::with_capacity(128),
+            key: FactKey {
+                own: String::with_capacity(96),
+                shared: None,
+            },
         }
         .fact("operation", [builder::string(operation)])
     }
 
     pub fn fact<const N: usize>(mut self, name: &'static str, terms: [Term; N]) -> Self {
-        push_key_fact(&mut self.key, name, &terms);
+        push_key_fact(&mut self.key.own, name, &terms);
         self.facts.push((name, terms.into()));
         self
     }
 
-    /// Add a prebuilt set of facts (at most one per request). The key is the
-    /// concatenation of every fact's text, so it is the same whether a fact
-    /// came from the set or was added alone: equal keys, equal worlds.
+    /// Add a prebuilt set of facts; a request has at most one (a second
+    /// replaces the first).
     pub fn with(mut self, set: &Arc<FactSet>) -> Self {
-        debug_assert!(self.shared.is_none(), "one shared fact set per request");
-        self.key.push_str(&set.key);
-        self.shared = Some(set.clone());
+        self.key.shared = Some(set.clone());
         self
     }
 
@@ -141,12 +173,12 @@ impl RequestFacts {
         &self.operation
     }
 
-    pub fn key(&self) -> &str {
+    pub fn key(&self) -> &FactKey {
         &self.key
     }
 
     fn datalog(&self) -> impl Iterator<Item = Fact> + '_ {
-        let shared = self.shared.iter().flat_map(|set| set.facts.iter());
+        let shared = self.key.shared.iter().flat_map(|set| set.facts.iter());
         self.facts
             .iter()
             .chain(shared)
@@ -305,17 +337,17 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_fact_set_is_the_same_world_as_its_facts_added_alone() {
-        let set = Arc::new(FactSet::new().fact("agent", [builder::string("a")]));
-        let shared = RequestFacts::new("op").with(&set);
+    fn shared_fact_sets_are_keyed_by_content() {
+        let set = |value: &str| Arc::new(FactSet::new([("agent", vec![builder::string(value)])]));
+        let shared = RequestFacts::new("op").with(&set("a"));
         let alone = RequestFacts::new("op").fact("agent", [builder::string("a")]);
-        assert_eq!(shared.key(), alone.key());
         let facts = |r: &RequestFacts| r.datalog().map(|f| f.to_string()).collect::<Vec<_>>();
         assert_eq!(facts(&shared), facts(&alone));
-        let other = RequestFacts::new("op").with(&Arc::new(
-            FactSet::new().fact("agent", [builder::string("b")]),
-        ));
-        assert_ne!(shared.key(), other.key());
+        // Another set with the same facts is the same world; other facts are not.
+        assert_eq!(shared.key(), RequestFacts::new("op").with(&set("a")).key());
+        assert_ne!(shared.key(), RequestFacts::new("op").with(&set("b")).key());
+        assert_ne!(shared.key(), alone.key());
+        assert_ne!(shared.key(), RequestFacts::new("op2").with(&set("a")).key());
     }
 
     #[test]

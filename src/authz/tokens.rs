@@ -15,6 +15,7 @@ use biscuit_auth::Biscuit;
 use serde::{Deserialize, Serialize};
 
 use super::keys::RootKeys;
+use super::policy::FactKey;
 use super::AuthError;
 
 /// Largest token accepted, in characters of base64. Real tokens are well under
@@ -130,7 +131,7 @@ pub struct Verified {
     pub claims: Claims,
     /// `None` when a block added by a holder reads the clock: then every
     /// request is evaluated afresh.
-    decisions: Option<Mutex<HashMap<String, Result<(), String>>>>,
+    decisions: Option<Mutex<HashMap<FactKey, Result<(), String>>>>,
 }
 
 impl Verified {
@@ -163,16 +164,16 @@ impl Verified {
         self.decisions.is_some()
     }
 
-    pub(crate) fn remembered(&self, key: &str) -> Option<Result<(), String>> {
+    pub(crate) fn remembered(&self, key: &FactKey) -> Option<Result<(), String>> {
         self.decisions.as_ref()?.lock().ok()?.get(key).cloned()
     }
 
-    pub(crate) fn remember(&self, key: &str, decision: Result<(), String>) {
+    pub(crate) fn remember(&self, key: &FactKey, decision: Result<(), String>) {
         if let Some(Ok(mut decisions)) = self.decisions.as_ref().map(|d| d.lock()) {
             if decisions.len() >= MAX_REMEMBERED_DECISIONS {
                 decisions.clear();
             }
-            decisions.insert(key.to_owned(), decision);
+            decisions.insert(key.clone(), decision);
         }
     }
 }
