@@ -107,6 +107,35 @@ pub struct Memory {
     store: Arc<dyn Store>,
 }
 
+/// Most query terms a search uses.
+pub const MAX_QUERY_TERMS: usize = 16;
+/// Most index entries a search reads per term; past this a term is treated
+/// as too common to enumerate (see [`Memory::search`]).
+pub const MAX_POSTINGS_PER_TERM: usize = 2_000;
+/// How many of the best chunks a too-common term re-ranks (at least the
+/// number of results asked for).
+const MAX_RERANKED: usize = 200;
+
+fn idf(postings: usize) -> f64 {
+    1.0 + 1.0 / (postings as f64).max(1.0)
+}
+
+/// A term's weight in one chunk from its stored count.
+fn weight(count: &[u8]) -> f64 {
+    let tf: f64 = std::str::from_utf8(count)
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1.0);
+    1.0 + tf.ln()
+}
+
+/// Best score first; ties by hash, so results are stable.
+fn ranked(scores: HashMap<String, f64>) -> Vec<(String, f64)> {
+    let mut ranked: Vec<(String, f64)> = scores.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranked
+}
+
 impl Memory {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self { store }
@@ -227,29 +256,61 @@ impl Memory {
 
     /// Ranked term search over the user's own chunks: each query term adds
     /// its count in the chunk weighted by how rare the term is among the
-    /// user's chunks that have any query term.
+    /// user's chunks.
+    ///
+    /// The work is bounded whatever the data: a term found in more than
+    /// [`MAX_POSTINGS_PER_TERM`] chunks (a stop word, for a large memory) is
+    /// not enumerated. It only re-ranks the best chunks the rarer terms found,
+    /// by one index lookup each; a query of such terms alone ranks the first
+    /// chunks of its first term. At most [`MAX_QUERY_TERMS`] terms count.
     pub fn search(&self, user: &str, query: &str, limit: usize) -> DomainResult<Vec<(Chunk, f64)>> {
         let mut query_terms = terms(query);
         query_terms.sort();
         query_terms.dedup();
+        query_terms.truncate(MAX_QUERY_TERMS);
         let mut scores: HashMap<String, f64> = HashMap::new();
-        for term in query_terms.iter().take(16) {
+        let mut common = Vec::new();
+        for term in &query_terms {
             let prefix = keyspace::memory_term_prefix(user, term);
-            let postings = self.store.scan(prefix.as_bytes(), None, 100_000)?;
-            let idf = 1.0 + 1.0 / (postings.len() as f64).max(1.0);
+            let postings = self
+                .store
+                .scan(prefix.as_bytes(), None, MAX_POSTINGS_PER_TERM + 1)?;
+            if postings.len() > MAX_POSTINGS_PER_TERM {
+                common.push((term, postings));
+                continue;
+            }
+            let idf = idf(postings.len());
             for (key, count) in postings {
                 let hash = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-                let tf: f64 = std::str::from_utf8(&count)
-                    .ok()
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(1.0);
-                *scores.entry(hash).or_insert(0.0) += (1.0 + tf.ln()) * idf;
+                *scores.entry(hash).or_insert(0.0) += weight(&count) * idf;
             }
         }
-        let mut ranked: Vec<(String, f64)> = scores.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        if !common.is_empty() {
+            // Its exact frequency is unknown past the cap, and does not
+            // matter: the weight of so common a term is within 1/cap of 1.
+            let idf = idf(MAX_POSTINGS_PER_TERM + 1);
+            if scores.is_empty() {
+                let (term, postings) = common.remove(0);
+                let prefix = keyspace::memory_term_prefix(user, term);
+                for (key, count) in postings.into_iter().take(MAX_POSTINGS_PER_TERM) {
+                    let hash = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                    scores.insert(hash, weight(&count) * idf);
+                }
+            }
+            let mut best = ranked(scores);
+            best.truncate(limit.max(MAX_RERANKED));
+            for (term, _) in &common {
+                for (hash, score) in best.iter_mut() {
+                    let key = keyspace::memory_term(user, term, hash);
+                    if let Some(count) = self.store.get(key.as_bytes())? {
+                        *score += weight(&count) * idf;
+                    }
+                }
+            }
+            scores = best.into_iter().collect();
+        }
         let mut out = Vec::new();
-        for (hash, score) in ranked.into_iter().take(limit) {
+        for (hash, score) in ranked(scores).into_iter().take(limit) {
             if let Some(chunk) = self.get(user, &hash)? {
                 out.push((chunk, score));
             }
@@ -378,5 +439,104 @@ mod tests {
         assert_eq!(hits[0].0.title, "Teal");
         assert!(hits.iter().all(|(c, _)| !c.content.contains("u2")));
         assert!(m.search("u3", "teal", 10).unwrap().is_empty());
+    }
+
+    /// Counts the entries a store hands out, to bound a search's work.
+    struct Counting {
+        inner: crate::store::MemoryStore,
+        entries: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Store for Counting {
+        fn get(&self, key: &[u8]) -> crate::store::StoreResult<Option<Vec<u8>>> {
+            self.entries
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.get(key)
+        }
+        fn scan(
+            &self,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> crate::store::StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+            let found = self.inner.scan(prefix, after, limit)?;
+            self.entries
+                .fetch_add(found.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok(found)
+        }
+        fn commit(&self, tx: &Transaction) -> crate::store::StoreResult<()> {
+            self.inner.commit(tx)
+        }
+        fn flush(&self) -> crate::store::StoreResult<()> {
+            Ok(())
+        }
+        fn export(&self) -> crate::store::StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+            self.inner.export()
+        }
+    }
+
+    #[test]
+    fn very_common_terms_only_rerank_and_the_work_stays_bounded() {
+        let counting = Arc::new(Counting {
+            inner: crate::store::MemoryStore::new(),
+            entries: Default::default(),
+        });
+        let m = Memory::new(counting.clone());
+        let mut tx = Transaction::new();
+        let chunk = |i: usize, content: String| Chunk {
+            hash: chunk_hash(DEFAULT_COLLECTION, "", &content),
+            collection: DEFAULT_COLLECTION.into(),
+            title: String::new(),
+            content,
+            metadata: Value::Null,
+            created_at: i as f64,
+        };
+        let filler = MAX_POSTINGS_PER_TERM + 50;
+        for i in 0..filler {
+            m.stage_save(&mut tx, "u1", &chunk(i, format!("common filler {i}")))
+                .unwrap();
+        }
+        for i in 0..3 {
+            m.stage_save(&mut tx, "u1", &chunk(i, format!("common rare {i}")))
+                .unwrap();
+        }
+        m.stage_save(&mut tx, "u1", &chunk(9, "rare alone".into()))
+            .unwrap();
+        counting.commit(&tx).unwrap();
+
+        let count = |query: &str, limit: usize| {
+            counting
+                .entries
+                .store(0, std::sync::atomic::Ordering::SeqCst);
+            let hits = m.search("u1", query, limit).unwrap();
+            (
+                hits,
+                counting.entries.load(std::sync::atomic::Ordering::SeqCst),
+            )
+        };
+        // The common term lifts the chunks that also have it above the one
+        // that has only the rare term.
+        let (hits, read) = count("common rare", 10);
+        let contents: Vec<&str> = hits.iter().map(|(c, _)| c.content.as_str()).collect();
+        assert_eq!(contents.len(), 4, "{contents:?}");
+        assert!(contents[..3].iter().all(|c| c.starts_with("common rare")));
+        assert_eq!(contents[3], "rare alone");
+        let bound = 2 * (MAX_POSTINGS_PER_TERM + 1) + MAX_RERANKED + 10;
+        assert!(read <= bound, "read {read} entries");
+        // Common terms alone still answer, within the same bound.
+        let (hits, read) = count("common filler", 5);
+        assert_eq!(hits.len(), 5);
+        assert!(hits
+            .iter()
+            .all(|(c, _)| c.content.starts_with("common filler")));
+        assert!(read <= bound, "read {read} entries");
+        // Many terms: only the first MAX_QUERY_TERMS count.
+        let many: Vec<String> = (0..40).map(|i| format!("word{i}")).collect();
+        let (_, read) = count(&format!("common {}", many.join(" ")), 5);
+        assert!(
+            read <= MAX_QUERY_TERMS * (MAX_POSTINGS_PER_TERM + 1)
+                + MAX_RERANKED * MAX_QUERY_TERMS
+                + 5
+        );
     }
 }
