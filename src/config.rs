@@ -28,8 +28,8 @@ pub struct Config {
     /// How many verified tokens to keep (two generations of this size at most).
     pub token_cache_capacity: usize,
     /// How many decoded records and derived values the read cache in front of
-    /// the store keeps (sessions, accounts, agents with their grants); 0
-    /// turns it off.
+    /// the store keeps (sessions, accounts, agents with their grants: an
+    /// agent takes a few KiB); 0 turns it off.
     pub read_cache_capacity: usize,
     /// Concurrent argon2 computations; the rest queue.
     pub password_hash_concurrency: usize,
@@ -75,7 +75,7 @@ impl Config {
                 max_time: Duration::from_millis(250),
             },
             token_cache_capacity: 10_000,
-            read_cache_capacity: 100_000,
+            read_cache_capacity: 20_000,
             password_hash_concurrency: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
