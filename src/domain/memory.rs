@@ -441,46 +441,11 @@ mod tests {
         assert!(m.search("u3", "teal", 10).unwrap().is_empty());
     }
 
-    /// Counts the entries a store hands out, to bound a search's work.
-    struct Counting {
-        inner: crate::store::MemoryStore,
-        entries: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Store for Counting {
-        fn get(&self, key: &[u8]) -> crate::store::StoreResult<Option<Vec<u8>>> {
-            self.entries
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.inner.get(key)
-        }
-        fn scan(
-            &self,
-            prefix: &[u8],
-            after: Option<&[u8]>,
-            limit: usize,
-        ) -> crate::store::StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
-            let found = self.inner.scan(prefix, after, limit)?;
-            self.entries
-                .fetch_add(found.len(), std::sync::atomic::Ordering::SeqCst);
-            Ok(found)
-        }
-        fn commit(&self, tx: &Transaction) -> crate::store::StoreResult<()> {
-            self.inner.commit(tx)
-        }
-        fn flush(&self) -> crate::store::StoreResult<()> {
-            Ok(())
-        }
-        fn export(&self) -> crate::store::StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
-            self.inner.export()
-        }
-    }
-
     #[test]
     fn very_common_terms_only_rerank_and_the_work_stays_bounded() {
-        let counting = Arc::new(Counting {
-            inner: crate::store::MemoryStore::new(),
-            entries: Default::default(),
-        });
+        let counting = Arc::new(crate::store::CountingStore::new(Arc::new(
+            crate::store::MemoryStore::new(),
+        )));
         let m = Memory::new(counting.clone());
         let mut tx = Transaction::new();
         let chunk = |i: usize, content: String| Chunk {
@@ -505,14 +470,9 @@ mod tests {
         counting.commit(&tx).unwrap();
 
         let count = |query: &str, limit: usize| {
-            counting
-                .entries
-                .store(0, std::sync::atomic::Ordering::SeqCst);
+            counting.take_count();
             let hits = m.search("u1", query, limit).unwrap();
-            (
-                hits,
-                counting.entries.load(std::sync::atomic::Ordering::SeqCst),
-            )
+            (hits, counting.take_count())
         };
         // The common term lifts the chunks that also have it above the one
         // that has only the rare term.

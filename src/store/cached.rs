@@ -66,12 +66,12 @@ impl Entries {
 
     fn invalidate(&mut self, written: &[u8]) {
         if let Some(slots) = self.by_key.remove(written) {
-            self.indexed -= slots.len();
+            self.indexed = self.indexed.saturating_sub(slots.len());
             self.forget(slots);
         }
         for len in 0..=written.len().min(self.longest_prefix) {
             if let Some(slots) = self.by_prefix.remove(&written[..len]) {
-                self.indexed -= slots.len();
+                self.indexed = self.indexed.saturating_sub(slots.len());
                 self.forget(slots);
             }
         }

@@ -8,6 +8,7 @@
 //! both win. Transactions marked durable are flushed before `commit` returns.
 
 mod cached;
+mod counting;
 mod memory;
 mod sled_store;
 
@@ -15,6 +16,7 @@ mod sled_store;
 mod conformance;
 
 pub use cached::{CachedStore, Deps};
+pub use counting::CountingStore;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 

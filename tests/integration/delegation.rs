@@ -760,50 +760,15 @@ async fn unknown_operations_are_denied() {
     assert!(matches!(r, Err(tessera::authz::AuthError::Denied(_))));
 }
 
-/// Counts the entries a store hands out, to show what a request reads.
-struct CountingStore {
-    inner: tessera::store::MemoryStore,
-    read: std::sync::atomic::AtomicUsize,
-}
-
-impl tessera::store::Store for CountingStore {
-    fn get(&self, key: &[u8]) -> tessera::store::StoreResult<Option<Vec<u8>>> {
-        self.read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.get(key)
-    }
-    fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> tessera::store::StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        let rows = self.inner.scan(prefix, after, limit)?;
-        self.read
-            .fetch_add(rows.len().max(1), std::sync::atomic::Ordering::Relaxed);
-        Ok(rows)
-    }
-    fn commit(&self, tx: &tessera::store::Transaction) -> tessera::store::StoreResult<()> {
-        self.inner.commit(tx)
-    }
-    fn export(&self) -> tessera::store::StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.inner.export()
-    }
-    fn flush(&self) -> tessera::store::StoreResult<()> {
-        Ok(())
-    }
-}
-
 /// Listing reads the caller's index entries, not the host's agents: the
 /// entries read for a user who sees 2 agents do not grow with 300 more
 /// agents owned by someone else.
 #[tokio::test]
 async fn listing_reads_what_the_caller_can_see_not_the_host() {
-    use std::sync::atomic::Ordering;
     use std::sync::Arc;
-    let store = Arc::new(CountingStore {
-        inner: tessera::store::MemoryStore::new(),
-        read: Default::default(),
-    });
+    let store = Arc::new(tessera::store::CountingStore::new(Arc::new(
+        tessera::store::MemoryStore::new(),
+    )));
     // Counted at the engine, so with the read cache off.
     let mut config = crate::helpers::test_config(std::path::Path::new("unused"));
     config.read_cache_capacity = 0;
@@ -829,10 +794,10 @@ async fn listing_reads_what_the_caller_can_see_not_the_host() {
 
     let mut reads = Vec::new();
     for round in 0..2 {
-        store.read.store(0, Ordering::Relaxed);
+        store.take_count();
         let r = app.get("/api/agents", &bob).await;
         assert_eq!(r.body.as_array().unwrap().len(), 2);
-        reads.push(store.read.load(Ordering::Relaxed));
+        reads.push(store.take_count());
         if round == 0 {
             for i in 0..300 {
                 let r = app
