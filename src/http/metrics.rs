@@ -1,7 +1,7 @@
 //! Prometheus metrics: request counts and latency histograms by route and
-//! status, authorization refusals by kind, token cache hits and misses, and
-//! failed logins. Off unless configured; served on `/metrics` or on a
-//! separate listen address.
+//! status, authorization refusals by kind, token and read cache hits and
+//! misses, and failed logins. Off unless configured; served on `/metrics` or
+//! on a separate listen address.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -56,7 +56,8 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition format.
-    pub fn render(&self, cache: (u64, u64)) -> String {
+    /// `token_cache` and `read_cache` are (hits, misses).
+    pub fn render(&self, token_cache: (u64, u64), read_cache: (u64, u64)) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -123,21 +124,23 @@ impl Metrics {
                 "tessera_auth_refusals_total{{reason=\"{reason}\"}} {n}"
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP tessera_token_cache_total Verified-token cache lookups."
-        );
-        let _ = writeln!(out, "# TYPE tessera_token_cache_total counter");
-        let _ = writeln!(
-            out,
-            "tessera_token_cache_total{{result=\"hit\"}} {}",
-            cache.0
-        );
-        let _ = writeln!(
-            out,
-            "tessera_token_cache_total{{result=\"miss\"}} {}",
-            cache.1
-        );
+        for (name, help, (hits, misses)) in [
+            (
+                "tessera_token_cache_total",
+                "Verified-token cache lookups.",
+                token_cache,
+            ),
+            (
+                "tessera_read_cache_total",
+                "Read cache lookups (records and agents in front of the store).",
+                read_cache,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name}{{result=\"hit\"}} {hits}");
+            let _ = writeln!(out, "{name}{{result=\"miss\"}} {misses}");
+        }
         let _ = writeln!(out, "# HELP tessera_login_failures_total Failed logins.");
         let _ = writeln!(out, "# TYPE tessera_login_failures_total counter");
         let _ = writeln!(
@@ -171,6 +174,9 @@ pub async fn record(State(state): State<AppState>, request: Request<Body>, next:
 pub async fn exposition(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(state.authz.cache().stats()),
+        state.metrics.render(
+            state.authz.cache().stats(),
+            state.store.cache().map_or((0, 0), |c| c.stats()),
+        ),
     )
 }

@@ -96,6 +96,8 @@ pub struct CachedStore {
     /// Bumped under the write lock after each commit reached the engine.
     commits: AtomicU64,
     capacity: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl CachedStore {
@@ -107,7 +109,17 @@ impl CachedStore {
             entries: RwLock::new(Entries::default()),
             commits: AtomicU64::new(0),
             capacity,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
+    }
+
+    /// (hits, misses) since start.
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 
     /// The value cached under `name` for type `T`, or the one `compute`
@@ -125,10 +137,12 @@ impl CachedStore {
         if let Ok(entries) = self.entries.read() {
             if let Some(hit) = entries.values.get(&slot) {
                 if let Ok(hit) = hit.clone().downcast::<T>() {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(hit);
                 }
             }
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let before = self.commits.load(Ordering::Acquire);
         let (value, deps) = compute(self.engine.as_ref())?;
         let value = Arc::new(value);

@@ -321,6 +321,9 @@ async fn metrics_exposition_parses() {
     );
     assert_eq!(samples["tessera_login_failures_total"], 1.0);
     assert!(samples[r#"tessera_token_cache_total{result="hit"}"#] >= 1.0);
+    // The second /auth/me found its session and account already decoded.
+    assert!(samples[r#"tessera_read_cache_total{result="hit"}"#] >= 2.0);
+    assert!(samples[r#"tessera_read_cache_total{result="miss"}"#] >= 1.0);
     assert!(samples
         .keys()
         .any(|k| k.starts_with("tessera_request_duration_seconds_bucket")));
