@@ -135,14 +135,13 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
 }
 
 /// Every row of a read-only query, mapped by `row`.
-fn query<T>(
-    db: &Connection,
-    sql: &str,
-    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> Result<Vec<T>, String> {
+fn query<T>(db: &Connection, sql: &str) -> Result<Vec<T>, String>
+where
+    T: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>,
+{
     let mut statement = db.prepare(sql).map_err(|e| format!("{sql}: {e}"))?;
     let rows = statement
-        .query_map([], row)
+        .query_map([], |row| T::try_from(row))
         .map_err(|e| format!("{sql}: {e}"))?;
     rows.collect::<Result<_, _>>()
         .map_err(|e| format!("{sql}: {e}"))
@@ -450,25 +449,12 @@ pub fn import(
         };
         let xor_key: [u8; 32] = Sha256::digest(machine.trim().as_bytes()).into();
         let mut bindings: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-        let access: Vec<(i64, String)> = query(
-            &db,
-            "SELECT secret_id, agent_name FROM secret_access",
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let access: Vec<(i64, String)> =
+            query(&db, "SELECT secret_id, agent_name FROM secret_access")?;
         for (id, agent) in access {
             bindings.entry(id).or_default().push(agent);
         }
-        let rows: Vec<(i64, String, String, String, String, i64, i64)> = query(&db, "SELECT id, name, category, value, COALESCE(description, ''), created_at, updated_at FROM secrets ORDER BY id", |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })?;
+        let rows: Vec<(i64, String, String, String, String, i64, i64)> = query(&db, "SELECT id, name, category, value, COALESCE(description, ''), created_at, updated_at FROM secrets ORDER BY id")?;
         let mut max_id = 0;
         for (id, name, category, value, description, created_at, updated_at) in rows {
             max_id = max_id.max(id);
@@ -519,18 +505,7 @@ pub fn import(
 
     // Chat conversations, messages and read positions.
     if let Some(db) = open_db(dir, "chat.db")? {
-        let rows: Vec<ChatChannelRow> = query(&db, "SELECT id, name, type, description, members, settings, created_by, created_at FROM chat_channels", |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            })?;
+        let rows: Vec<ChatChannelRow> = query(&db, "SELECT id, name, type, description, members, settings, created_by, created_at FROM chat_channels")?;
         let mut owners = BTreeMap::new();
         for (id, name, kind, description, members, settings, created_by, created_at) in rows {
             if created_by != LEGACY_USER && !users.iter().any(|u| u.id == created_by) {
@@ -566,20 +541,7 @@ pub fn import(
             imp.write("chat_channels", &keyspace::chat_owner(&id), tx)?;
             owners.insert(id, owner);
         }
-        let rows: Vec<MessageRow> = query(&db, "SELECT id, channel_id, author_id, author_type, content, content_type, created_at, edited_at, deleted_at, metadata FROM chat_messages ORDER BY created_at", |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                ))
-            })?;
+        let rows: Vec<MessageRow> = query(&db, "SELECT id, channel_id, author_id, author_type, content, content_type, created_at, edited_at, deleted_at, metadata FROM chat_messages ORDER BY created_at")?;
         for (
             id,
             channel,
@@ -624,7 +586,6 @@ pub fn import(
         let rows: Vec<(String, String, String)> = query(
             &db,
             "SELECT user_id, channel_id, last_read_message_id FROM chat_read_positions",
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         for (user, channel, last) in rows {
             let reader = map_user(&user, &account);
@@ -646,16 +607,6 @@ pub fn import(
         let rows: Vec<(i64, String, String, String, i64, f64)> = query(
             &db,
             "SELECT id, agent_name, type, config, enabled, created_at FROM channels",
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get::<_, f64>(5)?,
-                ))
-            },
         )?;
         for (id, agent, kind, config, enabled, created_at) in rows {
             let id = id.to_string();
@@ -696,17 +647,7 @@ pub fn import(
     // Memory chunks (with their index entries) and settings.
     if let Some(db) = open_db(dir, "user_memory.db")? {
         let memory = Memory::new(store.clone());
-        let rows: Vec<(String, String, String, String, String, String, f64)> = query(&db, "SELECT hash, user_id, collection, COALESCE(title, ''), content, COALESCE(metadata, '{}'), created_at FROM user_memory_chunks", |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })?;
+        let rows: Vec<(String, String, String, String, String, String, f64)> = query(&db, "SELECT hash, user_id, collection, COALESCE(title, ''), content, COALESCE(metadata, '{}'), created_at FROM user_memory_chunks")?;
         for (hash, user, collection, title, content, metadata, created_at) in rows {
             let owner = map_user(&user, &account);
             let chunk = Chunk {
@@ -723,11 +664,8 @@ pub fn import(
                 .map_err(|e| e.to_string())?;
             imp.write("memory_chunks", &keyspace::memory_chunk(&owner, &hash), tx)?;
         }
-        let rows: Vec<(String, String)> = query(
-            &db,
-            "SELECT user_id, settings FROM user_memory_settings",
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let rows: Vec<(String, String)> =
+            query(&db, "SELECT user_id, settings FROM user_memory_settings")?;
         for (user, settings) in rows {
             let owner = map_user(&user, &account);
             let mut tx = Transaction::new();
