@@ -12,12 +12,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use biscuit_auth::UnverifiedBiscuit;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
+
+#[path = "support/json_call.rs"]
+mod json_call;
+use json_call::call;
 
 /// The channel id from the token's own authority block: `channel_bot("<id>")`.
 fn channel_of(token: &str) -> Result<String, String> {
@@ -37,45 +36,6 @@ fn channel_of(token: &str) -> Result<String, String> {
         .ok_or_else(|| "this is not a channel bot token".to_owned())
 }
 
-async fn call(
-    addr: &str,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> Result<Value, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(
-            body.map(|b| b.to_string()).unwrap_or_default(),
-        )))
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if !status.is_success() {
-        return Err(format!("{method} {path}: {status} {value}"));
-    }
-    Ok(value)
-}
-
 async fn run(server: &str, token: &str, message: &str, wait: Duration) -> Result<(), String> {
     let addr = server
         .strip_prefix("http://")
@@ -86,7 +46,7 @@ async fn run(server: &str, token: &str, message: &str, wait: Duration) -> Result
         addr,
         "POST",
         "/api/chat/messages",
-        token,
+        Some(token),
         Some(json!({ "channel_id": conversation, "content": message })),
     )
     .await?;
@@ -98,7 +58,7 @@ async fn run(server: &str, token: &str, message: &str, wait: Duration) -> Result
             addr,
             "GET",
             &format!("/api/chat/messages?channel_id={conversation}"),
-            token,
+            Some(token),
             None,
         )
         .await?;

@@ -24,6 +24,10 @@ use tessera::store::{Store, Transaction};
 use tessera::{AppState, Config};
 use tokio::net::TcpStream;
 
+#[path = "support/json_call.rs"]
+mod json_call;
+use json_call::call;
+
 // The same allocator as the `tessera` binary, so the figures are the server's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -235,48 +239,6 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-/// A JSON call used while setting the scene up.
-async fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Value,
-) -> Result<Value, String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "127.0.0.1")
-        .header("content-type", "application/json");
-    if let Some(token) = token {
-        req = req.header("authorization", format!("Bearer {token}"));
-    }
-    let resp = sender
-        .send_request(
-            req.body(Body::from(body.to_string()))
-                .map_err(|e| e.to_string())?,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if !status.is_success() {
-        return Err(format!("{method} {path}: {status} {value}"));
-    }
-    Ok(value)
-}
-
 async fn bench(args: Args) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let state = AppState::open(Config::new(dir.path())).map_err(|e| e.to_string())?;
@@ -285,6 +247,7 @@ async fn bench(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let host = addr.to_string();
     let app = tessera::app(state);
     tokio::spawn(async move {
         let _ = axum::serve(
@@ -295,11 +258,11 @@ async fn bench(args: Args) -> Result<(), String> {
     });
 
     let setup = call(
-        addr,
+        &host,
         "POST",
         "/auth/setup",
         None,
-        json!({"username": "admin", "password": "bench-password"}),
+        Some(json!({"username": "admin", "password": "bench-password"})),
     )
     .await?;
     let admin = setup["token"].as_str().ok_or("no token")?.to_owned();
@@ -310,20 +273,20 @@ async fn bench(args: Args) -> Result<(), String> {
     seed_agents(store.as_ref(), &admin_id, args.agents)?;
     // A reader who sees 10 of them, shared through the API.
     let invite = call(
-        addr,
+        &host,
         "POST",
         "/auth/users",
         Some(&admin),
-        json!({"username": "reader"}),
+        Some(json!({"username": "reader"})),
     )
     .await?;
     let code = invite["invite_code"].as_str().ok_or("no invite code")?;
     let done = call(
-        addr,
+        &host,
         "POST",
         "/auth/complete",
         None,
-        json!({"username": "reader", "invite_code": code, "password": "reader-password"}),
+        Some(json!({"username": "reader", "invite_code": code, "password": "reader-password"})),
     )
     .await?;
     let reader = done["token"].as_str().ok_or("no token")?.to_owned();
@@ -331,22 +294,22 @@ async fn bench(args: Args) -> Result<(), String> {
     for i in 0..10 {
         let path = format!("/api/agents/agent-{}/shares", i * step);
         call(
-            addr,
+            &host,
             "POST",
             &path,
             Some(&admin),
-            json!({"user": "reader", "level": "use"}),
+            Some(json!({"user": "reader", "level": "use"})),
         )
         .await?;
     }
     let shared_agent = format!("/api/agents/agent-{}", 3 * step);
     // A channel on one agent, and its bot's token.
     let channel = call(
-        addr,
+        &host,
         "POST",
         "/api/channels",
         Some(&admin),
-        json!({"agent_name": "agent-0", "type": "webhook", "config": {}}),
+        Some(json!({"agent_name": "agent-0", "type": "webhook", "config": {}})),
     )
     .await?;
     let bot = channel["token"].as_str().ok_or("no bot token")?.to_owned();
@@ -359,11 +322,11 @@ async fn bench(args: Args) -> Result<(), String> {
 
     // A delegated token narrowed twice by its holder, offline.
     let minted = call(
-        addr,
+        &host,
         "POST",
         "/api/tokens",
         Some(&admin),
-        json!({"agent": format!("agent-{}", 3 * step), "level": "view", "expires_in": 3600}),
+        Some(json!({"agent": format!("agent-{}", 3 * step), "level": "view", "expires_in": 3600})),
     )
     .await?;
     let delegated = minted["token"].as_str().ok_or("no delegated token")?;
