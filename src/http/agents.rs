@@ -38,15 +38,13 @@ pub fn routes() -> Router<AppState> {
         .route("/api/agents/{name}/runtime-token", post(runtime_token))
 }
 
-/// An agent with everything a decision about it needs, shared between
-/// requests until it changes (see [`AppState::agent`]).
-pub type Loaded = AgentState;
-
 pub fn not_found() -> ApiError {
     ApiError::Domain(DomainError::NotFound("agent"))
 }
 
-pub fn load(state: &AppState, name: &str) -> ApiResult<Arc<Loaded>> {
+/// The agent with everything a decision about it needs, shared between
+/// requests until it changes (see [`AppState::agent`]).
+pub fn load(state: &AppState, name: &str) -> ApiResult<Arc<AgentState>> {
     state.agent(name)?.ok_or_else(not_found)
 }
 
@@ -57,7 +55,7 @@ pub fn decide(
     state: &AppState,
     caller: &Caller,
     operation: &str,
-    loaded: &Loaded,
+    loaded: &AgentState,
     granting: i64,
 ) -> ApiResult<()> {
     let request = AppState::agent_request(operation, loaded, granting);
@@ -79,7 +77,7 @@ fn allowed(
     state: &AppState,
     caller: &Caller,
     operation: &str,
-    loaded: &Loaded,
+    loaded: &AgentState,
     granting: i64,
 ) -> ApiResult<bool> {
     let request = AppState::agent_request(operation, loaded, granting);
@@ -117,7 +115,7 @@ impl<'a> Names<'a> {
 
 fn shares_json(
     names: &mut Names,
-    loaded: &Loaded,
+    loaded: &AgentState,
     ranks: &HashMap<String, i64>,
 ) -> ApiResult<Vec<Value>> {
     loaded
@@ -137,7 +135,7 @@ fn shares_json(
 
 /// The agent's JSON object without its closing brace, for the parts that are
 /// the same whoever asks; rendered once per version of the agent.
-fn rendered(loaded: &Loaded) -> ApiResult<&str> {
+fn rendered(loaded: &AgentState) -> ApiResult<&str> {
     if let Some(text) = loaded.rendered.get() {
         return Ok(text);
     }
@@ -170,7 +168,7 @@ fn view(
     state: &AppState,
     names: &mut Names,
     caller: &Caller,
-    loaded: &Loaded,
+    loaded: &AgentState,
 ) -> ApiResult<String> {
     let admin = caller.user.is_admin.then_some(caller.user.id.as_str());
     let ranks = state.agent_ranks(loaded, admin)?;
@@ -208,7 +206,7 @@ fn view(
 fn on_behalf(
     state: &AppState,
     caller: &Caller,
-    loaded: &Loaded,
+    loaded: &AgentState,
     needs: Level,
 ) -> ApiResult<Option<String>> {
     if !caller.user.is_admin || loaded.agent.owner == caller.user.id {
@@ -283,7 +281,7 @@ async fn create(
     let on_behalf = (owner.id != caller.user.id).then_some(owner.id.as_str());
     let event = AuditEvent::new(Some(&caller.user.id), operation, &name).on_behalf_of(on_behalf);
     let agent = state.agents.create(&owner, &name, fields, event).await?;
-    let loaded = Loaded::new(agent, Vec::new(), Some(owner.username.clone()));
+    let loaded = AgentState::new(agent, Vec::new(), Some(owner.username.clone()));
     let mut names = Names::new(&state);
     let view: Value = serde_json::from_str(&view(&state, &mut names, &caller, &loaded)?)
         .map_err(|e| DomainError::Internal(format!("rendering an agent: {e}")))?;
@@ -319,7 +317,7 @@ async fn update(
         .on_behalf_of(behalf.as_deref())
         .detail(json!({ "fields": changes.keys().collect::<Vec<_>>() }));
     let agent = state.agents.update(&name, changes, event).await?;
-    let loaded = Loaded::new(agent, loaded.grants.clone(), loaded.owner_name.clone());
+    let loaded = AgentState::new(agent, loaded.grants.clone(), loaded.owner_name.clone());
     let mut names = Names::new(&state);
     Ok(JsonText(view(&state, &mut names, &caller, &loaded)?))
 }

@@ -48,7 +48,10 @@ type Value = Arc<dyn Any + Send + Sync>;
 
 #[derive(Default)]
 struct Entries {
-    values: HashMap<Slot, Value>,
+    /// By name, then type: found by `&str`, with no allocation per lookup.
+    values: HashMap<String, Vec<(TypeId, Value)>>,
+    /// Values held (each name may hold one per type).
+    count: usize,
     by_key: HashMap<Vec<u8>, Vec<Slot>>,
     by_prefix: HashMap<Vec<u8>, Vec<Slot>>,
     /// Longest prefix indexed, so invalidation only tries that many.
@@ -58,9 +61,32 @@ struct Entries {
 }
 
 impl Entries {
+    fn get(&self, name: &str, kind: TypeId) -> Option<&Value> {
+        let typed = self.values.get(name)?;
+        typed.iter().find(|(k, _)| *k == kind).map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, (kind, name): Slot, value: Value) {
+        let typed = self.values.entry(name).or_default();
+        match typed.iter_mut().find(|(k, _)| *k == kind) {
+            Some(held) => held.1 = value,
+            None => {
+                typed.push((kind, value));
+                self.count += 1;
+            }
+        }
+    }
+
     fn forget(&mut self, slots: Vec<Slot>) {
-        for slot in slots {
-            self.values.remove(&slot);
+        for (kind, name) in slots {
+            if let Some(typed) = self.values.get_mut(&name) {
+                let before = typed.len();
+                typed.retain(|(k, _)| *k != kind);
+                self.count -= before - typed.len();
+                if typed.is_empty() {
+                    self.values.remove(&name);
+                }
+            }
         }
     }
 
@@ -133,9 +159,12 @@ impl CachedStore {
     where
         T: Send + Sync + 'static,
     {
-        let slot = (TypeId::of::<T>(), name.to_owned());
+        if self.capacity == 0 {
+            return compute(self.engine.as_ref()).map(|(value, _)| Arc::new(value));
+        }
+        let kind = TypeId::of::<T>();
         if let Ok(entries) = self.entries.read() {
-            if let Some(hit) = entries.values.get(&slot) {
+            if let Some(hit) = entries.get(name, kind) {
                 if let Ok(hit) = hit.clone().downcast::<T>() {
                     self.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(hit);
@@ -146,12 +175,10 @@ impl CachedStore {
         let before = self.commits.load(Ordering::Acquire);
         let (value, deps) = compute(self.engine.as_ref())?;
         let value = Arc::new(value);
-        if self.capacity == 0 {
-            return Ok(value);
-        }
         if let Ok(mut entries) = self.entries.write() {
             if self.commits.load(Ordering::Acquire) == before {
-                if entries.values.len() >= self.capacity || entries.indexed >= self.capacity * 4 {
+                let slot = (kind, name.to_owned());
+                if entries.count >= self.capacity || entries.indexed >= self.capacity * 4 {
                     *entries = Entries::default();
                 }
                 let mut added = 0;
@@ -163,7 +190,7 @@ impl CachedStore {
                     entries.longest_prefix = entries.longest_prefix.max(prefix.len());
                 }
                 entries.indexed += added;
-                entries.values.insert(slot, value.clone());
+                entries.insert(slot, value.clone());
             }
         }
         Ok(value)
@@ -171,7 +198,7 @@ impl CachedStore {
 
     /// Values currently cached.
     pub fn len(&self) -> usize {
-        self.entries.read().map(|e| e.values.len()).unwrap_or(0)
+        self.entries.read().map(|e| e.count).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
