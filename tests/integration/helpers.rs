@@ -18,18 +18,11 @@ use tower::ServiceExt;
 
 pub const ADMIN_PASSWORD: &str = "admin-password";
 
-/// The legacy fixtures (read-only), in the `shared/` folder that sits beside
-/// the repository; `TESSERA_SHARED_DIR` points elsewhere.
+/// The legacy fixtures (read-only input), kept in the repository so a clone
+/// needs nothing beside it.
 pub fn fixtures() -> PathBuf {
-    let shared = std::env::var_os("TESSERA_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    let dir = shared.join("fixtures/taos-legacy");
-    assert!(
-        dir.is_dir(),
-        "legacy fixtures not found at {}: put shared/ beside the repository or set TESSERA_SHARED_DIR",
-        dir.display()
-    );
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/taos-legacy");
+    assert!(dir.is_dir(), "legacy fixtures missing at {}", dir.display());
     dir
 }
 

@@ -1,4 +1,4 @@
-//! Importing real legacy TinyAgentOS data directories (the shared fixtures),
+//! Importing real legacy TinyAgentOS data directories (`tests/fixtures/`),
 //! then using them through the real HTTP API.
 
 use std::collections::BTreeMap;
