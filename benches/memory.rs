@@ -51,7 +51,7 @@ fn fill(store: &Arc<dyn Store>, user: &str, chunks: usize, seed: u64) {
 }
 
 fn host(dir: &std::path::Path, others: usize, scale: usize) -> Arc<dyn Store> {
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.join("store")).unwrap());
     fill(&store, "target", 100_000 / scale, 1);
     for u in 0..others {
         fill(

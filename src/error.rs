@@ -72,6 +72,18 @@ impl IntoResponse for ApiError {
                     StatusCode::CONFLICT,
                     "a concurrent change got there first; try again",
                 ),
+                DomainError::Store(StoreError::Damaged(detail)) => {
+                    // Served as unavailable, never as an answer built from
+                    // what was left: the operator must restore.
+                    tracing::error!(detail, "the store is damaged");
+                    let mut resp = body(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the store is damaged; the operator must restore it",
+                    );
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                    resp
+                }
                 DomainError::Store(other) => internal(&other.to_string()),
                 DomainError::Internal(detail) => internal(&detail),
             },

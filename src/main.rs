@@ -81,6 +81,12 @@ enum Command {
         #[arg(long, env = "TESSERA_TOKEN")]
         token: Option<String>,
     },
+    /// Check the store: prove it holds every acknowledged write (as `serve`
+    /// does at start-up) and decode every record.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Rebuild a data directory from a backup file.
     Restore {
         #[arg(long)]
@@ -90,6 +96,15 @@ enum Command {
         /// Replace an existing store and keys.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Run the start-up proof and a full scan; exit non-zero naming what is wrong.
+    Verify {
+        #[command(flatten)]
+        data: DataArg,
     },
 }
 
@@ -208,6 +223,14 @@ fn main() -> ExitCode {
             server.as_deref(),
             token.as_deref(),
         ),
+        Command::Store {
+            action: StoreAction::Verify { data },
+        } => tessera::maintenance::verify_store(&Config::new(data.data)).map(|v| {
+            println!(
+                "store verified: revision {} ({} acknowledged), {} records, every one decodes",
+                v.proof.revision, v.proof.acknowledged, v.records
+            )
+        }),
         Command::Restore { from, data, force } => restore(&Config::new(data.data), &from, force),
         Command::Keys {
             action: KeysAction::RotateDataKey { data },

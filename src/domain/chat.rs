@@ -350,13 +350,18 @@ impl Chat {
                 .get(keyspace::read_position(reader, &conv.id).as_bytes())?;
             let prefix = keyspace::messages_prefix(reader, &conv.id);
             let after = read.map(|id| [prefix.as_bytes(), &id].concat());
-            let count = self
+            let mut count = 0;
+            for (_, v) in self
                 .store
                 .scan(prefix.as_bytes(), after.as_deref(), 10_000)?
-                .into_iter()
-                .filter_map(|(_, v)| decode::<Message>(&v).ok())
-                .filter(|m| m.author_id != reader && m.deleted_at.is_none())
-                .count();
+            {
+                // A record that does not decode fails the request (503), never
+                // silently drops out of the count.
+                let m = decode::<Message>(&v)?;
+                if m.author_id != reader && m.deleted_at.is_none() {
+                    count += 1;
+                }
+            }
             out.insert(conv.id, count);
         }
         Ok(out)

@@ -128,6 +128,36 @@ where
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> DomainResult<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| DomainError::Internal(format!("decoding a stored record: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        DomainError::Store(StoreError::Damaged(format!(
+            "a stored record does not decode: {e}"
+        )))
+    })
+}
+
+/// Check that one stored entry decodes as what its key says it is (for
+/// `tessera store verify`). Index entries hold no record and always pass.
+pub fn check_record(key: &[u8], value: &[u8]) -> Result<(), String> {
+    fn as_<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<(), String> {
+        decode::<T>(value).map(|_| ()).map_err(|e| e.to_string())
+    }
+    let key = std::str::from_utf8(key).map_err(|_| "the key is not text".to_owned())?;
+    let namespace = key.split('/').next().unwrap_or("");
+    match namespace {
+        "user" => as_::<users::User>(value),
+        "session" => as_::<sessions::Session>(value),
+        "lsess" => as_::<sessions::LegacySession>(value),
+        "agent" => as_::<agents::Agent>(value),
+        "grant" => as_::<agents::Grant>(value),
+        "deleg" => as_::<delegations::Delegation>(value),
+        "audit" => as_::<audit::AuditEvent>(value),
+        "secret" => as_::<secrets::Secret>(value),
+        "mem" => as_::<memory::Chunk>(value),
+        "chat" => as_::<chat::Conversation>(value),
+        "msg" => as_::<chat::Message>(value),
+        "chan" => as_::<channels::Channel>(value),
+        "runtime" => as_::<channels::Runtime>(value),
+        "memset" => as_::<serde_json::Value>(value),
+        _ => Ok(()),
+    }
 }

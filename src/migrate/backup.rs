@@ -170,10 +170,9 @@ pub fn restore(
                 store_dir.parent().unwrap_or(store_dir).display()
             ));
         }
-        for dir in [store_dir, keys_dir] {
-            if dir.exists() {
-                fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            }
+        SledStore::destroy(store_dir).map_err(|e| format!("{}: {e}", store_dir.display()))?;
+        if keys_dir.exists() {
+            fs::remove_dir_all(keys_dir).map_err(|e| format!("{}: {e}", keys_dir.display()))?;
         }
     }
     let store = SledStore::open(store_dir).map_err(|e| e.to_string())?;

@@ -156,7 +156,7 @@ conformance_suite!(memory, || (
 ));
 conformance_suite!(sled, || {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = SledStore::open(&dir.path().join("store")).unwrap();
     (Arc::new(store) as Arc<dyn Store>, Some(dir))
 });
 
@@ -167,7 +167,7 @@ conformance_suite!(cached_memory, || (
 ));
 conformance_suite!(cached_sled, || {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = SledStore::open(&dir.path().join("store")).unwrap();
     (
         Arc::new(CachedStore::new(Arc::new(store), 1000)) as Arc<dyn Store>,
         Some(dir),
@@ -178,15 +178,15 @@ conformance_suite!(cached_sled, || {
 fn sled_survives_reopen_and_refuses_a_second_opener() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = SledStore::open(&dir.path().join("store")).unwrap();
         let mut tx = Transaction::durable();
         tx.put("k", "v");
         store.commit(&tx).unwrap();
         assert!(matches!(
-            SledStore::open(dir.path()),
+            SledStore::open(&dir.path().join("store")),
             Err(StoreError::Locked(_))
         ));
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = SledStore::open(&dir.path().join("store")).unwrap();
     assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
 }

@@ -9,6 +9,7 @@
 
 mod cached;
 mod counting;
+mod integrity;
 mod memory;
 mod sled_store;
 
@@ -17,6 +18,7 @@ mod conformance;
 
 pub use cached::{CachedStore, Deps};
 pub use counting::CountingStore;
+pub use integrity::Proof;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
@@ -30,6 +32,10 @@ pub enum StoreError {
     Locked(String),
     #[error("storage engine error: {0}")]
     Engine(String),
+    /// The store cannot prove it holds every acknowledged write, or a record
+    /// failed its checksum: it must not be served. Says what and where.
+    #[error("the store is damaged: {0}")]
+    Damaged(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,17 +1,35 @@
 //! The embedded default engine: sled 0.34 in one data directory.
 //!
 //! Everything lives in sled's default tree, namespaced by key prefix, so one
-//! single-tree transaction covers any set of keys atomically.
+//! transaction covers any set of keys atomically. A second tree holds the
+//! integrity records (revision and digest, see [`super::integrity`]), written
+//! in the same transaction as the data, and a mark file beside the directory
+//! holds the highest revision acknowledged durably. Opening proves the store
+//! against both before anything is served.
 
-use std::path::Path;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use super::integrity::{self, Digest, Proof, RevisionMark};
 use super::{Store, StoreError, StoreResult, Transaction};
+
+const INTEGRITY_TREE: &[u8] = b"tessera/integrity";
+const REVISION: &[u8] = b"revision";
+const DIGEST: &[u8] = b"digest";
 
 pub struct SledStore {
     db: sled::Db,
+    integrity: sled::Tree,
+    dir: PathBuf,
+    mark: RevisionMark,
+    /// The highest revision committed by this process.
+    revision: AtomicU64,
+    /// What opening proved.
+    proof: Proof,
     /// Commits share it; an export holds it alone, so the export sees every
     /// transaction whole or not at all (sled iterators alone do not promise
     /// that across keys).
@@ -59,10 +77,73 @@ impl Drop for WriterSlot<'_> {
     }
 }
 
+/// The mark file of the store in `dir`: beside the directory, not in it, so
+/// replacing or damaging the directory's files cannot take the mark along.
+pub fn mark_path(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "store".into());
+    dir.with_file_name(format!("{name}.revision"))
+}
+
+/// Run sled code that may panic on damaged files (it asserts on what it
+/// reads), turning a panic into a refusal.
+fn guarded<T>(what: &str, dir: &Path, f: impl FnOnce() -> StoreResult<T>) -> StoreResult<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no detail");
+            Err(StoreError::Damaged(format!(
+                "sled failed while {what} {}: {detail}",
+                dir.display()
+            )))
+        }
+    }
+}
+
+fn read_u64(bytes: Option<sled::IVec>) -> StoreResult<u64> {
+    match bytes {
+        None => Ok(0),
+        Some(b) => b
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Damaged("the revision record is malformed".into())),
+    }
+}
+
 impl SledStore {
-    /// Open (or create) the store in `dir`. A second process on the same
-    /// directory gets [`StoreError::Locked`], not a crash.
+    /// Open (or create) the store in `dir` and prove it holds every
+    /// acknowledged write (see [`super::integrity`]); a store that fails the
+    /// proof is refused with [`StoreError::Damaged`]. A second process on the
+    /// same directory gets [`StoreError::Locked`], not a crash.
     pub fn open(dir: &Path) -> StoreResult<Self> {
+        let existed = dir.join("db").exists();
+        let damaged = |e: StoreError| match e {
+            // An existing store sled cannot open is as damaged as one it
+            // opens wrong.
+            StoreError::Damaged(why) | StoreError::Engine(why) if existed => {
+                StoreError::Damaged(format!(
+                    "{} cannot be served: {why}. Restore the data directory from a backup \
+                     (tessera restore --from FILE --data DIR --force; upgrades leave one in \
+                     DIR/backups)",
+                    dir.display()
+                ))
+            }
+            other => other,
+        };
+        let (store, acknowledged) =
+            guarded("opening", dir, || Self::open_unproven(dir)).map_err(damaged)?;
+        guarded("reading", dir, || store.prove(acknowledged)).map_err(damaged)
+    }
+
+    /// The engine, and the mark as found (`None`: no mark yet).
+    fn open_unproven(dir: &Path) -> StoreResult<(Self, Option<u64>)> {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
@@ -76,17 +157,115 @@ impl SledStore {
                 }
                 other => engine(other),
             })?;
+        let integrity = db.open_tree(INTEGRITY_TREE).map_err(engine)?;
+        let path = mark_path(dir);
+        let acknowledged = RevisionMark::read(&path)?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(Self {
+        let store = Self {
+            mark: RevisionMark::open_unset(&path, acknowledged.unwrap_or(0))?,
             db,
+            integrity,
+            dir: dir.to_owned(),
+            revision: AtomicU64::new(0),
+            proof: Proof {
+                revision: 0,
+                acknowledged: 0,
+                entries: 0,
+                adopted: false,
+            },
             gate: std::sync::RwLock::new(()),
             writers: WriterSlots::new(cores),
-        })
+        };
+        Ok((store, acknowledged))
+    }
+
+    /// Scan everything, reproduce the digest and compare it and the revision
+    /// with the integrity records and the mark.
+    fn prove(mut self, acknowledged: Option<u64>) -> StoreResult<Self> {
+        let mut scanned = Digest::default();
+        let mut entries = 0u64;
+        for item in self.db.iter() {
+            let (k, v) = item.map_err(engine)?;
+            scanned.toggle(&k, &v);
+            entries += 1;
+        }
+        let revision = read_u64(self.integrity.get(REVISION).map_err(engine)?)?;
+        let stored = self.integrity.get(DIGEST).map_err(engine)?;
+        let stored = match stored {
+            Some(bytes) => Digest::from_bytes(&bytes)
+                .ok_or_else(|| StoreError::Damaged("the digest record is malformed".into()))?,
+            None if acknowledged.is_some_and(|r| r > 0) => {
+                return Err(StoreError::Damaged(
+                    "its integrity records are missing although a revision mark exists".into(),
+                ))
+            }
+            None => {
+                // A store written before integrity records existed (or a
+                // new one): it is taken as it is, once.
+                let adopt = (&*self.db, &self.integrity).transaction(|(_, m)| {
+                    m.insert(REVISION, &1u64.to_be_bytes())?;
+                    m.insert(DIGEST, &scanned.0)?;
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                });
+                adopt.map_err(|e| StoreError::Engine(format!("{e:?}")))?;
+                self.db.flush().map_err(engine)?;
+                if entries > 0 {
+                    tracing::warn!(
+                        store = %self.dir.display(),
+                        entries,
+                        "store had no integrity records; adopted as it is"
+                    );
+                }
+                self.revision.store(1, Ordering::SeqCst);
+                self.mark.advance(1)?;
+                self.mark.sync()?;
+                self.proof = Proof {
+                    revision: 1,
+                    acknowledged: 1,
+                    entries,
+                    adopted: true,
+                };
+                return Ok(self);
+            }
+        };
+        integrity::judge(stored, scanned, revision, acknowledged).map_err(StoreError::Damaged)?;
+        self.revision.store(revision, Ordering::SeqCst);
+        // The mark catches up with commits that were durable but not yet
+        // marked when the last process stopped.
+        self.mark.advance(revision)?;
+        self.mark.sync()?;
+        self.proof = Proof {
+            revision,
+            acknowledged: acknowledged.unwrap_or(revision),
+            entries,
+            adopted: false,
+        };
+        Ok(self)
+    }
+
+    /// What opening proved.
+    pub fn proof(&self) -> &Proof {
+        &self.proof
+    }
+
+    /// Remove the store in `dir` and its mark (for restoring over it).
+    pub fn destroy(dir: &Path) -> std::io::Result<()> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        match std::fs::remove_file(mark_path(dir)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 }
 
 fn engine(e: sled::Error) -> StoreError {
-    StoreError::Engine(e.to_string())
+    match e {
+        // A record that fails its checksum is damage, not a passing fault.
+        sled::Error::Corruption { .. } => StoreError::Damaged(e.to_string()),
+        other => StoreError::Engine(other.to_string()),
+    }
 }
 
 impl Store for SledStore {
@@ -125,30 +304,45 @@ impl Store for SledStore {
             .gate
             .read()
             .map_err(|_| StoreError::Engine("store gate poisoned".into()))?;
-        let result = self.db.transaction(|t| {
+        let result = (&*self.db, &self.integrity).transaction(|(t, m)| {
             for (key, expect) in &tx.expects {
                 let current = t.get(key)?;
                 if !expect.holds(current.as_deref()) {
                     return Err(ConflictableTransactionError::Abort(()));
                 }
             }
+            let mut digest = match m.get(DIGEST)? {
+                Some(bytes) => Digest::from_bytes(&bytes).unwrap_or_default(),
+                None => Digest::default(),
+            };
+            // Each write replaces what the key held (a key written twice in
+            // one transaction reads its first write back here).
             for (key, value) in &tx.writes {
-                match value {
-                    Some(value) => {
-                        t.insert(key.as_slice(), value.as_slice())?;
-                    }
-                    None => {
-                        t.remove(key.as_slice())?;
-                    }
+                let old = match value {
+                    Some(value) => t.insert(key.as_slice(), value.as_slice())?,
+                    None => t.remove(key.as_slice())?,
+                };
+                if let Some(old) = old {
+                    digest.toggle(key, &old);
+                }
+                if let Some(value) = value {
+                    digest.toggle(key, value);
                 }
             }
-            Ok(())
+            let revision = match m.get(REVISION)? {
+                Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8])),
+                None => 0,
+            } + 1;
+            m.insert(REVISION, &revision.to_be_bytes())?;
+            m.insert(DIGEST, &digest.0)?;
+            Ok(revision)
         });
-        match result {
-            Ok(()) => {}
+        let revision = match result {
+            Ok(revision) => revision,
             Err(TransactionError::Abort(())) => return Err(StoreError::Conflict),
             Err(TransactionError::Storage(e)) => return Err(engine(e)),
-        }
+        };
+        self.revision.fetch_max(revision, Ordering::SeqCst);
         if tx.durable {
             self.flush()?;
         }
@@ -156,7 +350,10 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> StoreResult<()> {
-        self.db.flush().map(|_| ()).map_err(engine)
+        // Every commit applied before the flush starts is durable after it.
+        let applied = self.revision.load(Ordering::SeqCst);
+        self.db.flush().map_err(engine)?;
+        self.mark.advance(applied)
     }
 
     fn export(&self) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {

@@ -10,6 +10,7 @@ mod agents_model;
 mod binary;
 mod concurrency;
 mod crash;
+mod damage;
 mod delegation;
 mod legacy_import;
 mod legacy_replay;
