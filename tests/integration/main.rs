@@ -18,4 +18,5 @@ mod migrations;
 mod private_data;
 mod secrets_at_rest;
 mod sessions;
+mod slow_clients;
 mod tokens;
