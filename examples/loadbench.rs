@@ -1,7 +1,7 @@
 //! Load benchmark: starts the real tessera server (the `app()` router served
-//! by axum on a loopback socket, over a sled store in a temporary directory),
-//! drives it with C concurrent keep-alive HTTP/1.1 connections for S seconds
-//! per scenario, and prints one table.
+//! by `http::server` on a loopback socket, over a sled store in a temporary
+//! directory), drives it with C concurrent keep-alive HTTP/1.1 connections
+//! for S seconds per scenario, and prints one table.
 //!
 //!     cargo run --release --example loadbench -- [--users 1000] [--agents 10000] [--grants 50000] [--connections 64] [--seconds 5] [--only NAME]
 //!
@@ -20,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tessera::domain::agents::Agent;
 use tessera::domain::keyspace;
+use tessera::http::server::ConnectionLimits;
 use tessera::store::{Store, Transaction};
 use tessera::{AppState, Config};
 use tokio::net::TcpStream;
@@ -248,14 +249,14 @@ async fn bench(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let host = addr.to_string();
+    let limits = ConnectionLimits::from(&state.config);
     let app = tessera::app(state);
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
+    tokio::spawn(tessera::http::server::serve(
+        listener,
+        app,
+        limits,
+        std::future::pending(),
+    ));
 
     let setup = call(
         &host,

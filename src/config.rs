@@ -40,6 +40,18 @@ pub struct Config {
     /// Requests served at once; past it, new ones are answered 503 at once
     /// instead of piling up.
     pub max_concurrent_requests: usize,
+    /// Time for a request head to arrive, counted from its first byte; a
+    /// client still sending it then is disconnected.
+    pub head_timeout: Duration,
+    /// Time a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Connections open at once, per listener. A newcomer at the cap closes
+    /// the connection waiting longest with no request in flight, or is
+    /// closed itself if every connection is serving one.
+    pub max_connections: usize,
+    /// On shutdown, time given to requests in flight before their
+    /// connections are dropped.
+    pub shutdown_timeout: Duration,
     /// Serve Prometheus metrics (off by default).
     pub metrics: bool,
     /// Serve them on this address instead of the main one's `/metrics`.
@@ -88,6 +100,10 @@ impl Config {
             max_body_bytes: 256 * 1024,
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 1024,
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            shutdown_timeout: Duration::from_secs(10),
             metrics: false,
             metrics_listen: None,
         }

@@ -2,11 +2,14 @@
 //! material in the data directory.
 
 use std::net::SocketAddr;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tessera::authz::keys::RootKeys;
+use tessera::http::server::ConnectionLimits;
 use tessera::{AppState, Config};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -55,6 +58,38 @@ enum Command {
         /// Serve the metrics on this address instead (implies --metrics).
         #[arg(long, env = "TESSERA_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
+        /// Seconds a request head may take to arrive, from its first byte.
+        #[arg(
+            long,
+            env = "TESSERA_HEAD_TIMEOUT",
+            value_name = "SECS",
+            default_value = "10"
+        )]
+        head_timeout: NonZeroU64,
+        /// Seconds a keep-alive connection may wait for its next request.
+        #[arg(
+            long,
+            env = "TESSERA_IDLE_TIMEOUT",
+            value_name = "SECS",
+            default_value = "60"
+        )]
+        idle_timeout: NonZeroU64,
+        /// Connections open at once, per listener.
+        #[arg(
+            long,
+            env = "TESSERA_MAX_CONNECTIONS",
+            value_name = "N",
+            default_value = "512"
+        )]
+        max_connections: NonZeroUsize,
+        /// Seconds requests in flight get to finish on shutdown.
+        #[arg(
+            long,
+            env = "TESSERA_SHUTDOWN_TIMEOUT",
+            value_name = "SECS",
+            default_value = "10"
+        )]
+        shutdown_timeout: u64,
     },
     /// Manage keys.
     Keys {
@@ -176,6 +211,10 @@ fn main() -> ExitCode {
             policy_dir,
             metrics,
             metrics_listen,
+            head_timeout,
+            idle_timeout,
+            max_connections,
+            shutdown_timeout,
         } => {
             let mut config = Config::new(data.data);
             config.listen = listen;
@@ -183,6 +222,10 @@ fn main() -> ExitCode {
             config.policy_dir = policy_dir;
             config.metrics = metrics || metrics_listen.is_some();
             config.metrics_listen = metrics_listen;
+            config.head_timeout = Duration::from_secs(head_timeout.get());
+            config.idle_timeout = Duration::from_secs(idle_timeout.get());
+            config.max_connections = max_connections.get();
+            config.shutdown_timeout = Duration::from_secs(shutdown_timeout);
             serve(config)
         }
         Command::Migrate {
@@ -415,24 +458,35 @@ fn serve(config: Config) -> Result<(), String> {
         // On stdout as well, for scripts and tests that started us on port 0.
         println!("tessera listening on http://{local}");
         let store = state.store.clone();
+        let limits = ConnectionLimits::from(&state.config);
+        // The metrics listener stops with the main one.
+        let (stop, mut stopped) = tokio::sync::watch::channel(());
+        let mut metrics_server = None;
         if let Some(addr) = state.config.metrics_listen {
             let metrics_listener = TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("listening for metrics on {addr}: {e}"))?;
             let metrics = tessera::http::metrics_router(state.clone());
             tracing::info!("metrics on http://{addr}/metrics");
-            tokio::spawn(async move {
-                let _ = axum::serve(metrics_listener, metrics).await;
-            });
+            metrics_server = Some(tokio::spawn(tessera::http::server::serve(
+                metrics_listener,
+                metrics,
+                limits,
+                async move {
+                    let _ = stopped.changed().await;
+                },
+            )));
         }
         let app = tessera::app(state);
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("serving: {e}"))?;
+        tessera::http::server::serve(listener, app, limits, async move {
+            shutdown_signal().await;
+            let _ = stop.send(());
+        })
+        .await;
+        if let Some(metrics_server) = metrics_server {
+            // It drained alongside the main listener, within the same bound.
+            let _ = metrics_server.await;
+        }
         store
             .flush()
             .map_err(|e| format!("flushing the store: {e}"))?;

@@ -13,6 +13,7 @@ pub mod memory;
 pub mod metrics;
 pub mod ratelimit;
 pub mod secrets;
+pub mod server;
 pub mod tokens;
 
 use std::time::Duration;

@@ -359,7 +359,13 @@ pub fn command(data: &std::path::Path) -> std::process::Command {
 
 /// Start the binary and read the address it bound from its first line.
 pub fn start(data: &std::path::Path) -> Server {
+    start_with(data, &[])
+}
+
+/// The same, with more `serve` flags.
+pub fn start_with(data: &std::path::Path, args: &[&str]) -> Server {
     let mut child = command(data)
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

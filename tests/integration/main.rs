@@ -19,4 +19,5 @@ mod migrations;
 mod private_data;
 mod secrets_at_rest;
 mod sessions;
+mod slow_clients;
 mod tokens;
