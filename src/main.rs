@@ -115,6 +115,10 @@ enum Command {
         /// An admin's session token, for --server.
         #[arg(long, env = "TESSERA_TOKEN")]
         token: Option<String>,
+        /// That admin's password, for --server: the backup holds the keys,
+        /// so the server asks for fresh proof.
+        #[arg(long, env = "TESSERA_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
     /// Check the store: prove it holds every acknowledged write (as `serve`
     /// does at start-up) and decode every record.
@@ -260,11 +264,13 @@ fn main() -> ExitCode {
             data,
             server,
             token,
+            password,
         } => backup(
             &Config::new(data.data),
             &to,
             server.as_deref(),
             token.as_deref(),
+            password.as_deref(),
         ),
         Command::Store {
             action: StoreAction::Verify { data },
@@ -379,10 +385,15 @@ fn backup(
     to: &std::path::Path,
     server: Option<&str>,
     token: Option<&str>,
+    password: Option<&str>,
 ) -> Result<(), String> {
     use tessera::migrate::backup;
     let bytes = match (server, token) {
-        (Some(server), Some(token)) => fetch_backup(server, token)?,
+        (Some(server), Some(token)) => {
+            let password =
+                password.ok_or("--server needs the admin's --password (or TESSERA_PASSWORD)")?;
+            fetch_backup(server, token, password)?
+        }
         _ => {
             let store = open_store(config).map_err(|e| {
                 format!("{e}\n(a running server: use --server http://ADDR --token <admin token>)")
@@ -396,8 +407,8 @@ fn backup(
     Ok(())
 }
 
-/// `GET /api/admin/backup` over plain HTTP/1.1 on a loopback address.
-fn fetch_backup(server: &str, token: &str) -> Result<Vec<u8>, String> {
+/// `POST /api/admin/backup` over plain HTTP/1.1 on a loopback address.
+fn fetch_backup(server: &str, token: &str, password: &str) -> Result<Vec<u8>, String> {
     use std::io::{Read, Write};
     let addr = server
         .strip_prefix("http://")
@@ -405,9 +416,11 @@ fn fetch_backup(server: &str, token: &str) -> Result<Vec<u8>, String> {
         .trim_end_matches('/');
     let mut stream =
         std::net::TcpStream::connect(addr).map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let body = serde_json::json!({ "password": password }).to_string();
     write!(
         stream,
-        "GET /api/admin/backup HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        "POST /api/admin/backup HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();

@@ -642,6 +642,14 @@ impl Accounts {
 
     /// Self: change password, given the current one; every other session of
     /// the user ends.
+    /// Whether `password` is the user's current password (fresh proof for an
+    /// operation that needs more than a session, such as a backup).
+    pub async fn check_password(&self, user_id: &str, password: String) -> DomainResult<bool> {
+        let hash = self.get(user_id)?.and_then(|u| u.password_hash.clone());
+        let verified = self.passwords.verify(password, hash).await?;
+        Ok(verified != Verification::NoMatch)
+    }
+
     pub async fn change_password(
         &self,
         user_id: &str,

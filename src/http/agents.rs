@@ -218,10 +218,27 @@ fn on_behalf(
 }
 
 async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<JsonText> {
-    let names_to_check = if caller.user.is_admin {
-        Arc::new(state.agents.all_names()?)
+    let names_to_check = if let Via::Delegation(delegation) = &caller.via {
+        // A delegated token is about one agent: its listing is that agent,
+        // and refused outright when the token may not read it.
+        let loaded = load(&state, &delegation.agent)?;
+        if !allowed(&state, &caller, "agent:read", &loaded, 0)? {
+            return Err(AuthError::Denied("this token may not read its agent".into()).into());
+        }
+        Arc::new(vec![delegation.agent.clone()])
     } else {
-        state.agents.candidates_for(&caller.user.id)?
+        // The listing itself is an operation: a channel bot's token, which
+        // may only read and post in its channel, is refused here like
+        // everywhere else instead of getting an empty list.
+        state.authorize(
+            &caller,
+            crate::authz::policy::RequestFacts::new("agent:list"),
+        )?;
+        if caller.user.is_admin {
+            Arc::new(state.agents.all_names()?)
+        } else {
+            state.agents.candidates_for(&caller.user.id)?
+        }
     };
     let mut names = Names::new(&state);
     let mut out = String::with_capacity(2 + 512 * names_to_check.len().min(64));

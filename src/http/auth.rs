@@ -41,7 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/auth/users/{username}/sessions", delete(revoke_sessions))
         .route("/auth/users/{username}/profile", post(update_profile))
         .route("/auth/users/{username}/password", post(change_password))
-        .route("/api/admin/backup", get(backup))
+        .route("/api/admin/backup", post(backup))
 }
 
 /// A user as every client sees them.
@@ -727,10 +727,50 @@ async fn change_password(
     Ok(Json(json!({ "ok": true })))
 }
 
+#[derive(Deserialize)]
+struct BackupBody {
+    password: Option<String>,
+}
+
 /// A consistent snapshot of the whole store and the key files, taken while
-/// the server runs (`tessera backup --server ...` fetches it).
-async fn backup(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+/// the server runs (`tessera backup --server ...` fetches it). The file holds
+/// the signing and data keys, so a session alone is not enough: the admin's
+/// password must come with the same request (a stolen cookie is not a
+/// master key), attempts count toward the login limits, and every download
+/// is audited with the address it went to.
+async fn backup(
+    State(state): State<AppState>,
+    caller: Caller,
+    addr: ClientAddr,
+    body: Bytes,
+) -> ApiResult<Response> {
     authorize(&state, &caller, RequestFacts::new("admin:backup"))?;
+    let password = serde_json::from_slice::<BackupBody>(&body)
+        .ok()
+        .and_then(|b| b.password)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            ApiError::BadRequest(
+                "a backup holds the keys: send your password as {\"password\": ...}".into(),
+            )
+        })?;
+    let who = subjects(&addr, Some(caller.user.username.clone()));
+    attempt(&state, &who)?;
+    let address = addr.0.map(|a| a.to_string());
+    if !state
+        .accounts
+        .check_password(&caller.user.id, password)
+        .await?
+    {
+        record(
+            &state,
+            AuditEvent::new(Some(&caller.user.id), "admin.backup_refused", "store")
+                .detail(json!({ "address": address })),
+        )
+        .await;
+        return Err(DomainError::Forbidden("the password is incorrect".into()).into());
+    }
+    state.limiter.succeeded(&who);
     let store = state.store.clone();
     let keys_dir = state.config.keys_dir();
     let bytes = tokio::task::spawn_blocking(move || {
@@ -742,7 +782,8 @@ async fn backup(State(state): State<AppState>, caller: Caller) -> ApiResult<Resp
     .map_err(DomainError::Internal)?;
     record(
         &state,
-        AuditEvent::new(Some(&caller.user.id), "admin.backup", "store"),
+        AuditEvent::new(Some(&caller.user.id), "admin.backup", "store")
+            .detail(json!({ "address": address })),
     )
     .await;
     let mut resp = bytes.into_response();

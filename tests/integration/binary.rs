@@ -102,6 +102,8 @@ fn the_binary_keeps_users_and_tokens_across_a_restart() {
         &url,
         "--token",
         &login_token,
+        "--password",
+        "alice-password",
     ]);
     assert!(
         out.status.success(),

@@ -51,7 +51,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/tokens/inspect"),
     ("DELETE", "/api/tokens/{}"),
     ("GET", "/api/audit"),
-    ("GET", "/api/admin/backup"),
+    ("POST", "/api/admin/backup"),
     ("GET", "/api/secrets"),
     ("POST", "/api/secrets"),
     ("GET", "/api/secrets/{}"),

@@ -17,6 +17,7 @@ mod legacy_replay;
 mod logs;
 mod migrations;
 mod private_data;
+mod scoped_listings;
 mod secrets_at_rest;
 mod sessions;
 mod slow_clients;

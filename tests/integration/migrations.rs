@@ -139,9 +139,10 @@ async fn a_backup_taken_under_writes_restores_to_a_working_server() {
         .router
         .clone()
         .oneshot(
-            Request::get("/api/admin/backup")
+            Request::post("/api/admin/backup")
                 .header("authorization", format!("Bearer {admin}"))
-                .body(Body::empty())
+                .header("content-type", "application/json")
+                .body(Body::from(json!({"password": ADMIN_PASSWORD}).to_string()))
                 .unwrap(),
         )
         .await
@@ -153,7 +154,13 @@ async fn a_backup_taken_under_writes_restores_to_a_working_server() {
     }
     // Not for everyone.
     assert_eq!(
-        app.get("/api/admin/backup", &bob).await.status,
+        app.post(
+            "/api/admin/backup",
+            &bob,
+            json!({"password": "bob-password"})
+        )
+        .await
+        .status,
         StatusCode::FORBIDDEN
     );
 
@@ -192,4 +199,49 @@ async fn a_backup_taken_under_writes_restores_to_a_working_server() {
     let owned = store.scan(b"owned/", None, usize::MAX).unwrap().len();
     assert_eq!((agents, records), (owned, owned));
     assert!(owned <= 160);
+}
+
+/// A backup carries the keys: an admin session alone does not get one. The
+/// password must come with the request; refusals and downloads are audited.
+#[tokio::test]
+async fn a_backup_over_http_needs_the_admins_password() {
+    let app = TestApp::new();
+    let admin = app.setup_admin().await;
+    let r = app.post("/api/admin/backup", &admin, json!({})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.error().contains("password"), "{}", r.body);
+    let r = app
+        .post(
+            "/api/admin/backup",
+            &admin,
+            json!({"password": "not-it-at-all"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = app.get("/api/admin/backup", &admin).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    let resp = app
+        .router
+        .clone()
+        .oneshot(
+            Request::post("/api/admin/backup")
+                .header("authorization", format!("Bearer {admin}"))
+                .header("content-type", "application/json")
+                .body(Body::from(json!({"password": ADMIN_PASSWORD}).to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(backup::decode(&bytes).is_ok());
+    let audit = app.get("/api/audit", &admin).await;
+    let actions: Vec<&str> = audit.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"admin.backup"), "{actions:?}");
+    assert!(actions.contains(&"admin.backup_refused"), "{actions:?}");
 }
