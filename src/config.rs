@@ -34,6 +34,9 @@ pub struct Config {
     /// Concurrent argon2 computations; the rest queue.
     pub password_hash_concurrency: usize,
     pub rate_limit: RateLimitConfig,
+    /// Reverse proxies whose `X-Forwarded-For` names the client for rate
+    /// limiting; from anyone else the header is ignored.
+    pub trusted_proxies: Vec<crate::http::extract::Network>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
@@ -97,6 +100,7 @@ impl Config {
                 window: Duration::from_secs(15 * 60),
                 max_tracked: 100_000,
             },
+            trusted_proxies: Vec::new(),
             max_body_bytes: 256 * 1024,
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 1024,

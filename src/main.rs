@@ -49,6 +49,15 @@ enum Command {
         /// Mark the session cookie Secure (serve behind HTTPS).
         #[arg(long, env = "TESSERA_COOKIE_SECURE")]
         cookie_secure: bool,
+        /// A reverse proxy (address or network, e.g. 127.0.0.1 or 10.0.0.0/8)
+        /// whose X-Forwarded-For names the client for login limits; repeat
+        /// or separate with commas.
+        #[arg(
+            long = "trusted-proxy",
+            env = "TESSERA_TRUSTED_PROXIES",
+            value_delimiter = ','
+        )]
+        trusted_proxies: Vec<tessera::http::extract::Network>,
         /// Load the Datalog policy from this directory instead of the built-in copy.
         #[arg(long, env = "TESSERA_POLICY_DIR")]
         policy_dir: Option<PathBuf>,
@@ -212,6 +221,7 @@ fn main() -> ExitCode {
             data,
             listen,
             cookie_secure,
+            trusted_proxies,
             policy_dir,
             metrics,
             metrics_listen,
@@ -223,6 +233,7 @@ fn main() -> ExitCode {
             let mut config = Config::new(data.data);
             config.listen = listen;
             config.cookie_secure = cookie_secure;
+            config.trusted_proxies = trusted_proxies;
             config.policy_dir = policy_dir;
             config.metrics = metrics || metrics_listen.is_some();
             config.metrics_listen = metrics_listen;

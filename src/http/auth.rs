@@ -296,12 +296,14 @@ async fn setup(
     body: Bytes,
 ) -> ApiResult<Response> {
     let creds = parse_credentials(&headers, &body)?;
-    attempt(&state, &subjects(&addr, None))?;
+    let who = subjects(&addr, None);
+    attempt(&state, &who)?;
     let long_lived = creds.auto_login.unwrap_or(!creds.from_form);
     let logged_in = state
         .accounts
         .setup(&creds.username, creds.password, creds.profile, long_lived)
         .await?;
+    state.limiter.succeeded(&who);
     tracing::info!(user = %logged_in.user.id, "first user created");
     record(
         &state,

@@ -1,10 +1,13 @@
 //! Brute-force brakes for the password and invite endpoints.
 //!
-//! Each attempt is counted against its client address and its account before
-//! any password work starts (so a burst of parallel guesses is counted as it
-//! arrives, not after), and a success forgives the account's count. State is in
-//! memory and bounded: past `max_tracked` keys, expired windows are dropped
-//! first, then an arbitrary tenth.
+//! Only failures count. Each attempt is counted against its client address
+//! and its account before any password work starts (so a burst of parallel
+//! guesses is counted as it arrives, not after); a success then takes its own
+//! attempt back from the address and clears the account's count. Behind one
+//! proxy every person shares an address, so counting successes would let a
+//! busy household lock itself out. State is in memory and bounded: past
+//! `max_tracked` keys, expired windows are dropped first, then an arbitrary
+//! tenth.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -88,14 +91,22 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// A successful attempt: the account's earlier failures no longer count.
-    /// The address keeps its count, so one good password cannot launder guesses
-    /// at other accounts.
+    /// A successful attempt: the account's earlier failures no longer count,
+    /// and the address gets this attempt back. The address keeps its earlier
+    /// failures, so one good password cannot launder guesses at other
+    /// accounts.
     pub fn succeeded(&self, subjects: &[Subject]) {
         if let Ok(mut windows) = self.windows.lock() {
             for subject in subjects {
-                if matches!(subject, Subject::Account(_)) {
-                    windows.remove(subject);
+                match subject {
+                    Subject::Account(_) => {
+                        windows.remove(subject);
+                    }
+                    Subject::Address(_) => {
+                        if let Some(w) = windows.get_mut(subject) {
+                            w.attempts = w.attempts.saturating_sub(1);
+                        }
+                    }
                 }
             }
         }
@@ -153,6 +164,23 @@ mod tests {
         assert!(l
             .attempt(&[Subject::Address(ip), Subject::Account("fresh".into())])
             .is_err());
+    }
+
+    #[test]
+    fn successes_do_not_use_up_an_address() {
+        let l = limiter(100);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        for i in 0..50 {
+            let who = [Subject::Address(ip), Subject::Account(format!("u{i}"))];
+            l.attempt(&who).unwrap();
+            l.succeeded(&who);
+        }
+        // Failures still add up to the limit.
+        for i in 0..5 {
+            l.attempt(&[Subject::Address(ip), Subject::Account(format!("f{i}"))])
+                .unwrap();
+        }
+        assert!(l.attempt(&[Subject::Address(ip)]).is_err());
     }
 
     #[test]

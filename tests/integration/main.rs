@@ -14,6 +14,7 @@ mod damage;
 mod delegation;
 mod legacy_import;
 mod legacy_replay;
+mod login_limits;
 mod logs;
 mod migrations;
 mod private_data;
