@@ -231,7 +231,18 @@ impl AppState {
             }
             Claims::Runtime { agent, runtime, .. } => {
                 let current = current_runtime(self.store.as_ref(), agent).map_err(store_err)?;
-                if current.is_none_or(|r| &r.id != runtime) {
+                let Some(current) = current.filter(|r| &r.id == runtime) else {
+                    return Err(AuthError::Revoked);
+                };
+                // The token is its minter's, and only while they still own
+                // the agent, it is active, and their account exists (the
+                // records are dropped on each of these changes; this holds
+                // even if one was missed).
+                let loaded = self.agent(agent).map_err(store_err)?;
+                let live = loaded.is_some_and(|a| {
+                    !a.agent.archived && a.agent.owner == current.owner && a.owner_name.is_some()
+                });
+                if !live {
                     return Err(AuthError::Revoked);
                 }
                 return Ok(AnyCaller::Agent(AgentCaller {

@@ -264,10 +264,19 @@ impl Agents {
         archived: bool,
         event: AuditEvent,
     ) -> DomainResult<Agent> {
-        self.modify(name, &event, |agent| {
+        retry(&self.store, || {
+            let (mut agent, read_as) = self.require(name)?;
             agent.archived = archived;
             agent.archived_at = archived.then(now);
-            Ok(())
+            let mut tx = Transaction::durable();
+            tx.expect(keyspace::agent(name), Expect::Equals(read_as))
+                .put(keyspace::agent(name), encode(&agent)?);
+            if archived {
+                // A retired agent runs no more: its runtime token dies.
+                tx.delete(keyspace::runtime(name));
+            }
+            event.record_into(&mut tx)?;
+            Ok((tx, agent))
         })
         .await
     }
@@ -288,24 +297,11 @@ impl Agents {
     fn stage_removal(&self, tx: &mut Transaction, agent: &Agent) -> DomainResult<()> {
         let name = &agent.name;
         tx.delete(keyspace::agent(name))
-            .delete(keyspace::owned(&agent.owner, name))
-            .delete(keyspace::runtime(name));
+            .delete(keyspace::owned(&agent.owner, name));
         // What refers to the agent by name goes with it, so an agent created
         // later under the same name inherits no memory grant, conversation
         // or secret binding.
-        let grants = keyspace::agent_memory_grants_prefix(name);
-        for user in names_under(self.store.as_ref(), &grants)? {
-            tx.delete(keyspace::agent_memory_grant(name, &user))
-                .delete(keyspace::memory_grant(&user, name));
-        }
-        for (key, _) in self.store.scan(
-            keyspace::secret_bindings_prefix(name).as_bytes(),
-            None,
-            usize::MAX,
-        )? {
-            tx.delete(key);
-        }
-        super::chat::Chat::new(self.store.clone()).stage_agent_removal(tx, name)?;
+        self.stage_private_links_removal(tx, name)?;
         for grant in self.grants(name)? {
             tx.delete(keyspace::grant(name, &grant.grantee))
                 .delete(keyspace::granted(&grant.grantee, name));
@@ -320,6 +316,28 @@ impl Agents {
             }
         }
         Ok(())
+    }
+
+    /// Add to `tx` cutting every tie between the agent and anyone's private
+    /// data: its runtime token, the memory grants, secret bindings and
+    /// conversation memberships naming it. Whoever runs the agent next (a
+    /// new owner, or a new agent of the same name) reads none of what people
+    /// gave it before.
+    fn stage_private_links_removal(&self, tx: &mut Transaction, name: &str) -> DomainResult<()> {
+        tx.delete(keyspace::runtime(name));
+        let grants = keyspace::agent_memory_grants_prefix(name);
+        for user in names_under(self.store.as_ref(), &grants)? {
+            tx.delete(keyspace::agent_memory_grant(name, &user))
+                .delete(keyspace::memory_grant(&user, name));
+        }
+        for (key, _) in self.store.scan(
+            keyspace::secret_bindings_prefix(name).as_bytes(),
+            None,
+            usize::MAX,
+        )? {
+            tx.delete(key);
+        }
+        super::chat::Chat::new(self.store.clone()).stage_agent_removal(tx, name)
     }
 
     /// Give the agent to `to`. The new owner's own grant, if any, is dropped
@@ -341,6 +359,9 @@ impl Agents {
                 .put(keyspace::owned(&to.id, name), Vec::new())
                 .delete(keyspace::grant(name, &to.id))
                 .delete(keyspace::granted(&to.id, name));
+            // The new owner gets the agent, not what people entrusted to it
+            // under the old one.
+            self.stage_private_links_removal(&mut tx, name)?;
             agent.owner = to.id.clone();
             tx.put(keyspace::agent(name), encode(&agent)?);
             event.record_into(&mut tx)?;
@@ -441,6 +462,7 @@ impl Agents {
                 .put(keyspace::owned(to, name), Vec::new())
                 .delete(keyspace::grant(name, to))
                 .delete(keyspace::granted(to, name));
+            self.stage_private_links_removal(tx, name)?;
         }
         Ok(names)
     }

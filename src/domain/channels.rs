@@ -175,6 +175,11 @@ impl Channels {
 pub struct Runtime {
     pub id: String,
     pub agent: String,
+    /// The owner who minted it: the token is theirs, and dies when the agent
+    /// changes hands (records from before owners minted them have none and
+    /// no longer work).
+    #[serde(default)]
+    pub owner: String,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -183,20 +188,50 @@ pub struct Runtime {
 pub async fn rotate_runtime(
     store: &Arc<dyn Store>,
     agent: &str,
+    owner: &str,
     ttl_secs: i64,
 ) -> DomainResult<Runtime> {
     let created_at = super::now();
     let runtime = Runtime {
         id: random_id(12),
         agent: agent.to_owned(),
+        owner: owner.to_owned(),
         created_at,
         expires_at: created_at.saturating_add(ttl_secs),
     };
+    let Some(current) = store.get(keyspace::agent(agent).as_bytes())? else {
+        return Err(DomainError::NotFound("agent"));
+    };
+    let record: super::agents::Agent = decode(&current)?;
+    if record.owner != owner || record.archived {
+        return Err(DomainError::Forbidden(
+            "only the owner of an active agent holds its runtime token".into(),
+        ));
+    }
     let mut tx = Transaction::durable();
-    tx.expect(keyspace::agent(agent), Expect::Present)
+    // Guarded by the agent as checked: a transfer or archive in between wins.
+    tx.expect(keyspace::agent(agent), Expect::Equals(current))
         .put(keyspace::runtime(agent), encode(&runtime)?);
     commit(store, tx).await?;
     Ok(runtime)
+}
+
+/// End the agent's runtime token; `NotFound` if it has none.
+pub async fn revoke_runtime(
+    store: &Arc<dyn Store>,
+    agent: &str,
+    event: super::audit::AuditEvent,
+) -> DomainResult<()> {
+    let mut tx = Transaction::durable();
+    tx.expect(keyspace::runtime(agent), Expect::Present)
+        .delete(keyspace::runtime(agent));
+    event.record_into(&mut tx)?;
+    match commit(store, tx).await {
+        Err(DomainError::Store(crate::store::StoreError::Conflict)) => {
+            Err(DomainError::NotFound("runtime token"))
+        }
+        other => other,
+    }
 }
 
 pub fn current_runtime(store: &dyn Store, agent: &str) -> DomainResult<Option<Arc<Runtime>>> {

@@ -35,7 +35,10 @@ pub fn routes() -> Router<AppState> {
             "/api/agents/{name}/shares/{username}",
             axum::routing::delete(unshare),
         )
-        .route("/api/agents/{name}/runtime-token", post(runtime_token))
+        .route(
+            "/api/agents/{name}/runtime-token",
+            post(runtime_token).delete(revoke_runtime_token),
+        )
 }
 
 pub fn not_found() -> ApiError {
@@ -524,9 +527,10 @@ async fn unshare(
 /// Runtime tokens live a year; rotating (asking again) ends the previous one.
 const RUNTIME_TTL_SECS: i64 = 365 * 24 * 60 * 60;
 
-/// Issue (or rotate) the agent's runtime token: with it the agent reads its
-/// bound secrets, the memory of users who granted it, and posts into its
-/// conversations.
+/// Issue (or rotate) the agent's runtime token: with it the agent reads the
+/// secrets bound to it, the memory of users who granted it, and its
+/// conversations. Only the owner mints it: it is theirs, and dies when the
+/// agent is transferred, archived or deleted, or the owner is deleted.
 async fn runtime_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -534,14 +538,17 @@ async fn runtime_token(
 ) -> ApiResult<Json<Value>> {
     let loaded = load(&state, &name)?;
     decide(&state, &caller, "agent:runtime", &loaded, 0)?;
-    let runtime =
-        crate::domain::channels::rotate_runtime(&state.store, &name, RUNTIME_TTL_SECS).await?;
+    let runtime = crate::domain::channels::rotate_runtime(
+        &state.store,
+        &name,
+        &caller.user.id,
+        RUNTIME_TTL_SECS,
+    )
+    .await?;
     let token = state
         .authz
         .mint_runtime(&name, &runtime.id, runtime.expires_at)?;
-    let behalf = on_behalf(&state, &caller, &loaded, Level::Manage)?;
     AuditEvent::new(Some(&caller.user.id), "agent.runtime_token", &name)
-        .on_behalf_of(behalf.as_deref())
         .append(&state.store)
         .await?;
     Ok(Json(json!({
@@ -550,4 +557,21 @@ async fn runtime_token(
         "token": token,
         "expires_at": runtime.expires_at,
     })))
+}
+
+/// End the agent's runtime token: for its owner, those who manage the agent
+/// and admins (audited on the owner's behalf), who never obtain one.
+async fn revoke_runtime_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let loaded = load(&state, &name)?;
+    decide(&state, &caller, "agent:runtime:revoke", &loaded, 0)?;
+    let behalf = on_behalf(&state, &caller, &loaded, Level::Manage)?;
+    let event = AuditEvent::new(Some(&caller.user.id), "agent.runtime_revoke", &name)
+        .on_behalf_of(behalf.as_deref())
+        .concerning(&loaded.agent.owner);
+    crate::domain::channels::revoke_runtime(&state.store, &name, event).await?;
+    Ok(Json(json!({ "ok": true })))
 }

@@ -18,6 +18,7 @@ mod login_limits;
 mod logs;
 mod migrations;
 mod private_data;
+mod runtime_tokens;
 mod scoped_listings;
 mod secrets_at_rest;
 mod sessions;

@@ -195,7 +195,7 @@ const MATRIX: &[(Route, [u16; 11])] = &[
     (Route::ChannelsList,                [200, 200, 200,  200, 200, 200, 200, 200,  403, 403, 403]),
     (Route::ChannelToggle,               [200, 404, 404,  404, 404, 404, 404, 404,  403, 403, 403]),
     (Route::MemoryGrantHelper,           [200, 404, 200,  200, 200, 200, 200, 200,  403, 403, 403]),
-    (Route::RuntimeTokenHelper,          [200, 404, 200,  403, 403, 403, 200, 200,  404, 403, 403]),
+    (Route::RuntimeTokenHelper,          [200, 404, 403,  403, 403, 403, 403, 403,  404, 403, 403]),
 ];
 
 /// Who may see which of alice's private values in a successful answer.
