@@ -364,10 +364,15 @@ pub fn start(data: &std::path::Path) -> Server {
 
 /// The same, with more `serve` flags.
 pub fn start_with(data: &std::path::Path, args: &[&str]) -> Server {
-    let mut child = command(data)
-        .args(args)
+    let mut cmd = command(data);
+    cmd.args(args).stderr(std::process::Stdio::null());
+    spawn(cmd)
+}
+
+/// Spawn a prepared `serve` command and read the address it bound.
+pub fn spawn(mut cmd: std::process::Command) -> Server {
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("the tessera binary starts");
     let stdout = child.stdout.take().unwrap();

@@ -1,70 +1,84 @@
 //! Secrets stay out of the logs: passwords, invite codes and tokens never
 //! appear, even at the most verbose level.
+//!
+//! The real binary runs with `RUST_LOG=trace` and its log is read from
+//! stderr: a subscriber installed inside the test process would share
+//! tracing's global call-site cache with every test running beside it, and
+//! miss events another thread registered first.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 
 use serde_json::json;
-use tracing_subscriber::fmt::MakeWriter;
 
-use crate::helpers::TestApp;
+use crate::helpers::{command, http, spawn, ADMIN_PASSWORD};
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
+#[test]
+fn no_credential_reaches_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("tessera.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = command(&dir.path().join("data"));
+    cmd.env("RUST_LOG", "trace").stderr(Stdio::from(log_file));
+    let server = spawn(cmd);
+    let addr = server.addr;
+    let token = |body: &serde_json::Value| body["token"].as_str().unwrap().to_owned();
 
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn no_credential_reaches_the_log() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(capture.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let app = TestApp::new();
-    let admin = app.setup_admin().await;
-    let invite = app
-        .post("/auth/users", &admin, json!({"username": "bob"}))
-        .await;
-    let code = invite.body["invite_code"].as_str().unwrap().to_owned();
-    let pending = app.login("bob", &code).await.token();
-    let bob = app
-        .anon_post(
-            "/auth/complete",
-            json!({"username": "bob", "invite_code": code, "password": "bob-secret-pw"}),
-        )
-        .await
-        .token();
-    app.login("bob", "wrong-secret-pw").await;
-    app.post(
+    let (_, body) = http(
+        addr,
+        "POST",
+        "/auth/setup",
+        None,
+        Some(&json!({"username": "admin", "password": ADMIN_PASSWORD})),
+    );
+    let admin = token(&body);
+    let (_, body) = http(
+        addr,
+        "POST",
+        "/auth/users",
+        Some(&admin),
+        Some(&json!({"username": "bob"})),
+    );
+    let code = body["invite_code"].as_str().unwrap().to_owned();
+    let (_, body) = http(
+        addr,
+        "POST",
+        "/auth/login",
+        None,
+        Some(&json!({"username": "bob", "password": code})),
+    );
+    let pending = token(&body);
+    let (_, body) = http(
+        addr,
+        "POST",
+        "/auth/complete",
+        None,
+        Some(&json!({"username": "bob", "invite_code": code, "password": "bob-secret-pw"})),
+    );
+    let bob = token(&body);
+    let (status, _) = http(
+        addr,
+        "POST",
+        "/auth/login",
+        None,
+        Some(&json!({"username": "bob", "password": "wrong-secret-pw"})),
+    );
+    assert_eq!(status, 401);
+    let (status, _) = http(
+        addr,
+        "POST",
         "/auth/users/bob/password",
-        &bob,
-        json!({"current": "bob-secret-pw", "new": "bob-newer-pw"}),
-    )
-    .await;
-    app.get("/auth/me", "garbage-token-value").await;
+        Some(&bob),
+        Some(&json!({"current": "bob-secret-pw", "new": "bob-newer-pw"})),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = http(addr, "GET", "/auth/me", Some("garbage-token-value"), None);
+    assert_eq!(status, 401);
+    drop(server);
 
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(log.contains("login failed"), "the capture works: {log}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("login failed"), "the log is captured: {log}");
     for secret in [
-        crate::helpers::ADMIN_PASSWORD,
+        ADMIN_PASSWORD,
         "bob-secret-pw",
         "wrong-secret-pw",
         "bob-newer-pw",
