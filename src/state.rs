@@ -384,6 +384,9 @@ impl AgentState {
             ("agent", vec![name.clone()]),
             ("owner", vec![name.clone(), string(&agent.owner)]),
         ];
+        if !agent.archived {
+            facts.push(("active_agent", vec![name.clone()]));
+        }
         for g in &grants {
             facts.push((
                 "grant",

@@ -149,7 +149,12 @@ async fn holders_narrow_tokens_offline_and_the_server_honours_it() {
     let got = outcomes(&app, &expired).await;
     assert_eq!(got[0], StatusCode::NOT_FOUND);
     assert!(got.iter().all(|s| !s.is_success()));
-    // A holder's expiry still ahead: honoured until then.
+    // A holder's expiry still ahead: honoured until then (the first probes
+    // archived the agent, which freezes it: restore it first).
+    let r = app
+        .post("/api/agents/helper/restore", &olive, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let later = append(&token, "check if time($t), $t <= 2100-01-01T00:00:00Z;");
     assert_eq!(outcomes(&app, &later).await[2], StatusCode::OK);
 }

@@ -207,3 +207,80 @@ async fn the_token_dies_with_transfer_archive_deletion_and_its_owner() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(w.reads(&token.unwrap()).await.0, StatusCode::UNAUTHORIZED);
 }
+
+/// Archiving freezes: read, restore, transfer, delete and taking access
+/// away still work; updating, sharing, minting, channels, bindings and chat
+/// wait until it is restored.
+#[tokio::test]
+async fn an_archived_agent_is_frozen_until_restored() {
+    let w = world().await;
+    let r = w
+        .app
+        .post("/api/agents/helper/archive", &w.alice, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let refused = [
+        w.app
+            .call(
+                Method::PUT,
+                "/api/agents/helper",
+                Auth::Bearer(&w.alice),
+                Some(json!({"model": "other"})),
+            )
+            .await,
+        w.app
+            .post(
+                "/api/agents/helper/shares",
+                &w.alice,
+                json!({"user": "bob", "level": "view"}),
+            )
+            .await,
+        w.app
+            .post(
+                "/api/tokens",
+                &w.alice,
+                json!({"agent": "helper", "level": "view", "expires_in": 60}),
+            )
+            .await,
+        w.app
+            .post(
+                "/api/channels",
+                &w.alice,
+                json!({"agent_name": "helper", "type": "webhook", "config": {}}),
+            )
+            .await,
+        w.app
+            .post("/api/chat/channels", &w.alice, json!({"agent": "helper"}))
+            .await,
+        w.app
+            .post("/api/agents/helper/runtime-token", &w.alice, json!({}))
+            .await,
+    ];
+    for r in &refused {
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    }
+    assert_eq!(
+        w.app.get("/api/agents/helper", &w.bob).await.status,
+        StatusCode::OK
+    );
+    let r = w
+        .app
+        .delete("/api/agents/helper/shares/bob", &w.alice)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = w
+        .app
+        .post("/api/agents/helper/restore", &w.alice, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = w
+        .app
+        .call(
+            Method::PUT,
+            "/api/agents/helper",
+            Auth::Bearer(&w.alice),
+            Some(json!({"model": "other"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
