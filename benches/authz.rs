@@ -138,7 +138,7 @@ fn agent_read(c: &mut Criterion) {
                 let event = AuditEvent::new(Some(&owner.id), "agent.share", "bench-agent");
                 state
                     .agents
-                    .grant("bench-agent", &invited, Level::Use, &owner.id, event)
+                    .grant("bench-agent", &invited, Level::Use, &owner.id, None, event)
                     .await
                     .unwrap();
             }

@@ -326,9 +326,25 @@ impl AppState {
     /// The facts for `operation` on `agent`: the agent, its owner and every
     /// grant on it, and the rank the request would confer (0 if none).
     pub fn agent_request(operation: &str, agent: &AgentState, granting: i64) -> RequestFacts {
-        RequestFacts::new(operation)
-            .fact("granting_rank", [biscuit_auth::builder::int(granting)])
-            .with(&agent.facts)
+        Self::grant_request(operation, agent, granting, None)
+    }
+
+    /// A request that would replace or remove a grant drawn by `grantor`
+    /// (`None`: no grant is at stake). The policy leaves a grant to those
+    /// its grantor answers to.
+    pub fn grant_request(
+        operation: &str,
+        agent: &AgentState,
+        granting: i64,
+        grantor: Option<&str>,
+    ) -> RequestFacts {
+        let request = RequestFacts::new(operation)
+            .fact("granting_rank", [biscuit_auth::builder::int(granting)]);
+        match grantor {
+            Some(by) => request.fact("grant_at_stake", [biscuit_auth::builder::string(by)]),
+            None => request.fact("no_grant_at_stake", [biscuit_auth::builder::boolean(true)]),
+        }
+        .with(&agent.facts)
     }
 
     /// Effective ranks on the agent, per user, as the policy derives them;

@@ -371,13 +371,15 @@ impl Agents {
     }
 
     /// Grant (or change) `grantee`'s level. Whether the granter may is the
-    /// policy's decision, made before this is called.
+    /// policy's decision, made before this is called on the grant it saw
+    /// (`replaces`); if the grant changed since, nothing is written.
     pub async fn grant(
         &self,
         name: &str,
         grantee: &User,
         level: Level,
         granted_by: &str,
+        replaces: Option<&Grant>,
         event: AuditEvent,
     ) -> DomainResult<Grant> {
         let (agent, _) = self.require(name)?;
@@ -394,31 +396,59 @@ impl Agents {
             granted_by: granted_by.to_owned(),
             at: now(),
         };
+        let key = keyspace::grant(name, &grantee.id);
         let mut tx = Transaction::durable();
         tx.expect(keyspace::agent(name), Expect::Present)
             .expect(keyspace::user(&grantee.id), Expect::Present)
-            .put(keyspace::grant(name, &grantee.id), encode(&grant)?)
+            .expect(key.clone(), self.still(&key, replaces)?)
+            .put(key, encode(&grant)?)
             .put(keyspace::granted(&grantee.id, name), Vec::new());
         event.record_into(&mut tx)?;
         match commit(&self.store, tx).await {
-            Err(DomainError::Store(StoreError::Conflict)) => {
-                Err(DomainError::NotFound("agent or user"))
-            }
+            Err(DomainError::Store(StoreError::Conflict)) => Err(DomainError::Conflict(
+                "the agent, the user or the share changed meanwhile; try again".into(),
+            )),
             other => other,
         }?;
         Ok(grant)
     }
 
-    /// Remove `grantee`'s grant; `NotFound` if there was none.
-    pub async fn revoke(&self, name: &str, grantee: &str, event: AuditEvent) -> DomainResult<()> {
+    /// Remove the grant the policy decided on; nothing is removed if it has
+    /// changed since.
+    pub async fn revoke(&self, name: &str, grant: &Grant, event: AuditEvent) -> DomainResult<()> {
+        let key = keyspace::grant(name, &grant.grantee);
         let mut tx = Transaction::durable();
-        tx.expect(keyspace::grant(name, grantee), Expect::Present)
-            .delete(keyspace::grant(name, grantee))
-            .delete(keyspace::granted(grantee, name));
+        tx.expect(key.clone(), self.still(&key, Some(grant))?)
+            .delete(key)
+            .delete(keyspace::granted(&grant.grantee, name));
         event.record_into(&mut tx)?;
         match commit(&self.store, tx).await {
-            Err(DomainError::Store(StoreError::Conflict)) => Err(DomainError::NotFound("grant")),
+            Err(DomainError::Store(StoreError::Conflict)) => Err(DomainError::Conflict(
+                "the share changed meanwhile; try again".into(),
+            )),
             other => other,
+        }
+    }
+
+    /// A guard that holds while the grant at `key` is still `seen` (the same
+    /// grantor and level), or still absent.
+    fn still(&self, key: &str, seen: Option<&Grant>) -> DomainResult<Expect> {
+        let stored = self.store.get(key.as_bytes())?;
+        match (seen, stored) {
+            (None, None) => Ok(Expect::Absent),
+            (Some(seen), Some(bytes)) => {
+                let now: Grant = decode(&bytes)?;
+                if now.granted_by == seen.granted_by && now.level == seen.level {
+                    Ok(Expect::Equals(bytes))
+                } else {
+                    Err(DomainError::Conflict(
+                        "the share changed meanwhile; try again".into(),
+                    ))
+                }
+            }
+            _ => Err(DomainError::Conflict(
+                "the share changed meanwhile; try again".into(),
+            )),
         }
     }
 

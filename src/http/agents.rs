@@ -61,7 +61,20 @@ pub fn decide(
     loaded: &AgentState,
     granting: i64,
 ) -> ApiResult<()> {
-    let request = AppState::agent_request(operation, loaded, granting);
+    decide_on_grant(state, caller, operation, loaded, granting, None)
+}
+
+/// [`decide`] for a share or unshare that replaces or removes a grant drawn
+/// by `grantor`.
+pub fn decide_on_grant(
+    state: &AppState,
+    caller: &Caller,
+    operation: &str,
+    loaded: &AgentState,
+    granting: i64,
+    grantor: Option<&str>,
+) -> ApiResult<()> {
+    let request = AppState::grant_request(operation, loaded, granting, grantor);
     match state.authorize(caller, request) {
         Ok(()) => Ok(()),
         Err(AuthError::Denied(reason)) => {
@@ -460,6 +473,18 @@ async fn share(
             "you cannot share an agent with yourself".into(),
         ));
     }
+    // Re-granting replaces a grant, which belongs to whoever drew it.
+    let replaces = loaded.grants.iter().find(|g| g.grantee == grantee.id);
+    if let Some(existing) = replaces {
+        decide_on_grant(
+            &state,
+            &caller,
+            "agent:share",
+            &loaded,
+            level.rank(),
+            Some(&existing.granted_by),
+        )?;
+    }
     // An admin without the rights of their own shares on the owner's behalf:
     // the grant draws on the owner's rights.
     let behalf = on_behalf(&state, &caller, &loaded, Level::Share)?;
@@ -470,7 +495,7 @@ async fn share(
         .detail(json!({ "level": level }));
     let grant = state
         .agents
-        .grant(&name, &grantee, level, &granted_by, event)
+        .grant(&name, &grantee, level, &granted_by, replaces, event)
         .await?;
     let mut names = Names::new(&state);
     Ok(Json(json!({
@@ -503,12 +528,13 @@ async fn unshare(
     if leaving {
         decide(&state, &caller, "agent:leave", &loaded, 0)?;
     } else {
-        decide(
+        decide_on_grant(
             &state,
             &caller,
             "agent:unshare",
             &loaded,
             grant.level.rank(),
+            Some(&grant.granted_by),
         )?;
     }
     let behalf = if leaving {
@@ -520,7 +546,7 @@ async fn unshare(
         .on_behalf_of(behalf.as_deref())
         .concerning(&grant.grantee)
         .detail(json!({ "level": grant.level }));
-    state.agents.revoke(&name, &grant.grantee, event).await?;
+    state.agents.revoke(&name, grant, event).await?;
     Ok(Json(json!({ "ok": true })))
 }
 

@@ -118,6 +118,24 @@ impl Model {
         m.own_ranks(agent)[user]
     }
 
+    /// Whether `actor` may replace or remove a grant drawn by `by`: its
+    /// grantor, anyone up the chain of grants `by` draws on, the owner and
+    /// admins.
+    fn answers_for(&self, agent: usize, actor: usize, by: usize) -> bool {
+        if actor == by || actor == self.owner[agent] || self.admins.contains(&actor) {
+            return true;
+        }
+        let mut at = by;
+        for _ in 0..USERS.len() {
+            match self.grants.get(&(agent, at)) {
+                Some(&(_, above)) if above == actor => return true,
+                Some(&(_, above)) => at = above,
+                None => return false,
+            }
+        }
+        false
+    }
+
     fn alive(&self, u: usize) -> bool {
         !self.deleted.contains(&u)
     }
@@ -138,7 +156,11 @@ impl Model {
                     && self.alive(grantee)
                     && grantee != actor
                     && grantee != self.owner[agent]
-                    && ((mine >= 5 && r <= mine) || admin);
+                    && ((mine >= 5 && r <= mine) || admin)
+                    && match self.grants.get(&(agent, grantee)) {
+                        Some(&(_, by)) => self.answers_for(agent, actor, by),
+                        None => true,
+                    };
                 if allowed {
                     let behalf = admin
                         && self.owner[agent] != actor
@@ -153,7 +175,7 @@ impl Model {
                 agent,
                 grantee,
             } => {
-                let Some(&(r, _)) = self.grants.get(&(agent, grantee)) else {
+                let Some(&(r, by)) = self.grants.get(&(agent, grantee)) else {
                     return false;
                 };
                 let mine = self.rank(agent, actor);
@@ -161,7 +183,8 @@ impl Model {
                     && if grantee == actor {
                         mine >= 1
                     } else {
-                        (mine >= 5 && r <= mine) || self.admins.contains(&actor)
+                        ((mine >= 5 && r <= mine) || self.admins.contains(&actor))
+                            && self.answers_for(agent, actor, by)
                     };
                 if allowed {
                     self.grants.remove(&(agent, grantee));
@@ -330,6 +353,88 @@ proptest! {
                 }
             }
             let _ = ADMIN_PASSWORD;
+            Ok(())
+        })?;
+    }
+}
+
+#[derive(Debug, Clone)]
+enum SharerOp {
+    Share {
+        actor: usize,
+        grantee: usize,
+        level: usize,
+    },
+    Unshare {
+        actor: usize,
+        grantee: usize,
+    },
+}
+
+/// What the two sharers u2 and u3 may try on a0 with each other and alice
+/// (apart from leaving, which is theirs to do).
+fn sharer_op() -> impl Strategy<Value = SharerOp> {
+    let actor = 2..USERS.len();
+    let grantee = prop_oneof![Just(0usize), 2..USERS.len()];
+    prop_oneof![
+        (actor.clone(), grantee.clone(), 0..LEVELS.len()).prop_map(|(actor, grantee, level)| {
+            SharerOp::Share {
+                actor,
+                grantee,
+                level,
+            }
+        }),
+        (actor, grantee)
+            .prop_filter("leaving is allowed", |(a, g)| a != g)
+            .prop_map(|(actor, grantee)| SharerOp::Unshare { actor, grantee }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 64, ..ProptestConfig::default() })]
+
+    /// u1 owns a0 and gives u2 `share`, and gives u3 `share` either directly
+    /// or through u2. Whatever the two then share and unshare, neither can
+    /// lower or remove a grant someone above them drew: u2 keeps `share`, and
+    /// so does u3 unless u2 drew its grant and changed it.
+    #[test]
+    fn a_sharer_never_lowers_what_someone_above_gave(
+        chained in any::<bool>(),
+        ops in proptest::collection::vec(sharer_op(), 1..12),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let host = Host::new().await;
+            let first = Op::Share { actor: 1, agent: 0, grantee: 2, level: 4 };
+            prop_assert!(host.apply(&first).await.is_success());
+            let giver = if chained { 2 } else { 1 };
+            let second = Op::Share { actor: giver, agent: 0, grantee: 3, level: 4 };
+            prop_assert!(host.apply(&second).await.is_success());
+            let mut u3 = 5;
+            for (step, op) in ops.iter().enumerate() {
+                let status = match *op {
+                    SharerOp::Share { actor, grantee, level } => {
+                        host.apply(&Op::Share { actor, agent: 0, grantee, level }).await
+                    }
+                    SharerOp::Unshare { actor, grantee } => {
+                        host.apply(&Op::Unshare { actor, agent: 0, grantee }).await
+                    }
+                };
+                // In the chain, u3's grant is u2's to change.
+                if chained && status.is_success() {
+                    match *op {
+                        SharerOp::Share { actor: 2, grantee: 3, level } => u3 = LEVELS[level].1,
+                        SharerOp::Unshare { actor: 2, grantee: 3 } => u3 = 0,
+                        _ => {}
+                    }
+                }
+                for (user, expected) in [(2, 5), (3, u3)] {
+                    prop_assert_eq!(
+                        host.rank(0, user).await, expected,
+                        "after step {} ({:?}, answered {}): {}", step, op, status, USERS[user]
+                    );
+                }
+            }
             Ok(())
         })?;
     }

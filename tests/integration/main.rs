@@ -12,6 +12,7 @@ mod concurrency;
 mod crash;
 mod damage;
 mod delegation;
+mod grantors;
 mod legacy_import;
 mod legacy_replay;
 mod login_limits;
