@@ -130,7 +130,7 @@ fn agent_read(c: &mut Criterion) {
                 .await
                 .unwrap();
             for i in 0..5 {
-                let invited = state
+                let (invited, _) = state
                     .accounts
                     .invite(&owner, &format!("user{i}"))
                     .await

@@ -8,7 +8,7 @@
 // This file is compiled into the binary (src/migrate/schema.rs includes it).
 
 use crate::domain::keyspace;
-use crate::store::{Store, StoreResult, Transaction};
+use crate::store::{Store, StoreError, StoreResult, Transaction};
 
 /// Version 1 to 2: a conversation's last-message time moves out of the
 /// conversation record into its own key, so concurrent posters no longer
@@ -48,6 +48,26 @@ fn reverse_indexes_for_agent_names(store: &dyn Store) -> StoreResult<Transaction
     Ok(tx)
 }
 
+/// Version 3 to 4: a pending invite's code is kept as an argon2 digest, not
+/// as the code, so whoever reads the store cannot take over a pending
+/// account. The codes already handed out keep working.
+fn invite_codes_become_digests(store: &dyn Store) -> StoreResult<Transaction> {
+    let mut tx = Transaction::durable();
+    for (key, value) in store.scan(keyspace::USER_PREFIX.as_bytes(), None, usize::MAX)? {
+        let Ok(mut user) = serde_json::from_slice::<serde_json::Value>(&value) else { continue };
+        let Some(invite) = user.get_mut("invite").and_then(|i| i.as_object_mut()) else { continue };
+        let Some(code) = invite.remove("code") else { continue };
+        let code = code.as_str().unwrap_or_default().trim().to_owned();
+        let digest = crate::domain::password::hash_now(&code)
+            .map_err(|e| StoreError::Engine(format!("hashing an invite code: {e}")))?;
+        invite.insert("digest".into(), digest.into());
+        let bytes = serde_json::to_vec(&user)
+            .map_err(|e| StoreError::Engine(format!("encoding a user: {e}")))?;
+        tx.put(key, bytes);
+    }
+    Ok(tx)
+}
+
 /// A step reads the store and returns its writes.
 pub type Step = fn(&dyn Store) -> StoreResult<Transaction>;
 
@@ -55,4 +75,5 @@ pub type Step = fn(&dyn Store) -> StoreResult<Transaction>;
 pub const STEPS: &[(&str, Step)] = &[
     ("conversation last-message time gets its own key", last_message_time_gets_its_own_key),
     ("reverse indexes for agent names", reverse_indexes_for_agent_names),
+    ("invite codes become digests", invite_codes_become_digests),
 ];

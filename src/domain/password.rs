@@ -128,7 +128,8 @@ impl Passwords {
     }
 }
 
-fn hash_now(password: &str) -> Result<String, DomainError> {
+/// Hash on the calling thread: for start-up and import, never a request.
+pub fn hash_now(password: &str) -> Result<String, DomainError> {
     let salt = SaltString::generate(&mut OsRng);
     argon2()
         .hash_password(password.as_bytes(), &salt)

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 
 use super::password::{check_new_password, Passwords, Verification};
 use super::sessions::{self, Session};
@@ -45,9 +44,12 @@ pub struct User {
 }
 
 /// A pending invitation: the code logs the user in until they complete sign-up.
+/// Only its argon2 digest is kept: the code is shown once, when issued, so
+/// whoever reads the store cannot take over a pending account.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Invite {
-    pub code: String,
+    #[serde(default)]
+    pub digest: String,
     pub expires_at: i64,
     #[serde(default)]
     pub invited_by: String,
@@ -154,10 +156,6 @@ fn clean_email(raw: &str) -> DomainResult<String> {
 
 fn new_invite_code() -> String {
     format!("{:08}", rand::thread_rng().gen_range(0..100_000_000u32))
-}
-
-fn codes_match(expected: &str, given: &str) -> bool {
-    bool::from(expected.as_bytes().ct_eq(given.trim().as_bytes()))
 }
 
 impl Accounts {
@@ -336,12 +334,7 @@ impl Accounts {
             return Err(DomainError::InvalidCredentials);
         };
         if user.pending() {
-            let valid = user
-                .invite
-                .as_ref()
-                .is_some_and(|inv| inv.expires_at > now() && codes_match(&inv.code, &password));
-            self.passwords.verify(password, None).await?;
-            if !valid {
+            if !self.invite_matches(user.invite.as_ref(), &password).await? {
                 return Err(DomainError::InvalidCredentials);
             }
             let session = self.open_invite_session(&user, read_as, long_lived).await?;
@@ -441,9 +434,7 @@ impl Accounts {
         let email = profile.email.as_deref().map(clean_email).transpose()?;
         let found = self.load_by_username(username)?;
         let invite = found.as_ref().and_then(|(u, _)| u.invite.clone());
-        let valid = invite
-            .as_ref()
-            .is_some_and(|inv| inv.expires_at > now() && codes_match(&inv.code, code));
+        let valid = self.invite_matches(invite.as_ref(), code).await?;
         // Hash regardless, so a wrong code costs what a right one does.
         let hash = self.passwords.hash(password).await?;
         let (Some((user, _)), Some(invite), true) = (found, invite, valid) else {
@@ -488,10 +479,26 @@ impl Accounts {
         })
     }
 
-    /// Admin: create a pending user; returns it with its invite code.
-    pub async fn invite(&self, actor: &User, username: &str) -> DomainResult<User> {
+    /// Whether `given` is the code of an unexpired `invite`. Costs one argon2
+    /// run whether or not there is an invite.
+    async fn invite_matches(&self, invite: Option<&Invite>, given: &str) -> DomainResult<bool> {
+        let digest = invite
+            .filter(|inv| inv.expires_at > now())
+            .map(|inv| inv.digest.clone());
+        let verdict = self
+            .passwords
+            .verify(given.trim().to_owned(), digest)
+            .await?;
+        Ok(matches!(verdict, Verification::Match { .. }))
+    }
+
+    /// Admin: create a pending user; returns it with its invite code, which
+    /// is not kept and cannot be shown again.
+    pub async fn invite(&self, actor: &User, username: &str) -> DomainResult<(User, String)> {
         let username = normalize_username(username)?;
         let at = now();
+        let code = new_invite_code();
+        let digest = self.passwords.hash(code.clone()).await?;
         let user = User {
             id: random_id(8),
             username: username.clone(),
@@ -500,7 +507,7 @@ impl Accounts {
             is_admin: false,
             password_hash: None,
             invite: Some(Invite {
-                code: new_invite_code(),
+                digest,
                 expires_at: at.saturating_add(self.settings.invite_ttl.as_secs() as i64),
                 invited_by: actor.username.clone(),
                 invited_at: at,
@@ -518,20 +525,23 @@ impl Accounts {
             ),
             other => other,
         }?;
-        Ok(user)
+        Ok((user, code))
     }
 
-    /// Admin: remove the password, issue a new invite code and end every session.
-    pub async fn reset(&self, actor: &User, username: &str) -> DomainResult<User> {
+    /// Admin: remove the password, issue a new invite code and end every
+    /// session; returns the user with the code (shown once, like an invite's).
+    pub async fn reset(&self, actor: &User, username: &str) -> DomainResult<(User, String)> {
         let (target, _) = self.require(username)?;
         let expires = now().saturating_add(self.settings.invite_ttl.as_secs() as i64);
-        retry(&self.store, || {
+        let code = new_invite_code();
+        let digest = self.passwords.hash(code.clone()).await?;
+        let user = retry(&self.store, || {
             let (mut user, read_as) = self
                 .load(&target.id)?
                 .ok_or(DomainError::NotFound("user"))?;
             user.password_hash = None;
             user.invite = Some(Invite {
-                code: new_invite_code(),
+                digest: digest.clone(),
                 expires_at: expires,
                 invited_by: actor.username.clone(),
                 invited_at: now(),
@@ -542,7 +552,8 @@ impl Accounts {
             Self::stage_update(&mut tx, &user, read_as)?;
             Ok((tx, user))
         })
-        .await
+        .await?;
+        Ok((user, code))
     }
 
     /// Admin: delete a user and end their sessions. Not oneself; never the last

@@ -72,13 +72,15 @@ impl<'a> From<&'a User> for PublicUser<'a> {
     }
 }
 
-/// A user as an admin sees them in the list: pending users with their code.
+/// A user as an admin sees them in the list: pending users with when their
+/// invite runs out. The code itself is shown once, when issued, and not
+/// kept: `invite_code` stays in the legacy shape, as `null`.
 #[derive(Serialize)]
 struct ListedUser<'a> {
     #[serde(flatten)]
     user: PublicUser<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    invite_code: Option<&'a str>,
+    invite_code: Option<Option<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     invite_expires_at: Option<i64>,
 }
@@ -490,7 +492,7 @@ async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiResult<
         .iter()
         .map(|u| ListedUser {
             user: PublicUser::from(u),
-            invite_code: u.invite.as_ref().map(|i| i.code.as_str()),
+            invite_code: u.invite.as_ref().map(|_| None),
             invite_expires_at: u.invite.as_ref().map(|i| i.expires_at),
         })
         .collect();
@@ -508,7 +510,7 @@ async fn create_user(
     Json(body): Json<CreateUserBody>,
 ) -> ApiResult<Json<Value>> {
     authorize(&state, &caller, RequestFacts::new("auth:users:create"))?;
-    let user = state
+    let (user, code) = state
         .accounts
         .invite(&caller.user, body.username.as_deref().unwrap_or(""))
         .await?;
@@ -521,7 +523,7 @@ async fn create_user(
     Ok(Json(json!({
         "ok": true,
         "username": user.username,
-        "invite_code": user.invite.as_ref().map(|i| i.code.as_str()),
+        "invite_code": code,
     })))
 }
 
@@ -531,7 +533,7 @@ async fn reset_user(
     Path(username): Path<String>,
 ) -> ApiResult<Json<Value>> {
     authorize(&state, &caller, RequestFacts::new("auth:users:reset"))?;
-    let user = state.accounts.reset(&caller.user, &username).await?;
+    let (user, code) = state.accounts.reset(&caller.user, &username).await?;
     tracing::info!(actor = %caller.user.id, user = %user.id, "password reset");
     record(
         &state,
@@ -540,7 +542,7 @@ async fn reset_user(
     .await;
     Ok(Json(json!({
         "ok": true,
-        "invite_code": user.invite.as_ref().map(|i| i.code.as_str()),
+        "invite_code": code,
     })))
 }
 

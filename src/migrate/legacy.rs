@@ -256,8 +256,10 @@ pub fn import(
             let s = |k: &str| u[k].as_str().unwrap_or("").to_owned();
             let invite = u["pending_invite"].as_str().map(|code| {
                 let invited_at = u["invited_at"].as_i64().unwrap_or(now);
-                Invite {
-                    code: code.to_owned(),
+                Ok::<_, String>(Invite {
+                    // The legacy host kept the code itself; tessera keeps its digest.
+                    digest: crate::domain::password::hash_now(code.trim())
+                        .map_err(|e| e.to_string())?,
                     // Pending codes keep working: a full validity from the
                     // invitation, or from now if that has already run out.
                     expires_at: if invited_at + options.invite_ttl_secs > now {
@@ -267,8 +269,9 @@ pub fn import(
                     },
                     invited_by: s("invited_by"),
                     invited_at,
-                }
+                })
             });
+            let invite = invite.transpose()?;
             let hash = u["password_hash"].as_str().map(str::to_owned);
             users.push(User {
                 id: s("id"),

@@ -245,3 +245,56 @@ async fn a_backup_over_http_needs_the_admins_password() {
     assert!(actions.contains(&"admin.backup"), "{actions:?}");
     assert!(actions.contains(&"admin.backup_refused"), "{actions:?}");
 }
+
+/// A store from before invite digests: a pending user's code in plaintext.
+/// After the upgrade the store holds only a digest, and the code handed out
+/// before keeps working.
+#[tokio::test]
+async fn an_invite_code_issued_before_digests_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let code = {
+        let state = crate::helpers::open_state(test_config(dir.path())).unwrap();
+        let app = TestApp::from_state(state.clone(), None);
+        let admin = app.setup_admin().await;
+        let r = app
+            .post("/auth/users", &admin, json!({"username": "dora"}))
+            .await;
+        let code = r.body["invite_code"].as_str().unwrap().to_owned();
+        // Write the record as version 3 kept it.
+        let dora = state.accounts.find("dora").unwrap().unwrap();
+        let key = format!("user/{}", dora.id);
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&state.store.get(key.as_bytes()).unwrap().unwrap()).unwrap();
+        let invite = record["invite"].as_object_mut().unwrap();
+        invite.remove("digest");
+        invite.insert("code".into(), json!(code));
+        let mut tx = Transaction::durable();
+        tx.put(key, record.to_string())
+            .put(schema::VERSION_KEY, "3");
+        state.store.commit(&tx).unwrap();
+        code
+    };
+    let state = crate::helpers::open_state(test_config(dir.path())).unwrap();
+    assert_eq!(
+        schema::status(state.store.as_ref()).unwrap(),
+        (schema::current(), vec![])
+    );
+    for (key, value) in state.store.scan(b"", None, usize::MAX).unwrap() {
+        assert!(
+            !String::from_utf8_lossy(&value).contains(&code),
+            "the code is still in the store at {}",
+            String::from_utf8_lossy(&key)
+        );
+    }
+    let app = TestApp::from_state(state, None);
+    let r = app.login("dora", &code).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["needs_onboarding"], true, "{}", r.body);
+    let r = app
+        .anon_post(
+            "/auth/complete",
+            json!({"username": "dora", "invite_code": code, "password": "dora-password"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
