@@ -8,6 +8,7 @@
 
 pub mod authz;
 pub mod config;
+pub mod datadir;
 pub mod domain;
 pub mod error;
 pub mod http;

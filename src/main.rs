@@ -207,6 +207,13 @@ enum KeysAction {
 }
 
 fn main() -> ExitCode {
+    // Everything tessera and its storage engine create is born private
+    // (0700 directories, 0600 files), whatever umask it was started with.
+    // SAFETY: umask only sets this process's file-creation mask; it is
+    // called before any thread exists.
+    unsafe {
+        libc::umask(0o077);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
@@ -358,7 +365,7 @@ fn migrate_legacy(
     options: tessera::migrate::legacy::Options,
     json: bool,
 ) -> Result<(), String> {
-    use tessera::authz::keys::{DataKeys, RootKeys};
+    use tessera::authz::keys::DataKeys;
     use tessera::store::{MemoryStore, Store, Transaction};
     let report = if options.dry_run {
         // Plan against a copy in memory, with throwaway keys: a dry run
@@ -373,11 +380,7 @@ fn migrate_legacy(
         }
         tessera::migrate::legacy::import(&options, &copy, &DataKeys::ephemeral())?
     } else {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
-        let store = open_store(config)?;
-        AppState::upgrade_schema(config, store.as_ref()).map_err(|e| e.to_string())?;
-        let keys = DataKeys::load_or_create(&config.keys_dir()).map_err(|e| e.to_string())?;
-        RootKeys::load_or_create(&config.keys_dir()).map_err(|e| e.to_string())?;
+        let (store, _, keys) = AppState::open_data_dir(config).map_err(|e| e.to_string())?;
         let report = tessera::migrate::legacy::import(&options, &store, &keys)?;
         store.flush().map_err(|e| e.to_string())?;
         report
@@ -456,7 +459,7 @@ fn fetch_backup(server: &str, token: &str, password: &str) -> Result<Vec<u8>, St
 
 fn restore(config: &Config, from: &std::path::Path, force: bool) -> Result<(), String> {
     let bytes = std::fs::read(from).map_err(|e| format!("{}: {e}", from.display()))?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
+    tessera::datadir::create_private(&config.data_dir).map_err(|e| e.to_string())?;
     let n =
         tessera::migrate::backup::restore(&bytes, &config.store_dir(), &config.keys_dir(), force)?;
     println!("restored {n} entries into {}", config.data_dir.display());

@@ -17,8 +17,9 @@ const ROTATION_MARKER: &str = "data-rotation.pending";
 /// the same key instead of making another. `limit` bounds how many secrets
 /// move in this run (tests interrupt with it). Returns (key id, moved, done).
 pub fn rotate_data_key(config: &Config, limit: usize) -> Result<(u32, usize, bool), String> {
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(&config.store_dir()).map_err(|e| e.to_string())?);
+    // Opened as the server opens it: keys that are not the store's are
+    // refused before anything is re-encrypted.
+    let (store, _, _) = crate::AppState::open_data_dir(config).map_err(|e| e.to_string())?;
     rotate_data_key_in(&config.keys_dir(), store, limit)
 }
 

@@ -10,6 +10,7 @@ use crate::authz::policy::{FactSet, Policy, PolicyError, RequestFacts};
 use crate::authz::tokens::Claims;
 use crate::authz::{AuthError, Authz};
 use crate::config::Config;
+use crate::datadir;
 use crate::domain::agents::{Agent, Agents, Grant};
 use crate::domain::channels::{current_runtime, Channels};
 use crate::domain::chat::Chat;
@@ -34,6 +35,8 @@ pub enum StartError {
     Domain(#[from] DomainError),
     #[error("{0}")]
     Schema(String),
+    #[error(transparent)]
+    DataDir(#[from] datadir::DataDirError),
 }
 
 /// Cheap to clone: one `Arc`.
@@ -114,14 +117,30 @@ impl AppState {
     /// Open the data directory: the sled store (which locks the directory
     /// against a second server), then the key files, then the policy.
     pub fn open(config: Config) -> Result<Self, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            StoreError::Engine(format!("creating {}: {e}", config.data_dir.display()))
-        })?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store_dir())?);
-        Self::upgrade_schema(&config, store.as_ref())?;
-        let root = RootKeys::load_or_create(&config.keys_dir())?;
-        let data = DataKeys::load_or_create(&config.keys_dir())?;
+        let (store, root, data) = Self::open_data_dir(&config)?;
         Self::build(config, store, root, data)
+    }
+
+    /// The store and keys of the data directory, proven to belong together
+    /// and private (see `datadir`), with the schema brought up to date.
+    pub fn open_data_dir(
+        config: &Config,
+    ) -> Result<(Arc<dyn Store>, RootKeys, DataKeys), StartError> {
+        let data_dir = &config.data_dir;
+        datadir::create_private(data_dir)?;
+        // Listed before the store opens: what the engine creates now is not
+        // the operator's doing.
+        let exposed = datadir::exposed_dirs(data_dir)?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store_dir())?);
+        datadir::check_private(data_dir, &exposed, store.as_ref())?;
+        let had_data = crate::migrate::schema::version(store.as_ref())
+            .map_err(|e| StartError::Schema(e.to_string()))?
+            .is_some();
+        let (root, data) =
+            datadir::keys_for(data_dir, &config.keys_dir(), store.as_ref(), had_data)?;
+        Self::upgrade_schema(config, store.as_ref())?;
+        datadir::claim(data_dir, store.as_ref(), &root, &data)?;
+        Ok((store, root, data))
     }
 
     /// Bring an older store to the current schema, after a backup of it in

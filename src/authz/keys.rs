@@ -73,8 +73,8 @@ impl RootKeys {
         })
     }
 
-    /// Load every `root-<id>.key` in `dir`, creating the first one if none exist.
-    pub fn load_or_create(dir: &Path) -> Result<Self, KeyError> {
+    /// Load every `root-<id>.key` in `dir`; `None` when there is none.
+    pub fn load(dir: &Path) -> Result<Option<Self>, KeyError> {
         let mut pairs = Vec::new();
         for (id, path) in key_files(dir, "root")? {
             let hex = read_secret(&path)?;
@@ -82,15 +82,21 @@ impl RootKeys {
                 .map_err(|e| file_err(&path, e))?;
             pairs.push((id, KeyPair::from(&private)));
         }
-        if pairs.is_empty() {
-            let kp = KeyPair::new();
-            write_secret(
-                &dir.join("root-1.key"),
-                kp.private().to_bytes_hex().as_bytes(),
-            )?;
-            pairs.push((1, kp));
+        Ok(Self::from_pairs(pairs))
+    }
+
+    /// Load the keys in `dir`, creating the first one if none exist. Only
+    /// for an empty store: see `datadir::keys_for`.
+    pub fn load_or_create(dir: &Path) -> Result<Self, KeyError> {
+        if let Some(keys) = Self::load(dir)? {
+            return Ok(keys);
         }
-        Self::from_pairs(pairs)
+        let kp = KeyPair::new();
+        write_secret(
+            &dir.join("root-1.key"),
+            kp.private().to_bytes_hex().as_bytes(),
+        )?;
+        Self::from_pairs(vec![(1, kp)])
             .ok_or_else(|| file_err(dir, "no root key could be loaded or created"))
     }
 
@@ -154,7 +160,8 @@ impl DataKeys {
         }
     }
 
-    pub fn load_or_create(dir: &Path) -> Result<Self, KeyError> {
+    /// Load every `data-<id>.key` in `dir`; `None` when there is none.
+    pub fn load(dir: &Path) -> Result<Option<Self>, KeyError> {
         let mut keys = BTreeMap::new();
         for (id, path) in key_files(dir, "data")? {
             let text = read_secret(&path)?;
@@ -164,14 +171,40 @@ impl DataKeys {
                 .map_err(|_| file_err(&path, "a data key is 32 bytes"))?;
             keys.insert(id, key);
         }
-        if keys.is_empty() {
-            let mut key = [0u8; 32];
-            rand::thread_rng().fill_bytes(&mut key);
-            write_secret(&dir.join("data-1.key"), hex::encode(key).as_bytes())?;
-            keys.insert(1, key);
+        Ok(keys
+            .keys()
+            .last()
+            .copied()
+            .map(|active_id| Self { active_id, keys }))
+    }
+
+    /// Load the keys in `dir`, creating the first one if none exist. Only
+    /// for an empty store: see `datadir::keys_for`.
+    pub fn load_or_create(dir: &Path) -> Result<Self, KeyError> {
+        if let Some(keys) = Self::load(dir)? {
+            return Ok(keys);
         }
-        let active_id = *keys.keys().last().unwrap_or(&1);
-        Ok(Self { active_id, keys })
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        write_secret(&dir.join("data-1.key"), hex::encode(key).as_bytes())?;
+        Ok(Self {
+            active_id: 1,
+            keys: BTreeMap::from([(1, key)]),
+        })
+    }
+
+    /// A digest per key id that tells keys apart without revealing them.
+    pub fn fingerprints(&self) -> BTreeMap<u32, String> {
+        use sha2::{Digest, Sha256};
+        self.keys
+            .iter()
+            .map(|(id, key)| {
+                let mut hasher = Sha256::new();
+                hasher.update(b"tessera data key fingerprint\0");
+                hasher.update(key);
+                (*id, hex::encode(&hasher.finalize()[..16]))
+            })
+            .collect()
     }
 
     /// Add a new data key file (the next id) and return its id. It becomes the
@@ -199,10 +232,17 @@ impl DataKeys {
     }
 }
 
-/// `<kind>-<id>.key` files in `dir`, sorted by id. Creates `dir` (0700) if needed.
-fn key_files(dir: &Path, kind: &str) -> Result<Vec<(u32, PathBuf)>, KeyError> {
+/// Create `dir` (0700) if needed, before a key is written into it.
+fn key_dir(dir: &Path) -> Result<(), KeyError> {
     fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| file_err(dir, e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| file_err(dir, e))
+}
+
+/// `<kind>-<id>.key` files in `dir`, sorted by id; none if `dir` is missing.
+fn key_files(dir: &Path, kind: &str) -> Result<Vec<(u32, PathBuf)>, KeyError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
     let mut found = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| file_err(dir, e))? {
         let entry = entry.map_err(|e| file_err(dir, e))?;
@@ -239,6 +279,9 @@ fn read_secret(path: &Path) -> Result<String, KeyError> {
 /// Write a key file atomically (temp file, fsync, rename) with mode 0600, so a
 /// crash never leaves a truncated key behind.
 fn write_secret(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
+    if let Some(parent) = path.parent() {
+        key_dir(parent)?;
+    }
     let tmp = path.with_extension("tmp");
     let mut file = fs::OpenOptions::new()
         .write(true)

@@ -193,6 +193,9 @@ pub fn restore(
     for (name, data) in &snapshot.key_files {
         write_file(&keys_dir.join(name), data)?;
     }
+    // The data directory is tessera's alone, whatever the umask was.
+    let data_dir = store_dir.parent().unwrap_or(store_dir);
+    crate::datadir::tighten(data_dir).map_err(|e| e.to_string())?;
     Ok(snapshot.entries.len())
 }
 

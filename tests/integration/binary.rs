@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{command, http, start, Server};
+use crate::helpers::{command, http, start, stop};
 
 fn tessera(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
@@ -16,20 +16,6 @@ fn tessera(args: &[&str]) -> std::process::Output {
         .env("RUST_LOG", "warn")
         .output()
         .unwrap()
-}
-
-fn stop(mut server: Server) {
-    // SIGTERM: a graceful stop that flushes the store.
-    let pid = server.child.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if server.child.try_wait().unwrap().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("server did not stop on SIGTERM");
 }
 
 #[test]

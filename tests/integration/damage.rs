@@ -10,7 +10,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tessera::store::Store;
 
-use crate::helpers::{open_sled, open_state, test_config, TestApp, ADMIN_PASSWORD};
+use crate::helpers::{
+    open_sled, open_state, private_tempdir, test_config, TestApp, ADMIN_PASSWORD,
+};
 
 /// Three users, two agents, and a session, a grant and a delegation that
 /// were deleted: the things damage must never bring back.
@@ -52,8 +54,11 @@ async fn populate(dir: &Path) {
     app.state.store.flush().unwrap();
 }
 
+/// Copy a directory as `cp -a` would, modes included (a data directory
+/// whose directories others can enter is refused).
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let target = to.join(entry.file_name());
@@ -114,7 +119,7 @@ async fn damage_is_refused_or_harmless_never_served() {
     let mut rng = StdRng::seed_from_u64(7);
     let (mut served, mut refused) = (0, 0);
     for trial in 0..120 {
-        let work = tempfile::tempdir().unwrap();
+        let work = private_tempdir();
         copy_dir(pristine.path(), work.path());
         let config = test_config(work.path());
         // Every file gets its turn; the rest are drawn at random.
@@ -177,7 +182,7 @@ async fn an_older_copy_of_the_store_is_refused() {
         app.setup_admin().await;
         app.state.store.flush().unwrap();
     }
-    let older = tempfile::tempdir().unwrap();
+    let older = private_tempdir();
     copy_dir(&config.store_dir(), older.path());
     {
         let state = open_state(config.clone()).unwrap();

@@ -303,6 +303,16 @@ pub fn edited_policy(line: &str, replacement: &str) -> tempfile::TempDir {
     dir
 }
 
+/// A temporary directory only its owner can enter, as tessera requires of
+/// a data directory it has claimed.
+pub fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .unwrap()
+}
+
 /// Open sled, waiting (bounded) for a store this test just dropped: sled's
 /// background flusher can hold the directory lock for a moment after drop.
 pub fn open_sled(dir: &std::path::Path) -> SledStore {
@@ -385,4 +395,20 @@ pub fn spawn(mut cmd: std::process::Command) -> Server {
         .parse()
         .unwrap();
     Server { child, addr }
+}
+
+/// SIGTERM, a graceful stop that flushes the store; waits (bounded) for it.
+pub fn stop(mut server: Server) {
+    let pid = server.child.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if server.child.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("server did not stop on SIGTERM");
 }

@@ -11,6 +11,7 @@ mod binary;
 mod concurrency;
 mod crash;
 mod damage;
+mod data_dir;
 mod delegation;
 mod grantors;
 mod legacy_import;

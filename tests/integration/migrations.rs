@@ -18,6 +18,10 @@ use crate::helpers::{test_config, TestApp, ADMIN_PASSWORD};
 /// whose last-message time lives in its record, a memory grant without its
 /// reverse index.
 fn version_one_store(dir: &std::path::Path) {
+    // Its keys, as the version that wrote it created them.
+    let keys = test_config(dir).keys_dir();
+    tessera::authz::keys::RootKeys::load_or_create(&keys).unwrap();
+    tessera::authz::keys::DataKeys::load_or_create(&keys).unwrap();
     let store = crate::helpers::open_sled(&test_config(dir).store_dir());
     let conv = json!({
         "id": "c1", "name": "dm", "type": "dm", "members": ["u1", "helper"],
