@@ -20,6 +20,7 @@ mod login_limits;
 mod logs;
 mod migrations;
 mod private_data;
+mod private_property;
 mod runtime_tokens;
 mod scoped_listings;
 mod secrets_at_rest;
