@@ -14,6 +14,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Mark the session cookie `Secure` (set when served behind HTTPS).
     pub cookie_secure: bool,
+    /// Where a browser lands after signing in: the console, or `/desktop`
+    /// when tessera serves in front of TinyAgentOS.
+    pub home: String,
     /// Load the policy from this directory instead of the copy built into the
     /// binary (both come from `datalog/*.dl`).
     pub policy_dir: Option<PathBuf>,
@@ -110,6 +113,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(10),
             metrics: false,
             metrics_listen: None,
+            home: "/console".into(),
         }
     }
 

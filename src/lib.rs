@@ -16,6 +16,7 @@ pub mod maintenance;
 pub mod migrate;
 pub mod state;
 pub mod store;
+pub mod web;
 
 pub use config::Config;
 pub use state::AppState;

@@ -49,6 +49,10 @@ enum Command {
         /// Mark the session cookie Secure (serve behind HTTPS).
         #[arg(long, env = "TESSERA_COOKIE_SECURE")]
         cookie_secure: bool,
+        /// Where a browser lands after signing in (a path on this site):
+        /// the console, or /desktop in front of TinyAgentOS.
+        #[arg(long, env = "TESSERA_HOME", default_value = "/console", value_parser = home_path)]
+        home: String,
         /// A reverse proxy (address or network, e.g. 127.0.0.1 or 10.0.0.0/8)
         /// whose X-Forwarded-For names the client for login limits; repeat
         /// or separate with commas.
@@ -228,6 +232,7 @@ fn main() -> ExitCode {
             data,
             listen,
             cookie_secure,
+            home,
             trusted_proxies,
             policy_dir,
             metrics,
@@ -240,6 +245,7 @@ fn main() -> ExitCode {
             let mut config = Config::new(data.data);
             config.listen = listen;
             config.cookie_secure = cookie_secure;
+            config.home = home;
             config.trusted_proxies = trusted_proxies;
             config.policy_dir = policy_dir;
             config.metrics = metrics || metrics_listen.is_some();
@@ -537,5 +543,18 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+/// A landing path must stay on this site.
+fn home_path(text: &str) -> Result<String, String> {
+    let ok = text.starts_with('/')
+        && !text.starts_with("//")
+        && !text.contains('\\')
+        && !text.chars().any(|c| c.is_control() || c.is_whitespace());
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("must be a path on this site, such as /console or /desktop".into())
     }
 }

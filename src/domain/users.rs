@@ -442,6 +442,47 @@ impl Accounts {
                 "invalid or expired invite code".into(),
             ));
         };
+        self.finish_invite(&user, invite, hash, full_name, email, long_lived)
+            .await
+    }
+
+    /// Redeem the invite of a person signed in with its code (the
+    /// invite-phase session stands for the code): the onboarding page.
+    pub async fn complete_pending(
+        &self,
+        user_id: &str,
+        password: String,
+        profile: Profile,
+        long_lived: bool,
+    ) -> DomainResult<LoggedIn> {
+        check_new_password(&password)?;
+        let full_name = profile
+            .full_name
+            .as_deref()
+            .map(clean_full_name)
+            .transpose()?;
+        let email = profile.email.as_deref().map(clean_email).transpose()?;
+        let invalid = || DomainError::Invalid("invalid or expired invite code".into());
+        let (user, _) = self.load(user_id)?.ok_or_else(invalid)?;
+        let invite = user
+            .invite
+            .clone()
+            .filter(|inv| user.pending() && inv.expires_at > now())
+            .ok_or_else(invalid)?;
+        let hash = self.passwords.hash(password).await?;
+        self.finish_invite(&user, invite, hash, full_name, email, long_lived)
+            .await
+    }
+
+    async fn finish_invite(
+        &self,
+        user: &User,
+        invite: Invite,
+        hash: String,
+        full_name: Option<String>,
+        email: Option<String>,
+        long_lived: bool,
+    ) -> DomainResult<LoggedIn> {
         let ttl = self.ttl(long_lived);
         let (user, session) = retry(&self.store, || {
             let (mut current, read_as) = self.load(&user.id)?.ok_or(DomainError::Invalid(

@@ -186,14 +186,7 @@ fn view(
     caller: &Caller,
     loaded: &AgentState,
 ) -> ApiResult<String> {
-    let admin = caller.user.is_admin.then_some(caller.user.id.as_str());
-    let ranks = state.agent_ranks(loaded, admin)?;
-    let mut rank = ranks.get(&caller.user.id).copied().unwrap_or(0);
-    if let Via::Delegation(delegation) = &caller.via {
-        // A delegated token exercises at most the level it was minted with.
-        rank = rank.min(delegation.level.rank());
-    }
-    let access = Level::from_rank(rank);
+    let (access, ranks) = access_and_ranks(state, caller, loaded)?;
     let mut out = String::with_capacity(512);
     out.push_str(rendered(loaded)?);
     out.push_str(",\"access\":");
@@ -217,6 +210,67 @@ fn view(
     Ok(out)
 }
 
+/// Everyone's rank on an agent, by user id.
+type Ranks = Arc<HashMap<String, i64>>;
+
+/// The level the caller's token exercises on the agent, and everyone's ranks.
+fn access_and_ranks(
+    state: &AppState,
+    caller: &Caller,
+    loaded: &AgentState,
+) -> ApiResult<(Option<Level>, Ranks)> {
+    let admin = caller.user.is_admin.then_some(caller.user.id.as_str());
+    let ranks = state.agent_ranks(loaded, admin)?;
+    let mut rank = ranks.get(&caller.user.id).copied().unwrap_or(0);
+    if let Via::Delegation(delegation) = &caller.via {
+        // A delegated token exercises at most the level it was minted with.
+        rank = rank.min(delegation.level.rank());
+    }
+    Ok((Level::from_rank(rank), ranks))
+}
+
+/// The level the caller's token exercises on the agent (`None`: none).
+pub fn access(state: &AppState, caller: &Caller, loaded: &AgentState) -> ApiResult<Option<Level>> {
+    Ok(access_and_ranks(state, caller, loaded)?.0)
+}
+
+/// Every agent the caller may read, for listings (the API's and the
+/// console's). A delegated token sees its own agent only, and is refused
+/// when it may not read it; a token that may not list is refused.
+pub fn readable(state: &AppState, caller: &Caller) -> ApiResult<Vec<Arc<AgentState>>> {
+    let names_to_check = if let Via::Delegation(delegation) = &caller.via {
+        let loaded = load(state, &delegation.agent)?;
+        if !allowed(state, caller, "agent:read", &loaded, 0)? {
+            return Err(AuthError::Denied("this token may not read its agent".into()).into());
+        }
+        Arc::new(vec![delegation.agent.clone()])
+    } else {
+        // The listing itself is an operation: a channel bot's token, which
+        // may only read and post in its channel, is refused here like
+        // everywhere else instead of getting an empty list.
+        state.authorize(
+            caller,
+            crate::authz::policy::RequestFacts::new("agent:list"),
+        )?;
+        if caller.user.is_admin {
+            Arc::new(state.agents.all_names()?)
+        } else {
+            state.agents.candidates_for(&caller.user.id)?
+        }
+    };
+    let mut out = Vec::with_capacity(names_to_check.len().min(64));
+    for name in names_to_check.iter() {
+        // Gone since the index was read: skip.
+        let Some(loaded) = state.agent(name)? else {
+            continue;
+        };
+        if allowed(state, caller, "agent:read", &loaded, 0)? {
+            out.push(loaded);
+        }
+    }
+    Ok(out)
+}
+
 /// Who the act is on behalf of, when an admin acts on someone else's agent
 /// without holding the rights themselves.
 fn on_behalf(
@@ -234,42 +288,15 @@ fn on_behalf(
 }
 
 async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<JsonText> {
-    let names_to_check = if let Via::Delegation(delegation) = &caller.via {
-        // A delegated token is about one agent: its listing is that agent,
-        // and refused outright when the token may not read it.
-        let loaded = load(&state, &delegation.agent)?;
-        if !allowed(&state, &caller, "agent:read", &loaded, 0)? {
-            return Err(AuthError::Denied("this token may not read its agent".into()).into());
-        }
-        Arc::new(vec![delegation.agent.clone()])
-    } else {
-        // The listing itself is an operation: a channel bot's token, which
-        // may only read and post in its channel, is refused here like
-        // everywhere else instead of getting an empty list.
-        state.authorize(
-            &caller,
-            crate::authz::policy::RequestFacts::new("agent:list"),
-        )?;
-        if caller.user.is_admin {
-            Arc::new(state.agents.all_names()?)
-        } else {
-            state.agents.candidates_for(&caller.user.id)?
-        }
-    };
+    let agents = readable(&state, &caller)?;
     let mut names = Names::new(&state);
-    let mut out = String::with_capacity(2 + 512 * names_to_check.len().min(64));
+    let mut out = String::with_capacity(2 + 512 * agents.len().min(64));
     out.push('[');
-    for name in names_to_check.iter() {
-        // Gone since the index was read: skip.
-        let Some(loaded) = state.agent(name)? else {
-            continue;
-        };
-        if allowed(&state, &caller, "agent:read", &loaded, 0)? {
-            if out.len() > 1 {
-                out.push(',');
-            }
-            out.push_str(&view(&state, &mut names, &caller, &loaded)?);
+    for loaded in &agents {
+        if out.len() > 1 {
+            out.push(',');
         }
+        out.push_str(&view(&state, &mut names, &caller, loaded)?);
     }
     out.push(']');
     Ok(JsonText(out))

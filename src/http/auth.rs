@@ -149,7 +149,7 @@ fn parse_credentials(headers: &HeaderMap, body: &Bytes) -> ApiResult<Credentials
 /// Same-site path to return to after a form login, or nothing: anything that
 /// could leave the site (`//host`, `/\host`, schemes, control characters) is
 /// dropped.
-fn safe_next(next: Option<&str>) -> Option<String> {
+pub(crate) fn safe_next(next: Option<&str>) -> Option<String> {
     let next = next?;
     let ok = next.starts_with('/')
         && !next.starts_with("//")
@@ -298,13 +298,23 @@ async fn setup(
     body: Bytes,
 ) -> ApiResult<Response> {
     let creds = parse_credentials(&headers, &body)?;
-    let who = subjects(&addr, None);
-    attempt(&state, &who)?;
-    let long_lived = creds.auto_login.unwrap_or(!creds.from_form);
-    let logged_in = state
-        .accounts
-        .setup(&creds.username, creds.password, creds.profile, long_lived)
-        .await?;
+    let from_form = creds.from_form;
+    let outcome = async {
+        let who = subjects(&addr, None);
+        attempt(&state, &who)?;
+        let long_lived = creds.auto_login.unwrap_or(!creds.from_form);
+        let logged_in = state
+            .accounts
+            .setup(&creds.username, creds.password, creds.profile, long_lived)
+            .await?;
+        Ok::<_, ApiError>((who, logged_in))
+    }
+    .await;
+    let (who, logged_in) = match outcome {
+        Ok(done) => done,
+        Err(e) if from_form => return Ok(form_failure("/auth/setup", &e)),
+        Err(e) => return Err(e),
+    };
     state.limiter.succeeded(&who);
     tracing::info!(user = %logged_in.user.id, "first user created");
     record(
@@ -319,8 +329,34 @@ async fn setup(
     signed_in(
         &state,
         &logged_in,
-        creds.from_form.then(|| "/desktop".to_owned()),
+        from_form.then(|| state.config.home.clone()),
     )
+}
+
+/// Where a browser's failed form post goes back to, with why as a fixed
+/// code the page turns into words (never text from the URL).
+fn form_failure(page: &str, error: &ApiError) -> Response {
+    let code = match error {
+        ApiError::RateLimited { .. } => "limited",
+        ApiError::Domain(DomainError::InvalidCredentials) => "1",
+        ApiError::Domain(DomainError::Invalid(text)) | ApiError::BadRequest(text) => {
+            if text.contains("invite") {
+                "invite"
+            } else if text.contains("password") {
+                "password"
+            } else if text.contains("email") {
+                "email"
+            } else if text.contains("username") {
+                "username"
+            } else if text.contains("name") {
+                "name"
+            } else {
+                "other"
+            }
+        }
+        _ => "other",
+    };
+    redirect(&format!("{page}?error={code}"))
 }
 
 async fn login(
@@ -332,10 +368,21 @@ async fn login(
     let creds = parse_credentials(&headers, &body)?;
     let next = safe_next(creds.next.as_deref());
     if creds.username.trim().is_empty() {
-        return Err(ApiError::BadRequest("username is required".into()));
+        let error = ApiError::BadRequest("username is required".into());
+        return if creds.from_form {
+            Ok(form_failure("/auth/login", &error))
+        } else {
+            Err(error)
+        };
     }
     let who = subjects(&addr, Some(creds.username.trim().to_ascii_lowercase()));
-    attempt(&state, &who)?;
+    if let Err(error) = attempt(&state, &who) {
+        return if creds.from_form {
+            Ok(form_failure("/auth/login", &error))
+        } else {
+            Err(error)
+        };
+    }
     let long_lived = match creds.auto_login {
         Some(choice) => choice,
         None if creds.from_form => false,
@@ -358,9 +405,14 @@ async fn login(
                 ),
             )
             .await;
-            let to = creds
-                .from_form
-                .then(|| next.unwrap_or_else(|| "/desktop".into()));
+            // An invite code typed as the password leads to onboarding.
+            let to = creds.from_form.then(|| {
+                if logged_in.needs_onboarding {
+                    "/auth/onboarding".to_owned()
+                } else {
+                    next.unwrap_or_else(|| state.config.home.clone())
+                }
+            });
             signed_in(&state, &logged_in, to)
         }
         Err(DomainError::InvalidCredentials) if creds.from_form => {
@@ -428,10 +480,94 @@ struct CompleteBody {
     auto_login: Option<Value>,
 }
 
+/// Invite completion: JSON with the invite code, or the onboarding page's
+/// form, where the invite-phase session (opened with the code) stands in
+/// for it.
 async fn complete(
     State(state): State<AppState>,
     addr: ClientAddr,
-    Json(body): Json<CompleteBody>,
+    MaybeCaller(caller): MaybeCaller,
+    request: axum::extract::Request,
+) -> ApiResult<Response> {
+    use axum::extract::FromRequest;
+    if !is_form(request.headers()) {
+        return match Json::<CompleteBody>::from_request(request, &state).await {
+            Ok(Json(body)) => complete_with_code(state, addr, body).await,
+            Err(rejection) => Ok(rejection.into_response()),
+        };
+    }
+    let bytes = axum::body::to_bytes(request.into_body(), state.config.max_body_bytes)
+        .await
+        .map_err(|_| ApiError::BadRequest("request body too large".into()))?;
+    let form: CompleteForm = serde_urlencoded::from_bytes(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid form body: {e}")))?;
+    let outcome = complete_form(&state, &addr, caller, form).await;
+    match outcome {
+        Ok(logged_in) => signed_in(&state, &logged_in, Some(state.config.home.clone())),
+        Err(e) => Ok(form_failure("/auth/onboarding", &e)),
+    }
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
+#[derive(Deserialize)]
+struct CompleteForm {
+    password: Option<String>,
+    full_name: Option<String>,
+    email: Option<String>,
+    auto_login: Option<String>,
+}
+
+async fn complete_form(
+    state: &AppState,
+    addr: &ClientAddr,
+    caller: Option<Caller>,
+    form: CompleteForm,
+) -> ApiResult<LoggedIn> {
+    let Some(caller) = caller.filter(|c| c.user.pending()) else {
+        return Err(ApiError::Domain(DomainError::Invalid(
+            "invalid or expired invite code".into(),
+        )));
+    };
+    let who = subjects(addr, Some(format!("invite:{}", caller.user.username)));
+    attempt(state, &who)?;
+    let profile = Profile {
+        full_name: form.full_name.filter(|s| !s.trim().is_empty()),
+        email: form.email.filter(|s| !s.trim().is_empty()),
+    };
+    let long_lived = form.auto_login.is_some_and(|v| truthy(&Value::String(v)));
+    let logged_in = state
+        .accounts
+        .complete_pending(
+            &caller.user.id,
+            form.password.unwrap_or_default(),
+            profile,
+            long_lived,
+        )
+        .await?;
+    state.limiter.succeeded(&who);
+    tracing::info!(user = %logged_in.user.id, "invite completed");
+    record(
+        state,
+        AuditEvent::new(
+            Some(&logged_in.user.id),
+            "auth.complete",
+            &logged_in.user.username,
+        ),
+    )
+    .await;
+    Ok(logged_in)
+}
+
+async fn complete_with_code(
+    state: AppState,
+    addr: ClientAddr,
+    body: CompleteBody,
 ) -> ApiResult<Response> {
     let username = body.username.unwrap_or_default();
     let code = body.invite_code.unwrap_or_default();

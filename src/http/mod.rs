@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod channels;
 pub mod chat;
+pub mod csrf;
 pub mod extract;
 mod health;
 pub mod memory;
@@ -58,8 +59,10 @@ pub fn router(state: AppState) -> Router {
         .merge(memory::routes())
         .merge(chat::routes())
         .merge(channels::routes())
+        .merge(crate::web::routes())
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), legacy_cookie));
+        .layer(middleware::from_fn_with_state(state.clone(), legacy_cookie))
+        .layer(middleware::from_fn_with_state(state.clone(), csrf::protect));
     let router = if with_metrics {
         router.route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -70,6 +73,10 @@ pub fn router(state: AppState) -> Router {
     };
     router
         .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            csrf::security_headers,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
             ServiceBuilder::new()
@@ -187,11 +194,23 @@ async fn overloaded(
     )
 }
 
-async fn not_found() -> impl IntoResponse {
+async fn not_found(headers: axum::http::HeaderMap) -> Response {
+    if crate::web::wants_html(&headers) {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::response::Html(
+                "<!doctype html><meta charset=utf-8><title>Not found</title>\
+                 <link rel=stylesheet href=/static/style.css><main><h1>Not found</h1>\
+                 <p>There is no page here. <a href=\"/\">Go to the start page</a>.</p></main>",
+            ),
+        )
+            .into_response();
+    }
     (
         StatusCode::NOT_FOUND,
         Json(json!({ "error": "no such route" })),
     )
+        .into_response()
 }
 
 /// Framework rejections (bad JSON, wrong method, oversized body...) answer in
@@ -202,12 +221,13 @@ async fn json_errors(response: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_json = response
+    // JSON errors stay; pages say what went wrong in their own words.
+    let is_json_or_page = response
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if is_json_or_page {
         return response;
     }
     let (parts, body) = response.into_parts();

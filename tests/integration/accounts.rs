@@ -336,9 +336,9 @@ async fn form_login_redirects_only_within_the_site() {
     let ok = format!("username=alice&password={ADMIN_PASSWORD}");
     for (next, to) in [
         ("%2Fagents%3Ftab%3D1", "/agents?tab=1"),
-        ("https%3A%2F%2Fevil.example", "/desktop"),
-        ("%2F%2Fevil.example", "/desktop"),
-        ("%2F%5Cevil.example", "/desktop"),
+        ("https%3A%2F%2Fevil.example", "/console"),
+        ("%2F%2Fevil.example", "/console"),
+        ("%2F%5Cevil.example", "/console"),
     ] {
         let r = app.send(form(&format!("{ok}&next={next}"))).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER);

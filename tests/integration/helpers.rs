@@ -44,10 +44,13 @@ impl Response {
         self.body["error"].as_str().unwrap_or("")
     }
 
+    /// The session cookie this response sets (the CSRF cookie aside).
     pub fn set_cookie(&self) -> Option<String> {
         self.headers
-            .get("set-cookie")
+            .get_all("set-cookie")
+            .iter()
             .map(|v| v.to_str().unwrap().to_owned())
+            .find(|v| v.starts_with("taos_session="))
     }
 }
 
@@ -56,9 +59,17 @@ impl Response {
 pub enum Auth<'a> {
     None,
     Bearer(&'a str),
+    /// The session cookie as tessera's own pages send it: with the CSRF
+    /// cookie echoed in `X-CSRF-Token`.
     Cookie(&'a str),
+    /// The session cookie alone, as a forged cross-site request carries it.
+    CookieOnly(&'a str),
     RawAuthorization(&'a str),
 }
+
+/// The CSRF token the test "browser" holds (any well-formed token works:
+/// what matters is that the header echoes the cookie).
+pub const TEST_CSRF: &str = "testcsrftokentestcsrftokentestcs";
 
 pub struct TestApp {
     pub state: AppState,
@@ -145,7 +156,13 @@ impl TestApp {
         req = match auth {
             Auth::None => req,
             Auth::Bearer(t) => req.header("authorization", format!("Bearer {t}")),
-            Auth::Cookie(t) => req.header("cookie", format!("taos_session={t}")),
+            Auth::Cookie(t) => req
+                .header(
+                    "cookie",
+                    format!("taos_session={t}; csrf_token={TEST_CSRF}"),
+                )
+                .header("x-csrf-token", TEST_CSRF),
+            Auth::CookieOnly(t) => req.header("cookie", format!("taos_session={t}")),
             Auth::RawAuthorization(v) => req.header("authorization", v),
         };
         let req = match body {

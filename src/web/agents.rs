@@ -1,0 +1,155 @@
+//! The console's agents: the ones I own and those shared with me, and
+//! creating one.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Extension, Form, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{error_page, page, see_other, Chrome, Done, Person};
+use crate::authz::policy::RequestFacts;
+use crate::domain::audit::AuditEvent;
+use crate::http::csrf::CsrfToken;
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/console", get(list)).route(
+        "/console/agents",
+        get(|| async { see_other("/console") }).post(create),
+    )
+}
+
+const NOTICES: &[(&str, &str)] = &[("deleted", "The agent was deleted.")];
+
+pub struct Row {
+    pub name: String,
+    pub display_name: String,
+    pub owner: String,
+    pub level: &'static str,
+    pub archived: bool,
+}
+
+#[derive(Template)]
+#[template(path = "agents.html")]
+struct AgentsPage {
+    chrome: Chrome,
+    rows: Vec<Row>,
+    filter: String,
+    can_create: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    q: Option<String>,
+    #[serde(flatten)]
+    done: Done,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    Person(caller): Person,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    let filter = query.q.clone().unwrap_or_default();
+    match rows(&state, &caller, &filter) {
+        Ok(rows) => {
+            let can_create = state
+                .authorize(&caller, RequestFacts::new("agent:create"))
+                .is_ok();
+            let chrome =
+                Chrome::new(&csrf, Some(&caller), "agents").notice(query.done.notice(NOTICES));
+            page(
+                StatusCode::OK,
+                &AgentsPage {
+                    chrome,
+                    rows,
+                    filter,
+                    can_create,
+                },
+            )
+        }
+        Err(e) => error_page(&csrf, Some(&caller), e, "/").await,
+    }
+}
+
+/// The agents the caller may read whose name or display name contains
+/// `filter`, with the caller's level, sorted by name.
+fn rows(
+    state: &AppState,
+    caller: &crate::state::Caller,
+    filter: &str,
+) -> crate::error::ApiResult<Vec<Row>> {
+    let needle = filter.trim().to_lowercase();
+    let mut rows = Vec::new();
+    for loaded in crate::http::agents::readable(state, caller)? {
+        let agent = &loaded.agent;
+        let display_name = agent
+            .fields
+            .get("display_name")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&agent.name)
+            .to_owned();
+        if !needle.is_empty()
+            && !agent.name.contains(&needle)
+            && !display_name.to_lowercase().contains(&needle)
+        {
+            continue;
+        }
+        let level = crate::http::agents::access(state, caller, &loaded)?;
+        rows.push(Row {
+            name: agent.name.clone(),
+            display_name,
+            owner: loaded
+                .owner_name
+                .clone()
+                .unwrap_or_else(|| "(deleted user)".into()),
+            level: level.map_or("none", |l| l.as_str()),
+            archived: agent.archived,
+        });
+    }
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(rows)
+}
+
+#[derive(Deserialize)]
+struct CreateForm {
+    name: String,
+    #[serde(default)]
+    display_name: String,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    Person(caller): Person,
+    Form(form): Form<CreateForm>,
+) -> Response {
+    let result = async {
+        state.authorize(&caller, RequestFacts::new("agent:create"))?;
+        let mut fields = Map::new();
+        if !form.display_name.trim().is_empty() {
+            fields.insert(
+                "display_name".into(),
+                Value::String(form.display_name.trim().to_owned()),
+            );
+        }
+        let name = form.name.trim().to_owned();
+        let event = AuditEvent::new(Some(&caller.user.id), "agent.create", &name);
+        state
+            .agents
+            .create(&caller.user, &name, fields, event)
+            .await?;
+        Ok::<_, crate::error::ApiError>(name)
+    }
+    .await;
+    match result {
+        Ok(name) => see_other(&format!("/console/agents/{name}?ok=created")),
+        Err(e) => error_page(&csrf, Some(&caller), e, "/console").await,
+    }
+}
