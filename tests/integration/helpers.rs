@@ -30,6 +30,8 @@ pub struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body as text: a page's HTML (for which `body` is null).
+    pub text: String,
 }
 
 impl Response {
@@ -127,8 +129,11 @@ impl TestApp {
         let binary = headers
             .get("content-type")
             .is_some_and(|v| v.as_bytes() == b"application/octet-stream");
-        // Every answer but a binary download is JSON, errors above all.
-        let body = if bytes.is_empty() || (binary && status.is_success()) {
+        let page = headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+        // Every answer but a binary download or a page is JSON, errors above all.
+        let body = if bytes.is_empty() || (binary && status.is_success()) || page {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).unwrap_or_else(|_| {
@@ -142,6 +147,7 @@ impl TestApp {
             status,
             headers,
             body,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
         }
     }
 
