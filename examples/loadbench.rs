@@ -357,6 +357,11 @@ async fn bench(args: Args) -> Result<(), String> {
             Some(&reader),
         ),
         Scenario::get(
+            "GET /console (agents page, 10 of all)",
+            "/console",
+            Some(&reader),
+        ),
+        Scenario::get(
             "GET agent, token narrowed twice",
             shared_agent.clone(),
             Some(&narrowed),

@@ -127,11 +127,25 @@ fn form_token(body: &[u8]) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-fn refuse(reason: &str) -> Response {
-    ApiError::Domain(DomainError::Forbidden(format!(
-        "{reason}; reload the page and try again"
-    )))
-    .into_response()
+/// A `403` in JSON, or, for a browser's page request, a page in words.
+fn refuse(reason: &str, page: bool) -> Response {
+    let text = format!("{reason}; reload the page and try again");
+    if page {
+        let html = format!(
+            "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width, initial-scale=1\">\
+             <title>Not allowed</title><link rel=stylesheet href=/static/style.css>\
+             <main><section class=narrow><h1>Not allowed</h1><p>{}</p>\
+             <p><a href=\"/\">Go to the start page</a></p></section></main>",
+            // The reasons are fixed strings; escape anyway.
+            text.replace('&', "&amp;").replace('<', "&lt;")
+        );
+        return (
+            axum::http::StatusCode::FORBIDDEN,
+            axum::response::Html(html),
+        )
+            .into_response();
+    }
+    ApiError::Domain(DomainError::Forbidden(text)).into_response()
 }
 
 /// The middleware: hands every request its browser's token (minting one and
@@ -151,12 +165,13 @@ pub async fn protect(
     let bearer = headers.contains_key(AUTHORIZATION);
     let with_session = cookie(headers, SESSION_COOKIE).is_some();
     let browser = headers.contains_key("sec-fetch-site") || headers.contains_key(ORIGIN);
+    let page = crate::web::wants_html(headers);
 
     let mut request = if safe(request.method()) || bearer {
         request
     } else if credential_route || with_session {
         if let Err(reason) = same_origin(headers) {
-            return refuse(reason);
+            return refuse(reason, page);
         }
         let header_token = headers
             .get(CSRF_HEADER)
@@ -196,7 +211,7 @@ pub async fn protect(
                 _ => false,
             };
             if !matches {
-                return refuse("missing or wrong CSRF token");
+                return refuse("missing or wrong CSRF token", page);
             }
         }
         request

@@ -505,3 +505,24 @@ async fn every_response_carries_the_security_headers() {
         assert!(!r.text.contains(needle), "{needle} in the sign-in page");
     }
 }
+
+#[tokio::test]
+async fn a_refused_form_post_from_a_page_is_explained_in_words() {
+    let app = TestApp::new();
+    let admin = app.setup_admin().await;
+    let r = app
+        .send(browser(
+            Method::POST,
+            "/console/agents",
+            &format!("taos_session={admin}; csrf_token={TEST_CSRF}"),
+            &[
+                ("accept", "text/html,application/xhtml+xml"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            Some("name=helper&csrf_token=stalestalestalestalestalestalest"),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.text.contains("reload the page"), "{}", r.text);
+    assert!(app.state.agents.get("helper").unwrap().is_none());
+}
