@@ -69,7 +69,7 @@ const AGENTS_SHOWN: usize = 500;
 fn in_words(error: ApiError) -> ApiError {
     match error {
         ApiError::Auth(AuthError::Denied(_)) => ApiError::Domain(DomainError::Forbidden(
-            "only administrators may use the admin pages".into(),
+            "your account may not do this: the admin pages are for administrators".into(),
         )),
         other => other,
     }

@@ -181,7 +181,7 @@ async fn people_who_are_not_admins_get_no_admin_page_and_their_forged_posts_chan
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
         let html = page.html();
         assert!(
-            html.contains("only administrators may use the admin pages"),
+            html.contains("your account may not do this: the admin pages are for administrators"),
             "{path}: {html}"
         );
         assert!(!html.contains("\"error\""), "no raw JSON: {html}");
@@ -207,7 +207,7 @@ async fn people_who_are_not_admins_get_no_admin_page_and_their_forged_posts_chan
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
         assert!(
             page.html()
-                .contains("only administrators may use the admin pages"),
+                .contains("your account may not do this: the admin pages are for administrators"),
             "{path}"
         );
         assert_ne!(
@@ -876,4 +876,31 @@ async fn the_sessions_route_is_for_their_owner_and_admins() {
     let page = post(&app, "/console/account/sessions/others", &carol, &[]).await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     assert!(is_signed_in(&app, &bob).await);
+}
+
+/// The controls follow the policy, not the admin flag: with resets taken
+/// from admins by one line of `auth.dl`, the page offers none and a forged
+/// reset is refused.
+#[tokio::test]
+async fn the_controls_shown_are_the_policys_decisions() {
+    let dir = crate::helpers::edited_policy(
+        r#"requires("auth:users:reset", "admin");"#,
+        r#"requires("auth:users:reset", "nobody");"#,
+    );
+    let app = TestApp::with_config(|c| c.policy_dir = Some(dir.path().to_owned()));
+    let admin = app.setup_admin().await;
+    app.add_user(&admin, "bob", "bob-password").await;
+
+    let page = get(&app, "/console/admin", Some(&admin)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.has_form("/console/admin/users/bob/reset"));
+    assert!(page.has_form("/console/admin/users/bob/admin"));
+
+    let forged = post(&app, "/console/admin/users/bob/reset", &admin, &[]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(!forged.html().contains("invite-code"));
+    assert_eq!(
+        app.login("bob", "bob-password").await.status,
+        StatusCode::OK
+    );
 }
