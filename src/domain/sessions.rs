@@ -88,6 +88,36 @@ pub async fn revoke_all(store: &Arc<dyn Store>, user_id: &str) -> DomainResult<u
     Ok(n)
 }
 
+/// The live sessions of a user (not expired at `at`), newest first.
+pub fn list_live(store: &dyn Store, user_id: &str, at: i64) -> DomainResult<Vec<Session>> {
+    let prefix = keyspace::user_sessions_prefix(user_id);
+    let mut live = Vec::new();
+    for (key, _) in store.scan(prefix.as_bytes(), None, usize::MAX)? {
+        let sid = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+        if let Some(bytes) = store.get(keyspace::session(&sid).as_bytes())? {
+            let session: Session = decode(&bytes)?;
+            if session.user_id == user_id && session.expires_at > at {
+                live.push(session);
+            }
+        }
+    }
+    live.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+    Ok(live)
+}
+
+/// End every session of a user but `keep` ("sign out everywhere else");
+/// returns how many ended.
+pub async fn revoke_others(
+    store: &Arc<dyn Store>,
+    user_id: &str,
+    keep: &str,
+) -> DomainResult<usize> {
+    let mut tx = Transaction::durable();
+    let n = revoke_all_into(store.as_ref(), &mut tx, user_id, Some(keep))?;
+    commit(store, tx).await?;
+    Ok(n)
+}
+
 /// A legacy TinyAgentOS session imported by `tessera migrate legacy`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LegacySession {

@@ -38,7 +38,10 @@ pub fn routes() -> Router<AppState> {
         .route("/auth/users/{username}", delete(delete_user))
         .route("/auth/users/{username}/reset", post(reset_user))
         .route("/auth/users/{username}/admin", post(set_admin))
-        .route("/auth/users/{username}/sessions", delete(revoke_sessions))
+        .route(
+            "/auth/users/{username}/sessions",
+            get(list_sessions).delete(revoke_sessions),
+        )
         .route("/auth/users/{username}/profile", post(update_profile))
         .route("/auth/users/{username}/password", post(change_password))
         .route("/api/admin/backup", post(backup))
@@ -274,6 +277,18 @@ fn on_account(state: &AppState, operation: &str, username: &str) -> ApiResult<Re
         facts = facts.fact("target_user", [string(&user.id)]);
     }
     Ok(facts)
+}
+
+/// Whether `caller` may do `operation` on the account `username`: a page
+/// offers a control only when the route behind it would allow it.
+pub(crate) fn allowed_on_account(
+    state: &AppState,
+    caller: &Caller,
+    operation: &str,
+    username: &str,
+) -> bool {
+    on_account(state, operation, username)
+        .is_ok_and(|facts| authorize(state, caller, facts).is_ok())
 }
 
 async fn status(
@@ -621,9 +636,14 @@ async fn keys(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "keys": state.authz.keys().published() }))
 }
 
+/// Admin: every account, for the user list.
+pub(crate) fn users(state: &AppState, caller: &Caller) -> ApiResult<Vec<User>> {
+    authorize(state, caller, RequestFacts::new("auth:users:list"))?;
+    Ok(state.accounts.list()?)
+}
+
 async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    authorize(&state, &caller, RequestFacts::new("auth:users:list"))?;
-    let users = state.accounts.list()?;
+    let users = users(&state, &caller)?;
     let listed: Vec<ListedUser> = users
         .iter()
         .map(|u| ListedUser {
@@ -640,22 +660,30 @@ struct CreateUserBody {
     username: Option<String>,
 }
 
+/// Admin: invite `username`; returns the pending account and its code,
+/// which is not kept (the caller shows it once).
+pub(crate) async fn invite(
+    state: &AppState,
+    caller: &Caller,
+    username: &str,
+) -> ApiResult<(User, String)> {
+    authorize(state, caller, RequestFacts::new("auth:users:create"))?;
+    let (user, code) = state.accounts.invite(&caller.user, username).await?;
+    tracing::info!(actor = %caller.user.id, user = %user.id, "user invited");
+    record(
+        state,
+        AuditEvent::new(Some(&caller.user.id), "user.invite", &user.username).concerning(&user.id),
+    )
+    .await;
+    Ok((user, code))
+}
+
 async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<CreateUserBody>,
 ) -> ApiResult<Json<Value>> {
-    authorize(&state, &caller, RequestFacts::new("auth:users:create"))?;
-    let (user, code) = state
-        .accounts
-        .invite(&caller.user, body.username.as_deref().unwrap_or(""))
-        .await?;
-    tracing::info!(actor = %caller.user.id, user = %user.id, "user invited");
-    record(
-        &state,
-        AuditEvent::new(Some(&caller.user.id), "user.invite", &user.username).concerning(&user.id),
-    )
-    .await;
+    let (user, code) = invite(&state, &caller, body.username.as_deref().unwrap_or("")).await?;
     Ok(Json(json!({
         "ok": true,
         "username": user.username,
@@ -663,19 +691,30 @@ async fn create_user(
     })))
 }
 
+/// Admin: remove `username`'s password and end their sessions; returns the
+/// account and its new code (shown once, like an invite's).
+pub(crate) async fn reset(
+    state: &AppState,
+    caller: &Caller,
+    username: &str,
+) -> ApiResult<(User, String)> {
+    authorize(state, caller, RequestFacts::new("auth:users:reset"))?;
+    let (user, code) = state.accounts.reset(&caller.user, username).await?;
+    tracing::info!(actor = %caller.user.id, user = %user.id, "password reset");
+    record(
+        state,
+        AuditEvent::new(Some(&caller.user.id), "user.reset", &user.username).concerning(&user.id),
+    )
+    .await;
+    Ok((user, code))
+}
+
 async fn reset_user(
     State(state): State<AppState>,
     caller: Caller,
     Path(username): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    authorize(&state, &caller, RequestFacts::new("auth:users:reset"))?;
-    let (user, code) = state.accounts.reset(&caller.user, &username).await?;
-    tracing::info!(actor = %caller.user.id, user = %user.id, "password reset");
-    record(
-        &state,
-        AuditEvent::new(Some(&caller.user.id), "user.reset", &user.username).concerning(&user.id),
-    )
-    .await;
+    let (_, code) = reset(&state, &caller, &username).await?;
     Ok(Json(json!({
         "ok": true,
         "invite_code": code,
@@ -689,14 +728,17 @@ struct DeleteUserQuery {
     agents: Option<String>,
 }
 
-async fn delete_user(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(username): Path<String>,
-    Query(query): Query<DeleteUserQuery>,
-) -> ApiResult<Json<Value>> {
-    authorize(&state, &caller, RequestFacts::new("auth:users:delete"))?;
-    let heir = match query.agents.as_deref() {
+/// Admin: delete `username` with their grants, tokens, sessions and private
+/// data, in one transaction. `agents` says what happens to the agents they
+/// own (`transfer:<username>` or `delete`); required when they own any.
+pub(crate) async fn delete_account(
+    state: &AppState,
+    caller: &Caller,
+    username: &str,
+    agents: Option<&str>,
+) -> ApiResult<User> {
+    authorize(state, caller, RequestFacts::new("auth:users:delete"))?;
+    let heir = match agents {
         None | Some("delete") => None,
         Some(spec) => {
             let to = spec.strip_prefix("transfer:").ok_or_else(|| {
@@ -714,10 +756,10 @@ async fn delete_user(
             Some(heir)
         }
     };
-    let delete_agents = query.agents.as_deref() == Some("delete");
+    let delete_agents = agents == Some("delete");
     let user = state
         .accounts
-        .delete(&caller.user, &username, |user, tx| {
+        .delete(&caller.user, username, |user, tx| {
             let owned = state.agents.owned_by(&user.id)?;
             if !owned.is_empty() && heir.is_none() && !delete_agents {
                 return Err(DomainError::Conflict(format!(
@@ -749,6 +791,16 @@ async fn delete_user(
         })
         .await?;
     tracing::info!(actor = %caller.user.id, user = %user.id, "user deleted");
+    Ok(user)
+}
+
+async fn delete_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(username): Path<String>,
+    Query(query): Query<DeleteUserQuery>,
+) -> ApiResult<Json<Value>> {
+    delete_account(&state, &caller, &username, query.agents.as_deref()).await?;
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -757,38 +809,50 @@ struct SetAdminBody {
     is_admin: bool,
 }
 
+/// Admin: grant or remove `username`'s admin rights (never the last admin's).
+pub(crate) async fn set_admin_flag(
+    state: &AppState,
+    caller: &Caller,
+    username: &str,
+    is_admin: bool,
+) -> ApiResult<User> {
+    authorize(state, caller, RequestFacts::new("auth:users:set_admin"))?;
+    let user = state
+        .accounts
+        .set_admin(&caller.user, username, is_admin)
+        .await?;
+    tracing::info!(actor = %caller.user.id, user = %user.id, is_admin = user.is_admin, "admin flag changed");
+    let event = AuditEvent::new(Some(&caller.user.id), "user.set_admin", &user.username)
+        .concerning(&user.id)
+        .detail(json!({ "is_admin": user.is_admin }));
+    record(state, event).await;
+    Ok(user)
+}
+
 async fn set_admin(
     State(state): State<AppState>,
     caller: Caller,
     Path(username): Path<String>,
     Json(body): Json<SetAdminBody>,
 ) -> ApiResult<Json<Value>> {
-    authorize(&state, &caller, RequestFacts::new("auth:users:set_admin"))?;
-    let user = state
-        .accounts
-        .set_admin(&caller.user, &username, body.is_admin)
-        .await?;
-    tracing::info!(actor = %caller.user.id, user = %user.id, is_admin = user.is_admin, "admin flag changed");
-    let event = AuditEvent::new(Some(&caller.user.id), "user.set_admin", &user.username)
-        .concerning(&user.id)
-        .detail(json!({ "is_admin": user.is_admin }));
-    record(&state, event).await;
+    let user = set_admin_flag(&state, &caller, &username, body.is_admin).await?;
     Ok(Json(json!({ "ok": true, "user": PublicUser::from(&user) })))
 }
 
-async fn revoke_sessions(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(username): Path<String>,
-) -> ApiResult<Json<Value>> {
+/// Admin: end every session of `username`; returns how many ended.
+pub(crate) async fn revoke_all_sessions(
+    state: &AppState,
+    caller: &Caller,
+    username: &str,
+) -> ApiResult<usize> {
     authorize(
-        &state,
-        &caller,
+        state,
+        caller,
         RequestFacts::new("auth:users:revoke_sessions"),
     )?;
     let user = state
         .accounts
-        .find(&username)?
+        .find(username)?
         .ok_or(DomainError::NotFound("user"))?;
     let revoked = sessions::revoke_all(&state.store, &user.id).await?;
     tracing::info!(actor = %caller.user.id, user = %user.id, revoked, "sessions revoked");
@@ -798,8 +862,102 @@ async fn revoke_sessions(
         &user.username,
     )
     .concerning(&user.id);
-    record(&state, event).await;
+    record(state, event).await;
+    Ok(revoked)
+}
+
+async fn revoke_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(username): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let revoked = revoke_all_sessions(&state, &caller, &username).await?;
     Ok(Json(json!({ "ok": true, "revoked": revoked })))
+}
+
+/// The live sessions of `username`, newest first: one's own, or anyone's
+/// for whoever may end them (admins, as for the revoke route).
+pub(crate) fn sessions_of(
+    state: &AppState,
+    caller: &Caller,
+    username: &str,
+) -> ApiResult<Vec<Session>> {
+    let own = on_account(state, "auth:sessions", username)?;
+    if let Err(refused) = authorize(state, caller, own) {
+        // Whoever may end someone's sessions may see them; anyone else
+        // hears why they may not see these as their own.
+        authorize(
+            state,
+            caller,
+            RequestFacts::new("auth:users:revoke_sessions"),
+        )
+        .map_err(|_| refused)?;
+    }
+    let user = state
+        .accounts
+        .find(username)?
+        .ok_or(DomainError::NotFound("user"))?;
+    Ok(sessions::list_live(
+        state.store.as_ref(),
+        &user.id,
+        crate::domain::now(),
+    )?)
+}
+
+/// A session as its owner sees it: no id (it names the record a token is
+/// checked against; nobody needs it to recognise a session).
+#[derive(Serialize)]
+struct ListedSession {
+    created_at: i64,
+    expires_at: i64,
+    long_lived: bool,
+    /// The session this request was made with.
+    current: bool,
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(username): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let current = caller.session_id();
+    let listed: Vec<ListedSession> = sessions_of(&state, &caller, &username)?
+        .into_iter()
+        .map(|s| ListedSession {
+            created_at: s.created_at,
+            expires_at: s.expires_at,
+            long_lived: s.long_lived,
+            current: Some(s.id.as_str()) == current,
+        })
+        .collect();
+    Ok(Json(json!({ "sessions": listed })))
+}
+
+/// Self: end every session of one's own but the one making this request
+/// ("sign out everywhere else"); returns how many ended.
+pub(crate) async fn end_other_sessions(
+    state: &AppState,
+    caller: &Caller,
+    username: &str,
+) -> ApiResult<usize> {
+    authorize(state, caller, on_account(state, "auth:sessions", username)?)?;
+    // The policy's "self" needs a login session, so there is one to keep.
+    let keep = caller
+        .session_id()
+        .ok_or_else(|| DomainError::Forbidden("only a login session can do this".into()))?;
+    let revoked = sessions::revoke_others(&state.store, &caller.user.id, keep).await?;
+    tracing::info!(user = %caller.user.id, revoked, "other sessions ended");
+    record(
+        state,
+        AuditEvent::new(
+            Some(&caller.user.id),
+            "auth.end_other_sessions",
+            &caller.user.username,
+        )
+        .detail(json!({ "revoked": revoked })),
+    )
+    .await;
+    Ok(revoked)
 }
 
 #[derive(Deserialize)]
@@ -808,22 +966,32 @@ struct ProfileBody {
     email: Option<String>,
 }
 
+/// Self: change one's full name and/or email.
+pub(crate) async fn edit_profile(
+    state: &AppState,
+    caller: &Caller,
+    username: &str,
+    profile: Profile,
+) -> ApiResult<User> {
+    let facts = on_account(state, "auth:profile", username)?;
+    authorize(state, caller, facts)?;
+    Ok(state
+        .accounts
+        .update_profile(&caller.user.id, profile)
+        .await?)
+}
+
 async fn update_profile(
     State(state): State<AppState>,
     caller: Caller,
     Path(username): Path<String>,
     Json(body): Json<ProfileBody>,
 ) -> ApiResult<Json<Value>> {
-    let facts = on_account(&state, "auth:profile", &username)?;
-    authorize(&state, &caller, facts)?;
     let profile = Profile {
         full_name: body.full_name,
         email: body.email,
     };
-    let user = state
-        .accounts
-        .update_profile(&caller.user.id, profile)
-        .await?;
+    let user = edit_profile(&state, &caller, &username, profile).await?;
     Ok(Json(json!({ "ok": true, "user": PublicUser::from(&user) })))
 }
 
@@ -833,30 +1001,33 @@ struct PasswordBody {
     new: Option<String>,
 }
 
-async fn change_password(
-    State(state): State<AppState>,
-    caller: Caller,
-    addr: ClientAddr,
-    Path(username): Path<String>,
-    Json(body): Json<PasswordBody>,
-) -> ApiResult<Json<Value>> {
-    let facts = on_account(&state, "auth:password", &username)?;
-    authorize(&state, &caller, facts)?;
-    let who = subjects(&addr, Some(caller.user.username.clone()));
-    attempt(&state, &who)?;
+/// Self: change one's password given the current one (attempts count toward
+/// the login limits); every other session ends. Returns how many ended.
+pub(crate) async fn change_own_password(
+    state: &AppState,
+    caller: &Caller,
+    addr: &ClientAddr,
+    username: &str,
+    current: String,
+    new: String,
+) -> ApiResult<usize> {
+    let facts = on_account(state, "auth:password", username)?;
+    authorize(state, caller, facts)?;
+    let who = subjects(addr, Some(caller.user.username.clone()));
+    attempt(state, &who)?;
     let revoked = state
         .accounts
         .change_password(
             &caller.user.id,
-            body.current.unwrap_or_default(),
-            body.new.unwrap_or_default(),
+            current,
+            new,
             caller.session_id().unwrap_or_default(),
         )
         .await?;
     state.limiter.succeeded(&who);
     tracing::info!(user = %caller.user.id, revoked, "password changed");
     record(
-        &state,
+        state,
         AuditEvent::new(
             Some(&caller.user.id),
             "auth.password",
@@ -864,6 +1035,25 @@ async fn change_password(
         ),
     )
     .await;
+    Ok(revoked)
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    addr: ClientAddr,
+    Path(username): Path<String>,
+    Json(body): Json<PasswordBody>,
+) -> ApiResult<Json<Value>> {
+    change_own_password(
+        &state,
+        &caller,
+        &addr,
+        &username,
+        body.current.unwrap_or_default(),
+        body.new.unwrap_or_default(),
+    )
+    .await?;
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -873,29 +1063,26 @@ struct BackupBody {
 }
 
 /// A consistent snapshot of the whole store and the key files, taken while
-/// the server runs (`tessera backup --server ...` fetches it). The file holds
-/// the signing and data keys, so a session alone is not enough: the admin's
-/// password must come with the same request (a stolen cookie is not a
-/// master key), attempts count toward the login limits, and every download
-/// is audited with the address it went to.
-async fn backup(
-    State(state): State<AppState>,
-    caller: Caller,
-    addr: ClientAddr,
-    body: Bytes,
-) -> ApiResult<Response> {
-    authorize(&state, &caller, RequestFacts::new("admin:backup"))?;
-    let password = serde_json::from_slice::<BackupBody>(&body)
-        .ok()
-        .and_then(|b| b.password)
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| {
-            ApiError::BadRequest(
-                "a backup holds the keys: send your password as {\"password\": ...}".into(),
-            )
-        })?;
-    let who = subjects(&addr, Some(caller.user.username.clone()));
-    attempt(&state, &who)?;
+/// the server runs (`tessera backup --server ...` fetches it, the console
+/// offers it as a download). The file holds the signing and data keys, so a
+/// session alone is not enough: the admin's password must come with the
+/// same request (a stolen cookie is not a master key), attempts count
+/// toward the login limits, and every download is audited with the address
+/// it went to.
+pub(crate) async fn take_backup(
+    state: &AppState,
+    caller: &Caller,
+    addr: &ClientAddr,
+    password: Option<String>,
+) -> ApiResult<Vec<u8>> {
+    authorize(state, caller, RequestFacts::new("admin:backup"))?;
+    let password = password.filter(|p| !p.is_empty()).ok_or_else(|| {
+        ApiError::BadRequest(
+            "a backup holds the keys: send your password as {\"password\": ...}".into(),
+        )
+    })?;
+    let who = subjects(addr, Some(caller.user.username.clone()));
+    attempt(state, &who)?;
     let address = addr.0.map(|a| a.to_string());
     if !state
         .accounts
@@ -903,7 +1090,7 @@ async fn backup(
         .await?
     {
         record(
-            &state,
+            state,
             AuditEvent::new(Some(&caller.user.id), "admin.backup_refused", "store")
                 .detail(json!({ "address": address })),
         )
@@ -921,11 +1108,24 @@ async fn backup(
     .map_err(|e| DomainError::Internal(format!("backup task: {e}")))?
     .map_err(DomainError::Internal)?;
     record(
-        &state,
+        state,
         AuditEvent::new(Some(&caller.user.id), "admin.backup", "store")
             .detail(json!({ "address": address })),
     )
     .await;
+    Ok(bytes)
+}
+
+async fn backup(
+    State(state): State<AppState>,
+    caller: Caller,
+    addr: ClientAddr,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let password = serde_json::from_slice::<BackupBody>(&body)
+        .ok()
+        .and_then(|b| b.password);
+    let bytes = take_backup(&state, &caller, &addr, password).await?;
     let mut resp = bytes.into_response();
     resp.headers_mut().insert(
         CONTENT_TYPE,

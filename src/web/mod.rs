@@ -8,6 +8,8 @@
 //! redirect (success, with a fixed notice) or the page again with the error
 //! in words (failure). `static/app.js` only adds copy buttons and prompts.
 
+pub mod account;
+pub mod admin;
 pub mod agents;
 pub mod signin;
 
@@ -34,6 +36,8 @@ pub fn routes() -> Router<AppState> {
         .route("/static/app.js", get(script))
         .merge(signin::routes())
         .merge(agents::routes())
+        .merge(account::routes())
+        .merge(admin::routes())
 }
 
 /// What every page's frame shows: who is signed in, the form token, and a

@@ -27,4 +27,5 @@ mod secrets_at_rest;
 mod sessions;
 mod slow_clients;
 mod tokens;
+mod web_admin;
 mod web_pages;
