@@ -9,6 +9,8 @@
 //! in words (failure). `static/app.js` only adds copy buttons and prompts.
 
 pub mod agents;
+pub mod memory;
+pub mod secrets;
 pub mod signin;
 
 use askama::Template;
@@ -34,6 +36,8 @@ pub fn routes() -> Router<AppState> {
         .route("/static/app.js", get(script))
         .merge(signin::routes())
         .merge(agents::routes())
+        .merge(memory::routes())
+        .merge(secrets::routes())
 }
 
 /// What every page's frame shows: who is signed in, the form token, and a
