@@ -248,8 +248,8 @@ struct GrantBody {
     allowed: bool,
 }
 
-/// Whether [`set_memory_grant`] would let the caller change their grant to
-/// the agent (they may see it); only limits and faults are errors.
+/// Whether [`set_memory_grant`] would let the caller grant the agent (they
+/// may see it); only limits and faults are errors.
 pub(crate) fn may_grant_memory(
     state: &AppState,
     caller: &Caller,
@@ -270,6 +270,17 @@ pub(crate) async fn set_memory_grant(
     allowed: bool,
 ) -> ApiResult<()> {
     own_data(state, caller, "data:write")?;
+    // Withdrawing a grant one holds needs no sight of the agent: someone who
+    // lost access to it (unshared) must still be able to stop it reading
+    // their memory. It touches only the caller's own records and reveals
+    // nothing (they list their grants anyway).
+    if !allowed && state.memory.granted(&caller.user.id, agent)? {
+        state
+            .memory
+            .set_grant(&caller.user.id, agent, false)
+            .await?;
+        return Ok(());
+    }
     let loaded = load(state, agent)?;
     decide(state, caller, "agent:read", &loaded, 0)?;
     state

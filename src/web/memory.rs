@@ -149,7 +149,8 @@ pub struct GrantRow {
     pub name: String,
     pub display_name: String,
     pub allowed: bool,
-    /// Whether the person may change it (they may see the agent).
+    /// Whether the person may change it: withdraw a grant, or grant an
+    /// agent they may see.
     pub can_change: bool,
 }
 
@@ -240,10 +241,11 @@ fn render(
     let granted = api::own_grants(state, caller)?;
     let mut grants = Vec::new();
     for agent in my_agents(state, caller, &granted)? {
-        let can_change = api::may_grant_memory(state, caller, &agent)?;
         let allowed = granted.contains(&agent.agent.name);
-        // An agent I cannot see is named only if it holds a grant of mine.
-        if can_change || allowed {
+        // A grant of mine can always be withdrawn; an agent I cannot see is
+        // named only if it holds one.
+        let can_change = allowed || api::may_grant_memory(state, caller, &agent)?;
+        if can_change {
             grants.push(GrantRow {
                 name: agent.agent.name.clone(),
                 display_name: display_name(&agent),
@@ -437,5 +439,18 @@ async fn set_grant(
         Ok(()) if allowed => see_other("/console/memory?ok=allowed#grants"),
         Ok(()) => see_other("/console/memory?ok=withdrawn#grants"),
         Err(e) => error_page(&csrf, Some(&caller), e, "/console/memory#grants").await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::when;
+
+    #[test]
+    fn moments_read_as_utc_dates() {
+        assert_eq!(when(0), "1970-01-01 00:00 UTC");
+        assert_eq!(when(951_825_600), "2000-02-29 12:00 UTC");
+        assert_eq!(when(1_700_000_000), "2023-11-14 22:13 UTC");
+        assert_eq!(when(-60), "1969-12-31 23:59 UTC");
     }
 }

@@ -810,3 +810,73 @@ async fn secrets_pages_add_edit_bind_and_delete() {
     assert!(admin.html.contains(r#"name="others""#));
     assert!(admin.html.contains(r#"value="alpha""#) && !admin.html.contains("bobbot"));
 }
+
+#[tokio::test]
+async fn a_memory_grant_can_be_withdrawn_after_losing_the_agent() {
+    let w = world().await;
+    let bob = As::Browser(&w.bob);
+    let runtime = w
+        .app
+        .post("/api/agents/alpha/runtime-token", &w.alice, json!({}))
+        .await;
+    let runtime = runtime.body["token"].as_str().unwrap().to_owned();
+    let search = "/api/user-memory/agent-search?user=bob&q=tidepool";
+    let allow = post(
+        &w.app,
+        "/console/memory/grants",
+        bob,
+        &[("agent", "alpha"), ("allowed", "true")],
+    )
+    .await;
+    assert_eq!(allow.status, StatusCode::SEE_OTHER);
+    assert_eq!(w.app.get(search, &runtime).await.status, StatusCode::OK);
+
+    // alice takes alpha back; bob's grant still lets it read his memory, so
+    // the page still offers to withdraw it, and withdrawing works.
+    let r = w
+        .app
+        .call(
+            Method::DELETE,
+            "/api/agents/alpha/shares/bob",
+            Auth::Bearer(&w.alice),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let page = get(&w.app, "/console/memory", bob).await;
+    assert!(
+        page.html.contains(r#"name="agent" value="alpha""#),
+        "{}",
+        page.html
+    );
+    assert!(page.html.contains("Stop allowing"));
+    let stop = post(
+        &w.app,
+        "/console/memory/grants",
+        bob,
+        &[("agent", "alpha"), ("allowed", "false")],
+    )
+    .await;
+    assert_eq!(stop.status, StatusCode::SEE_OTHER, "{}", stop.html);
+    assert_eq!(w.memory_grants(&w.bob).await, json!([]));
+    assert_eq!(
+        w.app.get(search, &runtime).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let page = get(&w.app, "/console/memory", bob).await;
+    assert!(
+        !page.html.contains(r#"value="alpha""#),
+        "nothing left to show"
+    );
+
+    // Granting it again needs sight of it, as before.
+    let regrant = post(
+        &w.app,
+        "/console/memory/grants",
+        bob,
+        &[("agent", "alpha"), ("allowed", "true")],
+    )
+    .await;
+    assert_eq!(regrant.status, StatusCode::NOT_FOUND);
+    assert_eq!(w.memory_grants(&w.bob).await, json!([]));
+}
