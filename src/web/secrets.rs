@@ -11,7 +11,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Extension, Form, Router};
 use serde::Deserialize;
 
@@ -27,10 +27,15 @@ use crate::state::{AppState, Caller};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/console/secrets", get(list).post(create))
-        .route("/console/secrets/reveal", post(reveal))
+        // A reload or a bookmark of where a form posted lands on the list.
+        .route("/console/secrets/reveal", get(to_list).post(reveal))
         .route("/console/secrets/edit", get(edit))
-        .route("/console/secrets/update", post(update))
+        .route("/console/secrets/update", get(to_list).post(update))
         .route("/console/secrets/delete", get(confirm_delete).post(delete))
+}
+
+async fn to_list() -> Response {
+    see_other("/console/secrets")
 }
 
 const NOTICES: &[(&str, &str)] = &[

@@ -880,3 +880,56 @@ async fn a_memory_grant_can_be_withdrawn_after_losing_the_agent() {
     assert_eq!(regrant.status, StatusCode::NOT_FOUND);
     assert_eq!(w.memory_grants(&w.bob).await, json!([]));
 }
+
+#[tokio::test]
+async fn what_is_offered_follows_each_sharees_level() {
+    let w = world().await;
+    for level in ["view", "use", "edit", "manage", "share"] {
+        let name = format!("s-{level}");
+        let token = w.app.add_user(&w.alice, &name, "sharee-password").await;
+        let r = w
+            .app
+            .post(
+                "/api/agents/hidden/shares",
+                &w.alice,
+                json!({"user": name, "level": level}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let who = As::Browser(&token);
+        let manages = matches!(level, "manage" | "share");
+
+        // Every sharee sees the agent, so may let it read their memory.
+        let memory = get(&w.app, "/console/memory", who).await;
+        assert!(
+            memory.html.contains(r#"name="agent" value="hidden""#),
+            "{level}"
+        );
+        memory.assert_free_of(&ALICE_CANARIES, level);
+        memory.assert_free_of(&BOB_CANARIES, level);
+
+        // Only those who manage it are offered to bind a secret to it.
+        let secrets = get(&w.app, "/console/secrets", who).await;
+        assert_eq!(
+            secrets.html.contains(r#"name="agent" value="hidden""#),
+            manages,
+            "{level}"
+        );
+        secrets.assert_free_of(&ALICE_CANARIES, level);
+        let add = post(
+            &w.app,
+            "/console/secrets",
+            who,
+            &[("name", "K"), ("value", "v"), ("agent", "hidden")],
+        )
+        .await;
+        if manages {
+            assert_eq!(add.status, StatusCode::SEE_OTHER, "{level}: {}", add.html);
+            assert_eq!(w.secret(&token, "K").await["agents"], json!(["hidden"]));
+        } else {
+            assert_eq!(add.status, StatusCode::FORBIDDEN, "{level}");
+            assert!(add.html.contains("you do not manage the agent “hidden”"));
+            assert!(w.secret_names(&token).await.is_empty());
+        }
+    }
+}
