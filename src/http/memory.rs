@@ -2,6 +2,8 @@
 //! owner reads or changes it; an agent reads it only with its runtime token
 //! and only for users who granted that agent access.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -17,7 +19,7 @@ use crate::domain::chat::now_f64;
 use crate::domain::memory::Chunk;
 use crate::domain::DomainError;
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AnyCaller, AppState, Caller};
+use crate::state::{AgentState, AnyCaller, AppState, Caller};
 
 const MAX_RESULTS: usize = 200;
 
@@ -75,17 +77,25 @@ struct SearchQuery {
     limit: Option<usize>,
 }
 
+/// The caller's own chunks best matching `q`, with their scores.
+pub(crate) fn search_own(
+    state: &AppState,
+    caller: &Caller,
+    q: &str,
+    limit: Option<usize>,
+) -> ApiResult<Vec<(Chunk, f64)>> {
+    own_data(state, caller, "data:read")?;
+    let limit = limit.unwrap_or(20).clamp(1, MAX_RESULTS);
+    Ok(state.memory.search(&caller.user.id, q, limit)?)
+}
+
 async fn search(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<SearchQuery>,
 ) -> ApiResult<Json<Value>> {
-    own_data(&state, &caller, "data:read")?;
     let q = query.q.unwrap_or_default();
-    let limit = query.limit.unwrap_or(20).clamp(1, MAX_RESULTS);
-    let results: Vec<Value> = state
-        .memory
-        .search(&caller.user.id, &q, limit)?
+    let results: Vec<Value> = search_own(&state, &caller, &q, query.limit)?
         .into_iter()
         .map(|(c, s)| scored(c, s))
         .collect();
@@ -98,16 +108,24 @@ struct BrowseQuery {
     limit: Option<usize>,
 }
 
+/// The caller's own chunks, in one collection or all, newest first.
+pub(crate) fn browse_own(
+    state: &AppState,
+    caller: &Caller,
+    collection: Option<&str>,
+    limit: Option<usize>,
+) -> ApiResult<Vec<Chunk>> {
+    own_data(state, caller, "data:read")?;
+    let limit = limit.unwrap_or(100).clamp(1, 1000);
+    Ok(state.memory.browse(&caller.user.id, collection, limit)?)
+}
+
 async fn browse(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<BrowseQuery>,
 ) -> ApiResult<Json<Value>> {
-    own_data(&state, &caller, "data:read")?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let chunks = state
-        .memory
-        .browse(&caller.user.id, query.collection.as_deref(), limit)?;
+    let chunks = browse_own(&state, &caller, query.collection.as_deref(), query.limit)?;
     Ok(Json(json!({ "chunks": chunks })))
 }
 
@@ -119,27 +137,55 @@ struct SaveBody {
     metadata: Option<Value>,
 }
 
+/// Save a chunk in the caller's own memory (`content` is required).
+pub(crate) async fn save_own(
+    state: &AppState,
+    caller: &Caller,
+    collection: Option<&str>,
+    title: Option<&str>,
+    content: Option<&str>,
+    metadata: Option<Value>,
+) -> ApiResult<Chunk> {
+    own_data(state, caller, "data:write")?;
+    let content = content.ok_or_else(|| ApiError::BadRequest("content is required".into()))?;
+    Ok(state
+        .memory
+        .save(
+            &caller.user.id,
+            collection,
+            title,
+            content,
+            metadata.unwrap_or_else(|| json!({})),
+            now_f64(),
+        )
+        .await?)
+}
+
 async fn save(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<SaveBody>,
 ) -> ApiResult<Json<Value>> {
-    own_data(&state, &caller, "data:write")?;
-    let content = body
-        .content
-        .ok_or_else(|| ApiError::BadRequest("content is required".into()))?;
-    let chunk = state
-        .memory
-        .save(
-            &caller.user.id,
-            body.collection.as_deref(),
-            body.title.as_deref(),
-            &content,
-            body.metadata.unwrap_or_else(|| json!({})),
-            now_f64(),
-        )
-        .await?;
+    let chunk = save_own(
+        &state,
+        &caller,
+        body.collection.as_deref(),
+        body.title.as_deref(),
+        body.content.as_deref(),
+        body.metadata,
+    )
+    .await?;
     Ok(Json(json!({ "ok": true, "hash": chunk.hash })))
+}
+
+/// One of the caller's own chunks; someone else's is simply not found (the
+/// lookup is under the caller's own id).
+pub(crate) fn read_own_chunk(state: &AppState, caller: &Caller, hash: &str) -> ApiResult<Chunk> {
+    own_data(state, caller, "data:read")?;
+    Ok(state
+        .memory
+        .get(&caller.user.id, hash)?
+        .ok_or(DomainError::NotFound("chunk"))?)
 }
 
 async fn chunk(
@@ -147,13 +193,18 @@ async fn chunk(
     caller: Caller,
     Path(hash): Path<String>,
 ) -> ApiResult<Json<Chunk>> {
-    own_data(&state, &caller, "data:read")?;
-    Ok(Json(
-        state
-            .memory
-            .get(&caller.user.id, &hash)?
-            .ok_or(DomainError::NotFound("chunk"))?,
-    ))
+    Ok(Json(read_own_chunk(&state, &caller, &hash)?))
+}
+
+/// Delete one of the caller's own chunks.
+pub(crate) async fn delete_own_chunk(
+    state: &AppState,
+    caller: &Caller,
+    hash: &str,
+) -> ApiResult<()> {
+    own_data(state, caller, "data:write")?;
+    state.memory.delete(&caller.user.id, hash).await?;
+    Ok(())
 }
 
 async fn delete_chunk(
@@ -161,27 +212,35 @@ async fn delete_chunk(
     caller: Caller,
     Path(hash): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    own_data(&state, &caller, "data:write")?;
-    state.memory.delete(&caller.user.id, &hash).await?;
+    delete_own_chunk(&state, &caller, &hash).await?;
     Ok(Json(json!({ "ok": true })))
 }
 
+/// The caller's own collections with their chunk counts.
+pub(crate) fn own_collections(
+    state: &AppState,
+    caller: &Caller,
+) -> ApiResult<BTreeMap<String, usize>> {
+    own_data(state, caller, "data:read")?;
+    Ok(state.memory.collections(&caller.user.id)?)
+}
+
 async fn collections(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    own_data(&state, &caller, "data:read")?;
-    let list: Vec<Value> = state
-        .memory
-        .collections(&caller.user.id)?
+    let list: Vec<Value> = own_collections(&state, &caller)?
         .into_iter()
         .map(|(name, count)| json!({ "name": name, "count": count }))
         .collect();
     Ok(Json(json!({ "collections": list })))
 }
 
+/// The agents the caller lets read their memory.
+pub(crate) fn own_grants(state: &AppState, caller: &Caller) -> ApiResult<Vec<String>> {
+    own_data(state, caller, "data:read")?;
+    Ok(state.memory.grants(&caller.user.id)?)
+}
+
 async fn grants(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    own_data(&state, &caller, "data:read")?;
-    Ok(Json(
-        json!({ "grants": state.memory.grants(&caller.user.id)? }),
-    ))
+    Ok(Json(json!({ "grants": own_grants(&state, &caller)? })))
 }
 
 #[derive(Deserialize)]
@@ -189,14 +248,39 @@ struct GrantBody {
     allowed: bool,
 }
 
+/// Whether [`set_memory_grant`] would let the caller grant the agent (they
+/// may see it); only limits and faults are errors.
+pub(crate) fn may_grant_memory(
+    state: &AppState,
+    caller: &Caller,
+    agent: &AgentState,
+) -> ApiResult<bool> {
+    match state.authorize(caller, AppState::agent_request("agent:read", agent, 0)) {
+        Ok(()) => Ok(true),
+        Err(AuthError::Denied(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Let an agent the caller can see read the caller's memory, or stop it.
-async fn set_memory_grant(
+pub(crate) async fn set_memory_grant(
     state: &AppState,
     caller: &Caller,
     agent: &str,
     allowed: bool,
 ) -> ApiResult<()> {
     own_data(state, caller, "data:write")?;
+    // Withdrawing a grant one holds needs no sight of the agent: someone who
+    // lost access to it (unshared) must still be able to stop it reading
+    // their memory. It touches only the caller's own records and reveals
+    // nothing (they list their grants anyway).
+    if !allowed && state.memory.granted(&caller.user.id, agent)? {
+        state
+            .memory
+            .set_grant(&caller.user.id, agent, false)
+            .await?;
+        return Ok(());
+    }
     let loaded = load(state, agent)?;
     decide(state, caller, "agent:read", &loaded, 0)?;
     state

@@ -16,7 +16,7 @@ use crate::domain::audit::AuditEvent;
 use crate::domain::secrets::{open, Secret, SecretInput};
 use crate::domain::DomainError;
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AgentCaller, AnyCaller, AppState, Caller};
+use crate::state::{AgentCaller, AgentState, AnyCaller, AppState, Caller};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -48,7 +48,7 @@ fn masked(s: &Secret) -> Value {
 }
 
 /// Binding needs `manage` on every agent named.
-fn check_bindings(
+pub(crate) fn check_bindings(
     state: &AppState,
     caller: &Caller,
     agents: Option<&Vec<String>>,
@@ -60,15 +60,25 @@ fn check_bindings(
     Ok(())
 }
 
+/// Whether the caller may bind secrets to the agent (`manage`), as
+/// [`check_bindings`] decides; only limits and faults are errors.
+pub(crate) fn may_bind(state: &AppState, caller: &Caller, agent: &AgentState) -> ApiResult<bool> {
+    match state.authorize(caller, AppState::agent_request("agent:bind", agent, 0)) {
+        Ok(()) => Ok(true),
+        Err(AuthError::Denied(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The caller's own secrets (sealed: callers show them masked).
+pub(crate) fn list_own(state: &AppState, caller: &Caller) -> ApiResult<Vec<Secret>> {
+    own_data(state, caller, "data:read")?;
+    Ok(state.secrets.list(&caller.user.id)?)
+}
+
 async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<Value>>> {
-    own_data(&state, &caller, "data:read")?;
     Ok(Json(
-        state
-            .secrets
-            .list(&caller.user.id)?
-            .iter()
-            .map(masked)
-            .collect(),
+        list_own(&state, &caller)?.iter().map(masked).collect(),
     ))
 }
 
@@ -92,38 +102,48 @@ impl SecretBody {
     }
 }
 
+/// Create a secret of the caller's own (name and value are required),
+/// bound only to agents the caller manages; audited.
+pub(crate) async fn create_own(
+    state: &AppState,
+    caller: &Caller,
+    name: Option<&str>,
+    input: SecretInput,
+) -> ApiResult<Secret> {
+    own_data(state, caller, "data:write")?;
+    let name = name.ok_or_else(|| ApiError::BadRequest("name is required".into()))?;
+    if input.value.is_none() {
+        return Err(ApiError::BadRequest("value is required".into()));
+    }
+    check_bindings(state, caller, input.agents.as_ref())?;
+    let event = AuditEvent::new(Some(&caller.user.id), "secret.create", name);
+    Ok(state
+        .secrets
+        .create(&state.data_keys, &caller.user.id, name, input, event)
+        .await?)
+}
+
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<SecretBody>,
 ) -> ApiResult<Json<Value>> {
-    own_data(&state, &caller, "data:write")?;
-    let name = body
-        .name
-        .clone()
-        .ok_or_else(|| ApiError::BadRequest("name is required".into()))?;
-    if body.value.is_none() {
-        return Err(ApiError::BadRequest("value is required".into()));
-    }
-    check_bindings(&state, &caller, body.agents.as_ref())?;
-    let event = AuditEvent::new(Some(&caller.user.id), "secret.create", &name);
-    let input = body.input();
-    let secret = state
-        .secrets
-        .create(&state.data_keys, &caller.user.id, &name, input, event)
-        .await?;
+    let name = body.name.clone();
+    let secret = create_own(&state, &caller, name.as_deref(), body.input()).await?;
     Ok(Json(json!({ "id": secret.id, "status": "created" })))
 }
 
-async fn reveal(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
-    own_data(&state, &caller, "data:read")?;
+/// One of the caller's own secrets with its value in plaintext: only on an
+/// explicit request, never in a listing.
+pub(crate) fn reveal_own(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> ApiResult<(Secret, String)> {
+    own_data(state, caller, "data:read")?;
     let secret = state
         .secrets
-        .get(&caller.user.id, &name)?
+        .get(&caller.user.id, name)?
         .ok_or(DomainError::NotFound("secret"))?;
     let value = open(
         &state.data_keys,
@@ -131,9 +151,35 @@ async fn reveal(
         &secret.name,
         &secret.sealed,
     )?;
+    Ok((secret, value))
+}
+
+async fn reveal(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (secret, value) = reveal_own(&state, &caller, &name)?;
     let mut out = masked(&secret);
     out["value"] = json!(value);
     Ok(Json(out))
+}
+
+/// Change one of the caller's own secrets; new bindings (when given) need
+/// `manage` on every agent named. Audited.
+pub(crate) async fn update_own(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    input: SecretInput,
+) -> ApiResult<Secret> {
+    own_data(state, caller, "data:write")?;
+    check_bindings(state, caller, input.agents.as_ref())?;
+    let event = AuditEvent::new(Some(&caller.user.id), "secret.update", name);
+    Ok(state
+        .secrets
+        .update(&state.data_keys, &caller.user.id, name, input, event)
+        .await?)
 }
 
 async fn update(
@@ -142,15 +188,16 @@ async fn update(
     Path(name): Path<String>,
     Json(body): Json<SecretBody>,
 ) -> ApiResult<Json<Value>> {
-    own_data(&state, &caller, "data:write")?;
-    check_bindings(&state, &caller, body.agents.as_ref())?;
-    let event = AuditEvent::new(Some(&caller.user.id), "secret.update", &name);
-    let input = body.input();
-    state
-        .secrets
-        .update(&state.data_keys, &caller.user.id, &name, input, event)
-        .await?;
+    update_own(&state, &caller, &name, body.input()).await?;
     Ok(Json(json!({ "status": "updated", "name": name })))
+}
+
+/// Delete one of the caller's own secrets and its bindings. Audited.
+pub(crate) async fn delete_own(state: &AppState, caller: &Caller, name: &str) -> ApiResult<()> {
+    own_data(state, caller, "data:write")?;
+    let event = AuditEvent::new(Some(&caller.user.id), "secret.delete", name);
+    state.secrets.delete(&caller.user.id, name, event).await?;
+    Ok(())
 }
 
 async fn remove(
@@ -158,9 +205,7 @@ async fn remove(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    own_data(&state, &caller, "data:write")?;
-    let event = AuditEvent::new(Some(&caller.user.id), "secret.delete", &name);
-    state.secrets.delete(&caller.user.id, &name, event).await?;
+    delete_own(&state, &caller, &name).await?;
     Ok(Json(json!({ "status": "deleted", "name": name })))
 }
 

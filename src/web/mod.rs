@@ -11,6 +11,8 @@
 pub mod account;
 pub mod admin;
 pub mod agents;
+pub mod memory;
+pub mod secrets;
 pub mod signin;
 
 use askama::Template;
@@ -38,6 +40,8 @@ pub fn routes() -> Router<AppState> {
         .merge(agents::routes())
         .merge(account::routes())
         .merge(admin::routes())
+        .merge(memory::routes())
+        .merge(secrets::routes())
 }
 
 /// What every page's frame shows: who is signed in, the form token, and a

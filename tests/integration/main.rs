@@ -29,3 +29,4 @@ mod slow_clients;
 mod tokens;
 mod web_admin;
 mod web_pages;
+mod web_data;
