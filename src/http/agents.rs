@@ -98,7 +98,20 @@ pub(crate) fn allowed(
     loaded: &AgentState,
     granting: i64,
 ) -> ApiResult<bool> {
-    let request = AppState::agent_request(operation, loaded, granting);
+    allowed_on_grant(state, caller, operation, loaded, granting, None)
+}
+
+/// [`allowed`] for a share or unshare that replaces or removes a grant drawn
+/// by `grantor` (see [`decide_on_grant`]).
+pub(crate) fn allowed_on_grant(
+    state: &AppState,
+    caller: &Caller,
+    operation: &str,
+    loaded: &AgentState,
+    granting: i64,
+    grantor: Option<&str>,
+) -> ApiResult<bool> {
+    let request = AppState::grant_request(operation, loaded, granting, grantor);
     match state.authorize(caller, request) {
         Ok(()) => Ok(true),
         Err(AuthError::Denied(_)) => Ok(false),

@@ -8,7 +8,9 @@
 //! redirect (success, with a fixed notice) or the page again with the error
 //! in words (failure). `static/app.js` only adds copy buttons and prompts.
 
+pub mod agent;
 pub mod agents;
+pub mod inspect;
 pub mod signin;
 
 use askama::Template;
@@ -34,6 +36,8 @@ pub fn routes() -> Router<AppState> {
         .route("/static/app.js", get(script))
         .merge(signin::routes())
         .merge(agents::routes())
+        .merge(agent::routes())
+        .merge(inspect::routes())
 }
 
 /// What every page's frame shows: who is signed in, the form token, and a
