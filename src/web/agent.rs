@@ -318,8 +318,8 @@ fn build(state: &AppState, caller: &Caller, name: &str) -> ApiResult<View> {
         None
     };
     let share_levels = levels_where(|l| allowed(state, caller, "agent:share", &loaded, l.rank()))?;
-    let can_leave = loaded.grants.iter().any(|g| g.grantee == caller.user.id)
-        && may("agent:leave")?;
+    let can_leave =
+        loaded.grants.iter().any(|g| g.grantee == caller.user.id) && may("agent:leave")?;
     let token_levels =
         levels_where(|l| allowed(state, caller, "agent:tokens:mint", &loaded, l.rank()))?;
 
@@ -362,11 +362,7 @@ fn build(state: &AppState, caller: &Caller, name: &str) -> ApiResult<View> {
             config: c.config.to_string(),
         })
         .collect();
-    let can_change_channels = permits(crate::http::secrets::own_data(
-        state,
-        caller,
-        "data:write",
-    ))?;
+    let can_change_channels = permits(crate::http::secrets::own_data(state, caller, "data:write"))?;
     let can_add_channel = can_change_channels && may("agent:channel")?;
     let my_secrets = if can_add_channel {
         crate::http::secrets::own_data(state, caller, "data:read")?;
@@ -401,8 +397,10 @@ fn build(state: &AppState, caller: &Caller, name: &str) -> ApiResult<View> {
         level: api::access(state, caller, &loaded)?.map_or("none", Level::as_str),
         fields,
         can_edit: may("agent:update")?,
-        can_archive: may("agent:archive")?,
-        can_restore: may("agent:restore")?,
+        // The policy lets managers restore an active agent too (nothing
+        // happens): offered only while there is something to restore.
+        can_archive: !agent.archived && may("agent:archive")?,
+        can_restore: agent.archived && may("agent:restore")?,
         can_transfer: may("agent:transfer")?,
         can_delete: may("agent:delete")?,
         shares,
@@ -503,7 +501,14 @@ async fn fail(
         Ok(a) => {
             let (status, text) = explain(error).await;
             let chrome = Chrome::new(csrf, Some(caller), "agents").error(Some(text));
-            page(status, &AgentPage { chrome, a, once: None })
+            page(
+                status,
+                &AgentPage {
+                    chrome,
+                    a,
+                    once: None,
+                },
+            )
         }
         Err(_) => error_page(csrf, Some(caller), error, "/console").await,
     }
@@ -544,7 +549,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for PageForm<T> {
         Err(error_page(
             &csrf,
             None,
-            ApiError::BadRequest("the form could not be read; reload the page and try again".into()),
+            ApiError::BadRequest(
+                "the form could not be read; reload the page and try again".into(),
+            ),
             "/console",
         )
         .await)
@@ -631,7 +638,10 @@ fn changes(
                 "the field {new_key:?} exists already; change it above"
             )));
         }
-        out.insert(new_key.to_owned(), Value::String(new_value.trim().to_owned()));
+        out.insert(
+            new_key.to_owned(),
+            Value::String(new_value.trim().to_owned()),
+        );
     } else if !new_value.trim().is_empty() {
         return Err(ApiError::BadRequest("name the new field".into()));
     }
@@ -647,11 +657,11 @@ async fn edit(
 ) -> Response {
     let result = async {
         let loaded = api::load(&state, &name)?;
+        // Refused first: what the form holds says nothing to those who may
+        // not edit (nor whether the agent exists).
+        api::decide(&state, &caller, "agent:update", &loaded, 0)?;
         let changes = changes(&loaded.agent.fields, &form)?;
-        if changes.is_empty() {
-            // Nothing to save, but a refusal is still a refusal.
-            api::decide(&state, &caller, "agent:update", &loaded, 0)?;
-        } else {
+        if !changes.is_empty() {
             api::update_agent(&state, &caller, &name, changes).await?;
         }
         Ok(done(&name, "updated"))
@@ -920,7 +930,12 @@ fn channel_config(form: &ChannelForm) -> ApiResult<Value> {
             Value::String(form.bot_token_secret.trim().to_owned()),
         );
     }
-    for line in form.settings.lines().map(str::trim).filter(|l| !l.is_empty()) {
+    for line in form
+        .settings
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
         let Some((key, value)) = line.split_once('=') else {
             return Err(ApiError::BadRequest(format!(
                 "each setting is a line key=value; {line:?} is not"

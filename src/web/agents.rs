@@ -154,10 +154,7 @@ async fn create(
     let owner = Some(form.owner.trim()).filter(|o| !o.is_empty());
     let name = form.name.trim();
     match crate::http::agents::create_agent(&state, &caller, name, owner, fields).await {
-        Ok(loaded) => see_other(&format!(
-            "/console/agents/{}?ok=created",
-            loaded.agent.name
-        )),
+        Ok(loaded) => see_other(&format!("/console/agents/{}?ok=created", loaded.agent.name)),
         Err(e) => error_page(&csrf, Some(&caller), e, "/console").await,
     }
 }

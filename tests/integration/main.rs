@@ -27,3 +27,4 @@ mod secrets_at_rest;
 mod sessions;
 mod slow_clients;
 mod tokens;
+mod web_agents;
