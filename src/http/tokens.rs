@@ -195,11 +195,11 @@ impl Inspection {
             "signature_valid": self.signature_valid,
             "valid": self.valid,
         });
-        if let Some(reason) = &self.reason {
-            out["reason"] = json!(reason);
-        }
         // The claims are read only from a token whose signature checks out.
         let Some(expires_at) = self.expires_at else {
+            if let Some(reason) = &self.reason {
+                out["reason"] = json!(reason);
+            }
             return out;
         };
         out["expires_at"] = json!(expires_at);
@@ -219,6 +219,9 @@ impl Inspection {
         if let Some((level, label)) = &self.delegated {
             out["level"] = json!(level);
             out["label"] = json!(label);
+        }
+        if let Some(reason) = &self.reason {
+            out["reason"] = json!(reason);
         }
         out
     }
