@@ -1007,3 +1007,52 @@ async fn unreadable_forms_and_stray_gets_answer_in_words() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(!w.app.state.agents.get("helper").unwrap().unwrap().archived);
 }
+
+/// A grant whose sharer lost the rights it drew on is listed as not in
+/// effect, and its grantee no longer sees the agent.
+#[tokio::test]
+async fn shares_say_whether_they_hold() {
+    let w = World::new().await;
+    let gina = w.caller(Who::Sharee("share")).await;
+    let p = post(
+        &w.app,
+        &w.path("/shares"),
+        &gina,
+        &[("user", "zed"), ("level", "view")],
+    )
+    .await;
+    assert_eq!(
+        p.location(),
+        "/console/agents/helper?ok=shared",
+        "{}",
+        p.html
+    );
+    let zed = w.app.login("zed", "zed-password").await.token();
+    assert_eq!(
+        get(&w.app, "/console/agents/helper", &zed).await.status,
+        StatusCode::OK
+    );
+
+    // olive lowers gina below share: what gina shared lapses.
+    let p = post(
+        &w.app,
+        &w.path("/shares/gina"),
+        &w.olive,
+        &[("level", "use")],
+    )
+    .await;
+    assert_eq!(p.location(), "/console/agents/helper?ok=shared");
+    let page = get(&w.app, "/console/agents/helper", &w.olive).await;
+    let row = page.html.split("<td>zed</td>").nth(1).unwrap();
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(
+        row.contains("<td>gina</td>") && row.contains("no <span"),
+        "{row}"
+    );
+    assert_eq!(
+        get(&w.app, "/console/agents/helper", &zed).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // olive may still take it away: it draws on someone below her.
+    assert!(page.actions().contains(&w.path("/shares/zed/delete")));
+}
