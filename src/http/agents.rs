@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::authz::AuthError;
+use crate::domain::agents::{Agent, Grant};
 use crate::domain::audit::AuditEvent;
+use crate::domain::channels::Runtime;
 use crate::domain::levels::Level;
 use crate::domain::users::User;
 use crate::domain::DomainError;
@@ -89,14 +91,27 @@ pub fn decide_on_grant(
 }
 
 /// Whether the policy allows it; only limits and faults are errors.
-fn allowed(
+pub(crate) fn allowed(
     state: &AppState,
     caller: &Caller,
     operation: &str,
     loaded: &AgentState,
     granting: i64,
 ) -> ApiResult<bool> {
-    let request = AppState::agent_request(operation, loaded, granting);
+    allowed_on_grant(state, caller, operation, loaded, granting, None)
+}
+
+/// [`allowed`] for a share or unshare that replaces or removes a grant drawn
+/// by `grantor` (see [`decide_on_grant`]).
+pub(crate) fn allowed_on_grant(
+    state: &AppState,
+    caller: &Caller,
+    operation: &str,
+    loaded: &AgentState,
+    granting: i64,
+    grantor: Option<&str>,
+) -> ApiResult<bool> {
+    let request = AppState::grant_request(operation, loaded, granting, grantor);
     match state.authorize(caller, request) {
         Ok(()) => Ok(true),
         Err(AuthError::Denied(_)) => Ok(false),
@@ -318,30 +333,7 @@ async fn create(
         Some(Value::String(username)) => Some(username),
         Some(_) => return Err(ApiError::BadRequest("owner must be a username".into())),
     };
-    let (owner, operation) = match owner {
-        Some(username) if username.to_ascii_lowercase() != caller.user.username => {
-            state.authorize(
-                &caller,
-                crate::authz::policy::RequestFacts::new("agent:create_for"),
-            )?;
-            let user = state
-                .accounts
-                .find(&username)?
-                .ok_or(DomainError::NotFound("owner"))?;
-            (std::sync::Arc::new(user), "agent.create_for")
-        }
-        _ => {
-            state.authorize(
-                &caller,
-                crate::authz::policy::RequestFacts::new("agent:create"),
-            )?;
-            (caller.user.clone(), "agent.create")
-        }
-    };
-    let on_behalf = (owner.id != caller.user.id).then_some(owner.id.as_str());
-    let event = AuditEvent::new(Some(&caller.user.id), operation, &name).on_behalf_of(on_behalf);
-    let agent = state.agents.create(&owner, &name, fields, event).await?;
-    let loaded = AgentState::new(agent, Vec::new(), Some(owner.username.clone()));
+    let loaded = create_agent(&state, &caller, &name, owner.as_deref(), fields).await?;
     let mut names = Names::new(&state);
     let view: Value = serde_json::from_str(&view(&state, &mut names, &caller, &loaded)?)
         .map_err(|e| DomainError::Internal(format!("rendering an agent: {e}")))?;
@@ -351,6 +343,45 @@ async fn create(
         "display_name": loaded.agent.fields.get("display_name").cloned().unwrap_or(Value::Null),
         "agent": view,
     })))
+}
+
+/// Create the agent `name` with `fields`, owned by the caller or, when
+/// `owner` names someone else, by them (an admin assigning it).
+pub(crate) async fn create_agent(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    owner: Option<&str>,
+    fields: Map<String, Value>,
+) -> ApiResult<AgentState> {
+    let (owner, operation) = match owner {
+        Some(username) if username.to_ascii_lowercase() != caller.user.username => {
+            state.authorize(
+                caller,
+                crate::authz::policy::RequestFacts::new("agent:create_for"),
+            )?;
+            let user = state
+                .accounts
+                .find(username)?
+                .ok_or(DomainError::NotFound("owner"))?;
+            (std::sync::Arc::new(user), "agent.create_for")
+        }
+        _ => {
+            state.authorize(
+                caller,
+                crate::authz::policy::RequestFacts::new("agent:create"),
+            )?;
+            (caller.user.clone(), "agent.create")
+        }
+    };
+    let on_behalf = (owner.id != caller.user.id).then_some(owner.id.as_str());
+    let event = AuditEvent::new(Some(&caller.user.id), operation, name).on_behalf_of(on_behalf);
+    let agent = state.agents.create(&owner, name, fields, event).await?;
+    Ok(AgentState::new(
+        agent,
+        Vec::new(),
+        Some(owner.username.clone()),
+    ))
 }
 
 async fn read(
@@ -370,16 +401,30 @@ async fn update(
     Path(name): Path<String>,
     Json(changes): Json<Map<String, Value>>,
 ) -> ApiResult<JsonText> {
-    let loaded = load(&state, &name)?;
-    decide(&state, &caller, "agent:update", &loaded, 0)?;
-    let behalf = on_behalf(&state, &caller, &loaded, Level::Edit)?;
-    let event = AuditEvent::new(Some(&caller.user.id), "agent.update", &name)
-        .on_behalf_of(behalf.as_deref())
-        .detail(json!({ "fields": changes.keys().collect::<Vec<_>>() }));
-    let agent = state.agents.update(&name, changes, event).await?;
-    let loaded = AgentState::new(agent, loaded.grants.clone(), loaded.owner_name.clone());
+    let loaded = update_agent(&state, &caller, &name, changes).await?;
     let mut names = Names::new(&state);
     Ok(JsonText(view(&state, &mut names, &caller, &loaded)?))
+}
+
+/// Merge `changes` into the agent's fields (a `null` removes a field).
+pub(crate) async fn update_agent(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    changes: Map<String, Value>,
+) -> ApiResult<AgentState> {
+    let loaded = load(state, name)?;
+    decide(state, caller, "agent:update", &loaded, 0)?;
+    let behalf = on_behalf(state, caller, &loaded, Level::Edit)?;
+    let event = AuditEvent::new(Some(&caller.user.id), "agent.update", name)
+        .on_behalf_of(behalf.as_deref())
+        .detail(json!({ "fields": changes.keys().collect::<Vec<_>>() }));
+    let agent = state.agents.update(name, changes, event).await?;
+    Ok(AgentState::new(
+        agent,
+        loaded.grants.clone(),
+        loaded.owner_name.clone(),
+    ))
 }
 
 async fn remove(
@@ -387,31 +432,38 @@ async fn remove(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let loaded = load(&state, &name)?;
-    decide(&state, &caller, "agent:delete", &loaded, 0)?;
-    let event = AuditEvent::new(Some(&caller.user.id), "agent.delete", &name);
-    state.agents.delete(&name, event).await?;
+    delete_agent(&state, &caller, &name).await?;
     Ok(Json(json!({ "status": "deleted", "name": name })))
 }
 
-async fn set_archived(
-    state: AppState,
-    caller: Caller,
-    name: String,
+pub(crate) async fn delete_agent(state: &AppState, caller: &Caller, name: &str) -> ApiResult<()> {
+    let loaded = load(state, name)?;
+    decide(state, caller, "agent:delete", &loaded, 0)?;
+    let event = AuditEvent::new(Some(&caller.user.id), "agent.delete", name);
+    state.agents.delete(name, event).await?;
+    Ok(())
+}
+
+/// Archive (`true`) or restore (`false`) the agent; answers the status word
+/// the API reports (`archived`, `restored`).
+pub(crate) async fn set_archived(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
     archived: bool,
-) -> ApiResult<Json<Value>> {
-    let loaded = load(&state, &name)?;
+) -> ApiResult<&'static str> {
+    let loaded = load(state, name)?;
     let (operation, action, status) = if archived {
         ("agent:archive", "agent.archive", "archived")
     } else {
         ("agent:restore", "agent.restore", "restored")
     };
-    decide(&state, &caller, operation, &loaded, 0)?;
-    let behalf = on_behalf(&state, &caller, &loaded, Level::Manage)?;
+    decide(state, caller, operation, &loaded, 0)?;
+    let behalf = on_behalf(state, caller, &loaded, Level::Manage)?;
     let event =
-        AuditEvent::new(Some(&caller.user.id), action, &name).on_behalf_of(behalf.as_deref());
-    state.agents.set_archived(&name, archived, event).await?;
-    Ok(Json(json!({ "status": status, "name": name })))
+        AuditEvent::new(Some(&caller.user.id), action, name).on_behalf_of(behalf.as_deref());
+    state.agents.set_archived(name, archived, event).await?;
+    Ok(status)
 }
 
 async fn archive(
@@ -419,7 +471,8 @@ async fn archive(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    set_archived(state, caller, name, true).await
+    let status = set_archived(&state, &caller, &name, true).await?;
+    Ok(Json(json!({ "status": status, "name": name })))
 }
 
 async fn restore(
@@ -427,7 +480,8 @@ async fn restore(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    set_archived(state, caller, name, false).await
+    let status = set_archived(&state, &caller, &name, false).await?;
+    Ok(Json(json!({ "status": status, "name": name })))
 }
 
 #[derive(Deserialize)]
@@ -441,21 +495,31 @@ async fn transfer(
     Path(name): Path<String>,
     Json(body): Json<TransferBody>,
 ) -> ApiResult<Json<Value>> {
-    let loaded = load(&state, &name)?;
-    decide(&state, &caller, "agent:transfer", &loaded, 0)?;
-    let to = find_user(&state, &body.to)?;
-    let behalf = on_behalf(&state, &caller, &loaded, Level::Owner)?;
-    let event = AuditEvent::new(Some(&caller.user.id), "agent.transfer", &name)
-        .on_behalf_of(behalf.as_deref())
-        .concerning(&loaded.agent.owner)
-        .concerning(&to.id);
-    let agent = state.agents.transfer(&name, &to, event).await?;
+    let agent = transfer_agent(&state, &caller, &name, &body.to).await?;
     let mut names = Names::new(&state);
     Ok(Json(json!({
         "status": "transferred",
         "name": name,
         "owner": names.user(&agent.owner)?,
     })))
+}
+
+/// Give the agent to the user named `to`.
+pub(crate) async fn transfer_agent(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    to: &str,
+) -> ApiResult<Agent> {
+    let loaded = load(state, name)?;
+    decide(state, caller, "agent:transfer", &loaded, 0)?;
+    let to = find_user(state, to)?;
+    let behalf = on_behalf(state, caller, &loaded, Level::Owner)?;
+    let event = AuditEvent::new(Some(&caller.user.id), "agent.transfer", name)
+        .on_behalf_of(behalf.as_deref())
+        .concerning(&loaded.agent.owner)
+        .concerning(&to.id);
+    Ok(state.agents.transfer(name, &to, event).await?)
 }
 
 fn find_user(state: &AppState, username: &str) -> ApiResult<User> {
@@ -465,18 +529,77 @@ fn find_user(state: &AppState, username: &str) -> ApiResult<User> {
         .ok_or(DomainError::NotFound("user"))?)
 }
 
+/// A user as a share names them: the id, and the username while the account
+/// exists.
+pub(crate) struct UserRef {
+    pub id: String,
+    pub username: Option<String>,
+}
+
+/// One grant on an agent as the shares list shows it.
+pub(crate) struct Share {
+    pub user: UserRef,
+    pub level: Level,
+    pub granted_by: UserRef,
+    pub at: i64,
+    /// Whether the grant holds now (its grantor still has the rights).
+    pub effective: bool,
+}
+
+/// The agent's shares with their effective state, for those who may read
+/// them; the agent comes along for the caller's further decisions.
+pub(crate) fn shares(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> ApiResult<(Arc<AgentState>, Vec<Share>)> {
+    let loaded = load(state, name)?;
+    decide(state, caller, "agent:shares:read", &loaded, 0)?;
+    let ranks = state.agent_ranks(&loaded, None)?;
+    let mut names = Names::new(state);
+    let mut user = |id: &str| -> ApiResult<UserRef> {
+        let v = names.user(id)?;
+        Ok(UserRef {
+            id: id.to_owned(),
+            username: v["username"].as_str().map(str::to_owned),
+        })
+    };
+    let shares = loaded
+        .grants
+        .iter()
+        .map(|g| {
+            Ok(Share {
+                user: user(&g.grantee)?,
+                level: g.level,
+                granted_by: user(&g.granted_by)?,
+                at: g.at,
+                effective: ranks.get(&g.grantee).copied().unwrap_or(0) >= g.level.rank(),
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok((loaded, shares))
+}
+
 async fn list_shares(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let loaded = load(&state, &name)?;
-    decide(&state, &caller, "agent:shares:read", &loaded, 0)?;
-    let ranks = state.agent_ranks(&loaded, None)?;
-    let mut names = Names::new(&state);
-    Ok(Json(
-        json!({ "shares": shares_json(&mut names, &loaded, &ranks)? }),
-    ))
+    let (_, shares) = shares(&state, &caller, &name)?;
+    let user = |u: &UserRef| json!({ "id": u.id, "username": u.username });
+    let shares: Vec<Value> = shares
+        .iter()
+        .map(|s| {
+            json!({
+                "user": user(&s.user),
+                "level": s.level,
+                "granted_by": user(&s.granted_by),
+                "at": s.at,
+                "effective": s.effective,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "shares": shares })))
 }
 
 #[derive(Deserialize)]
@@ -491,39 +614,7 @@ async fn share(
     Path(name): Path<String>,
     Json(body): Json<ShareBody>,
 ) -> ApiResult<Json<Value>> {
-    let level = Level::parse_grantable(&body.level)?;
-    let loaded = load(&state, &name)?;
-    decide(&state, &caller, "agent:share", &loaded, level.rank())?;
-    let grantee = find_user(&state, &body.user)?;
-    if grantee.id == caller.user.id {
-        return Err(ApiError::BadRequest(
-            "you cannot share an agent with yourself".into(),
-        ));
-    }
-    // Re-granting replaces a grant, which belongs to whoever drew it.
-    let replaces = loaded.grants.iter().find(|g| g.grantee == grantee.id);
-    if let Some(existing) = replaces {
-        decide_on_grant(
-            &state,
-            &caller,
-            "agent:share",
-            &loaded,
-            level.rank(),
-            Some(&existing.granted_by),
-        )?;
-    }
-    // An admin without the rights of their own shares on the owner's behalf:
-    // the grant draws on the owner's rights.
-    let behalf = on_behalf(&state, &caller, &loaded, Level::Share)?;
-    let granted_by = behalf.clone().unwrap_or_else(|| caller.user.id.clone());
-    let event = AuditEvent::new(Some(&caller.user.id), "agent.share", &name)
-        .on_behalf_of(behalf.as_deref())
-        .concerning(&grantee.id)
-        .detail(json!({ "level": level }));
-    let grant = state
-        .agents
-        .grant(&name, &grantee, level, &granted_by, replaces, event)
-        .await?;
+    let grant = share_agent(&state, &caller, &name, &body.user, &body.level).await?;
     let mut names = Names::new(&state);
     Ok(Json(json!({
         "ok": true,
@@ -536,28 +627,84 @@ async fn share(
     })))
 }
 
+/// Share the agent with the user named `user` at `level` (a level's name),
+/// or change the level of the grant they hold.
+pub(crate) async fn share_agent(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    user: &str,
+    level: &str,
+) -> ApiResult<Grant> {
+    let level = Level::parse_grantable(level)?;
+    let loaded = load(state, name)?;
+    decide(state, caller, "agent:share", &loaded, level.rank())?;
+    let grantee = find_user(state, user)?;
+    if grantee.id == caller.user.id {
+        return Err(ApiError::BadRequest(
+            "you cannot share an agent with yourself".into(),
+        ));
+    }
+    // Re-granting replaces a grant, which belongs to whoever drew it.
+    let replaces = loaded.grants.iter().find(|g| g.grantee == grantee.id);
+    if let Some(existing) = replaces {
+        decide_on_grant(
+            state,
+            caller,
+            "agent:share",
+            &loaded,
+            level.rank(),
+            Some(&existing.granted_by),
+        )?;
+    }
+    // An admin without the rights of their own shares on the owner's behalf:
+    // the grant draws on the owner's rights.
+    let behalf = on_behalf(state, caller, &loaded, Level::Share)?;
+    let granted_by = behalf.clone().unwrap_or_else(|| caller.user.id.clone());
+    let event = AuditEvent::new(Some(&caller.user.id), "agent.share", name)
+        .on_behalf_of(behalf.as_deref())
+        .concerning(&grantee.id)
+        .detail(json!({ "level": level }));
+    Ok(state
+        .agents
+        .grant(name, &grantee, level, &granted_by, replaces, event)
+        .await?)
+}
+
 async fn unshare(
     State(state): State<AppState>,
     caller: Caller,
     Path((name, username)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let loaded = load(&state, &name)?;
-    let grantee = state.accounts.find(&username)?;
+    unshare_agent(&state, &caller, &name, &username).await?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+/// Remove the grant the user named `username` holds on the agent; for the
+/// grantee themselves, leave it.
+pub(crate) async fn unshare_agent(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    username: &str,
+) -> ApiResult<()> {
+    let loaded = load(state, name)?;
+    let grantee = state.accounts.find(username)?;
     let grant = grantee
         .as_ref()
         .and_then(|u| loaded.grants.iter().find(|g| g.grantee == u.id));
     let Some(grant) = grant else {
         // Say "no such grant" only to those who may read the shares.
-        decide(&state, &caller, "agent:shares:read", &loaded, 0)?;
+        decide(state, caller, "agent:shares:read", &loaded, 0)?;
         return Err(DomainError::NotFound("share").into());
     };
     let leaving = grant.grantee == caller.user.id;
     if leaving {
-        decide(&state, &caller, "agent:leave", &loaded, 0)?;
+        decide(state, caller, "agent:leave", &loaded, 0)?;
     } else {
         decide_on_grant(
-            &state,
-            &caller,
+            state,
+            caller,
             "agent:unshare",
             &loaded,
             grant.level.rank(),
@@ -567,14 +714,14 @@ async fn unshare(
     let behalf = if leaving {
         None
     } else {
-        on_behalf(&state, &caller, &loaded, Level::Share)?
+        on_behalf(state, caller, &loaded, Level::Share)?
     };
-    let event = AuditEvent::new(Some(&caller.user.id), "agent.unshare", &name)
+    let event = AuditEvent::new(Some(&caller.user.id), "agent.unshare", name)
         .on_behalf_of(behalf.as_deref())
         .concerning(&grant.grantee)
         .detail(json!({ "level": grant.level }));
-    state.agents.revoke(&name, grant, event).await?;
-    Ok(Json(json!({ "ok": true })))
+    state.agents.revoke(name, grant, event).await?;
+    Ok(())
 }
 
 /// Runtime tokens live a year; rotating (asking again) ends the previous one.
@@ -589,27 +736,37 @@ async fn runtime_token(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let loaded = load(&state, &name)?;
-    decide(&state, &caller, "agent:runtime", &loaded, 0)?;
-    let runtime = crate::domain::channels::rotate_runtime(
-        &state.store,
-        &name,
-        &caller.user.id,
-        RUNTIME_TTL_SECS,
-    )
-    .await?;
-    let token = state
-        .authz
-        .mint_runtime(&name, &runtime.id, runtime.expires_at)?;
-    AuditEvent::new(Some(&caller.user.id), "agent.runtime_token", &name)
-        .append(&state.store)
-        .await?;
+    let (runtime, token) = rotate_runtime_token(&state, &caller, &name).await?;
     Ok(Json(json!({
         "agent": name,
         "id": runtime.id,
         "token": token,
         "expires_at": runtime.expires_at,
     })))
+}
+
+/// The new runtime record and its token (to be shown once).
+pub(crate) async fn rotate_runtime_token(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> ApiResult<(Runtime, String)> {
+    let loaded = load(state, name)?;
+    decide(state, caller, "agent:runtime", &loaded, 0)?;
+    let runtime = crate::domain::channels::rotate_runtime(
+        &state.store,
+        name,
+        &caller.user.id,
+        RUNTIME_TTL_SECS,
+    )
+    .await?;
+    let token = state
+        .authz
+        .mint_runtime(name, &runtime.id, runtime.expires_at)?;
+    AuditEvent::new(Some(&caller.user.id), "agent.runtime_token", name)
+        .append(&state.store)
+        .await?;
+    Ok((runtime, token))
 }
 
 /// End the agent's runtime token: for its owner, those who manage the agent
@@ -619,12 +776,21 @@ async fn revoke_runtime_token(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let loaded = load(&state, &name)?;
-    decide(&state, &caller, "agent:runtime:revoke", &loaded, 0)?;
-    let behalf = on_behalf(&state, &caller, &loaded, Level::Manage)?;
-    let event = AuditEvent::new(Some(&caller.user.id), "agent.runtime_revoke", &name)
+    end_runtime_token(&state, &caller, &name).await?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+pub(crate) async fn end_runtime_token(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> ApiResult<()> {
+    let loaded = load(state, name)?;
+    decide(state, caller, "agent:runtime:revoke", &loaded, 0)?;
+    let behalf = on_behalf(state, caller, &loaded, Level::Manage)?;
+    let event = AuditEvent::new(Some(&caller.user.id), "agent.runtime_revoke", name)
         .on_behalf_of(behalf.as_deref())
         .concerning(&loaded.agent.owner);
-    crate::domain::channels::revoke_runtime(&state.store, &name, event).await?;
-    Ok(Json(json!({ "ok": true })))
+    crate::domain::channels::revoke_runtime(&state.store, name, event).await?;
+    Ok(())
 }

@@ -35,15 +35,15 @@ fn view(c: &Channel) -> Value {
 }
 
 async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<Value>>> {
-    own_data(&state, &caller, "data:read")?;
     Ok(Json(
-        state
-            .channels
-            .list(&caller.user.id)?
-            .iter()
-            .map(view)
-            .collect(),
+        list_channels(&state, &caller)?.iter().map(view).collect(),
     ))
+}
+
+/// The caller's own channels (private data: nobody else's, admins' neither).
+pub(crate) fn list_channels(state: &AppState, caller: &Caller) -> ApiResult<Vec<Channel>> {
+    own_data(state, caller, "data:read")?;
+    Ok(state.channels.list(&caller.user.id)?)
 }
 
 #[derive(Deserialize)]
@@ -60,10 +60,27 @@ async fn create(
     caller: Caller,
     Json(body): Json<CreateBody>,
 ) -> ApiResult<Json<Value>> {
-    own_data(&state, &caller, "data:write")?;
-    let loaded = load(&state, &body.agent_name)?;
-    decide(&state, &caller, "agent:channel", &loaded, 0)?;
-    for name in secret_refs(&body.config) {
+    let (channel, token) =
+        create_channel(&state, &caller, &body.agent_name, &body.kind, body.config).await?;
+    let mut out = view(&channel);
+    out["status"] = json!("added");
+    out["token"] = json!(token);
+    Ok(Json(out))
+}
+
+/// Add a channel of type `kind` to `agent`, its config naming only the
+/// caller's own secrets: the channel and its bot token (to be shown once).
+pub(crate) async fn create_channel(
+    state: &AppState,
+    caller: &Caller,
+    agent: &str,
+    kind: &str,
+    config: Value,
+) -> ApiResult<(Channel, String)> {
+    own_data(state, caller, "data:write")?;
+    let loaded = load(state, agent)?;
+    decide(state, caller, "agent:channel", &loaded, 0)?;
+    for name in secret_refs(&config) {
         if state.secrets.get(&caller.user.id, &name)?.is_none() {
             return Err(ApiError::BadRequest(format!(
                 "config names a secret you do not have: {name}"
@@ -72,22 +89,13 @@ async fn create(
     }
     let channel = state
         .channels
-        .create(
-            &state.chat,
-            &caller.user.id,
-            &body.agent_name,
-            &body.kind,
-            body.config,
-        )
+        .create(&state.chat, &caller.user.id, agent, kind, config)
         .await?;
     let token = state.authz.mint_channel_bot(&caller.user.id, &channel.id)?;
     let event = AuditEvent::new(Some(&caller.user.id), "channel.create", &channel.id)
         .detail(json!({ "agent": channel.agent_name, "type": channel.kind }));
     event.append(&state.store).await?;
-    let mut out = view(&channel);
-    out["status"] = json!("added");
-    out["token"] = json!(token);
-    Ok(Json(out))
+    Ok((channel, token))
 }
 
 async fn toggle(
@@ -95,11 +103,21 @@ async fn toggle(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    own_data(&state, &caller, "data:write")?;
-    let channel = state.channels.toggle(&caller.user.id, &id).await?;
+    let channel = toggle_channel(&state, &caller, &id).await?;
     Ok(Json(
         json!({ "status": "toggled", "enabled": channel.enabled }),
     ))
+}
+
+/// Enable or disable one of the caller's channels (disabled, its bot's
+/// token stops working).
+pub(crate) async fn toggle_channel(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<Channel> {
+    own_data(state, caller, "data:write")?;
+    Ok(state.channels.toggle(&caller.user.id, id).await?)
 }
 
 async fn remove(
@@ -107,10 +125,15 @@ async fn remove(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    own_data(&state, &caller, "data:write")?;
-    if state.channels.get(&caller.user.id, &id)?.is_none() {
+    delete_channel(&state, &caller, &id).await?;
+    Ok(Json(json!({ "status": "deleted", "id": id })))
+}
+
+pub(crate) async fn delete_channel(state: &AppState, caller: &Caller, id: &str) -> ApiResult<()> {
+    own_data(state, caller, "data:write")?;
+    if state.channels.get(&caller.user.id, id)?.is_none() {
         return Err(DomainError::NotFound("channel").into());
     }
-    state.channels.delete(&caller.user.id, &id).await?;
-    Ok(Json(json!({ "status": "deleted", "id": id })))
+    state.channels.delete(&caller.user.id, id).await?;
+    Ok(())
 }

@@ -6,13 +6,13 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use axum::{Extension, Form, Router};
+use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::agent::PageForm;
 use super::{error_page, page, see_other, Chrome, Done, Person};
 use crate::authz::policy::RequestFacts;
-use crate::domain::audit::AuditEvent;
 use crate::http::csrf::CsrfToken;
 use crate::state::AppState;
 
@@ -23,7 +23,11 @@ pub fn routes() -> Router<AppState> {
     )
 }
 
-const NOTICES: &[(&str, &str)] = &[("deleted", "The agent was deleted.")];
+const NOTICES: &[(&str, &str)] = &[
+    ("deleted", "The agent was deleted."),
+    ("left", "You gave up your access to the agent."),
+    ("transferred", "The agent was transferred."),
+];
 
 pub struct Row {
     pub name: String,
@@ -40,6 +44,8 @@ struct AgentsPage {
     rows: Vec<Row>,
     filter: String,
     can_create: bool,
+    /// Admins create agents for other people (`agent:create_for`).
+    can_create_for: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -61,6 +67,9 @@ async fn list(
             let can_create = state
                 .authorize(&caller, RequestFacts::new("agent:create"))
                 .is_ok();
+            let can_create_for = state
+                .authorize(&caller, RequestFacts::new("agent:create_for"))
+                .is_ok();
             let chrome =
                 Chrome::new(&csrf, Some(&caller), "agents").notice(query.done.notice(NOTICES));
             page(
@@ -70,6 +79,7 @@ async fn list(
                     rows,
                     filter,
                     can_create,
+                    can_create_for,
                 },
             )
         }
@@ -119,37 +129,32 @@ fn rows(
 
 #[derive(Deserialize)]
 struct CreateForm {
+    #[serde(default)]
     name: String,
     #[serde(default)]
     display_name: String,
+    /// For admins: whose agent it is (empty: mine).
+    #[serde(default)]
+    owner: String,
 }
 
 async fn create(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
     Person(caller): Person,
-    Form(form): Form<CreateForm>,
+    PageForm(form): PageForm<CreateForm>,
 ) -> Response {
-    let result = async {
-        state.authorize(&caller, RequestFacts::new("agent:create"))?;
-        let mut fields = Map::new();
-        if !form.display_name.trim().is_empty() {
-            fields.insert(
-                "display_name".into(),
-                Value::String(form.display_name.trim().to_owned()),
-            );
-        }
-        let name = form.name.trim().to_owned();
-        let event = AuditEvent::new(Some(&caller.user.id), "agent.create", &name);
-        state
-            .agents
-            .create(&caller.user, &name, fields, event)
-            .await?;
-        Ok::<_, crate::error::ApiError>(name)
+    let mut fields = Map::new();
+    if !form.display_name.trim().is_empty() {
+        fields.insert(
+            "display_name".into(),
+            Value::String(form.display_name.trim().to_owned()),
+        );
     }
-    .await;
-    match result {
-        Ok(name) => see_other(&format!("/console/agents/{name}?ok=created")),
+    let owner = Some(form.owner.trim()).filter(|o| !o.is_empty());
+    let name = form.name.trim();
+    match crate::http::agents::create_agent(&state, &caller, name, owner, fields).await {
+        Ok(loaded) => see_other(&format!("/console/agents/{}?ok=created", loaded.agent.name)),
         Err(e) => error_page(&csrf, Some(&caller), e, "/console").await,
     }
 }

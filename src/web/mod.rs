@@ -10,7 +10,9 @@
 
 pub mod account;
 pub mod admin;
+pub mod agent;
 pub mod agents;
+pub mod inspect;
 pub mod memory;
 pub mod secrets;
 pub mod signin;
@@ -42,6 +44,8 @@ pub fn routes() -> Router<AppState> {
         .merge(admin::routes())
         .merge(memory::routes())
         .merge(secrets::routes())
+        .merge(agent::routes())
+        .merge(inspect::routes())
 }
 
 /// What every page's frame shows: who is signed in, the form token, and a

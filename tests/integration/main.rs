@@ -30,3 +30,4 @@ mod tokens;
 mod web_admin;
 mod web_pages;
 mod web_data;
+mod web_agents;
