@@ -28,6 +28,6 @@ mod sessions;
 mod slow_clients;
 mod tokens;
 mod web_admin;
-mod web_pages;
-mod web_data;
 mod web_agents;
+mod web_data;
+mod web_pages;
