@@ -13,6 +13,7 @@
 //! without them fails these tests with a message saying what to install
 //! (`.ci/run` installs Debian's `chromium` and `chromium-driver`).
 
+mod cross_site;
 mod prompts;
 mod story;
 
