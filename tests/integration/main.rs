@@ -8,6 +8,7 @@ mod accounts;
 mod agents_matrix;
 mod agents_model;
 mod binary;
+mod browser;
 mod concurrency;
 mod crash;
 mod damage;
