@@ -211,6 +211,132 @@ impl Victim {
             ),
             forge("DELETE", format!("/auth/users/{other}"), json!(null)),
             forge("POST", "/api/admin/backup", json!({"password": PASSWORD})),
+            // The console's own forms, as they post.
+            forge(
+                "POST",
+                format!("/console/agents/{agent}/edit"),
+                json!({"field.display_name": "forged"}),
+            ),
+            forge(
+                "POST",
+                format!("/console/agents/{agent}/shares"),
+                json!({"user": other, "level": "manage"}),
+            ),
+            forge(
+                "POST",
+                format!("/console/agents/{agent}/shares/{other}"),
+                json!({"level": "share"}),
+            ),
+            forge(
+                "POST",
+                format!("/console/agents/{agent}/shares/{other}/delete"),
+                json!({}),
+            ),
+            forge(
+                "POST",
+                format!("/console/agents/{agent}/transfer"),
+                json!({"to": other}),
+            ),
+            forge(
+                "POST",
+                format!("/console/agents/{agent}/archive"),
+                json!({}),
+            ),
+            forge(
+                "POST",
+                format!("/console/agents/{agent}/delete"),
+                json!({"confirm": "yes"}),
+            ),
+            forge(
+                "POST",
+                format!("/console/agents/{agent}/tokens"),
+                json!({"level": "use", "expires_in": "3600", "label": "forged"}),
+            ),
+            forge(
+                "POST",
+                format!("/console/agents/{agent}/tokens/{}/revoke", self.token_id),
+                json!({}),
+            ),
+            forge(
+                "POST",
+                format!("/console/agents/{agent}/runtime"),
+                json!({}),
+            ),
+            forge(
+                "POST",
+                format!("/console/agents/{agent}/channels"),
+                json!({"type": "webhook", "settings": "{}"}),
+            ),
+            forge(
+                "POST",
+                format!("/console/agents/{agent}/channels/{}/toggle", self.channel),
+                json!({}),
+            ),
+            forge(
+                "POST",
+                format!("/console/agents/{agent}/channels/{}/delete", self.channel),
+                json!({}),
+            ),
+            forge(
+                "POST",
+                "/console/secrets",
+                json!({"name": "FORGED_CONSOLE", "value": "forged"}),
+            ),
+            forge(
+                "POST",
+                "/console/secrets/update",
+                json!({"name": self.secret, "value": "forged"}),
+            ),
+            forge(
+                "POST",
+                "/console/secrets/delete",
+                json!({"name": self.secret}),
+            ),
+            forge(
+                "POST",
+                "/console/memory/save",
+                json!({"content": "forged", "title": "forged"}),
+            ),
+            forge(
+                "POST",
+                format!("/console/memory/chunk/{}/delete", self.chunk),
+                json!({}),
+            ),
+            forge(
+                "POST",
+                "/console/memory/grants",
+                json!({"agent": agent, "allowed": "true"}),
+            ),
+            forge(
+                "POST",
+                "/console/account/profile",
+                json!({"full_name": "Forged Name", "email": "forged@example.org"}),
+            ),
+            forge(
+                "POST",
+                "/console/admin/users",
+                json!({"username": "forged-console-user"}),
+            ),
+            forge(
+                "POST",
+                format!("/console/admin/users/{other}/reset"),
+                json!({}),
+            ),
+            forge(
+                "POST",
+                format!("/console/admin/users/{other}/admin"),
+                json!({"is_admin": "true"}),
+            ),
+            forge(
+                "POST",
+                format!("/console/admin/users/{other}/delete"),
+                json!({"agents": "delete"}),
+            ),
+            forge(
+                "POST",
+                "/console/admin/backup",
+                json!({"password": PASSWORD}),
+            ),
         ]
     }
 
@@ -227,6 +353,17 @@ impl Victim {
                 "DELETE",
                 format!("/auth/users/{name}/sessions"),
                 json!(null),
+            ),
+            forge(
+                "POST",
+                "/console/account/password",
+                json!({"current": PASSWORD, "new": "forged-password-1", "repeat": "forged-password-1"}),
+            ),
+            forge("POST", "/console/account/sessions/others", json!({})),
+            forge(
+                "POST",
+                format!("/console/admin/users/{name}/sessions"),
+                json!({}),
             ),
             forge("POST", "/auth/lock", json!({})),
             forge("POST", "/auth/logout", json!({})),

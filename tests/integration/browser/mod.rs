@@ -582,6 +582,51 @@ impl Browser {
         }
     }
 
+    /// Choose the option `value` of the select `name` in the form `form`,
+    /// by clicking it as a person would.
+    pub async fn choose(&self, form: &str, name: &str, value: &str) {
+        let option = self
+            .find(&format!(
+                "{form} select[name='{name}'] option[value='{value}']"
+            ))
+            .await;
+        step(
+            format_args!("{}: choosing {value} for {name}", self.name),
+            option.click(),
+        )
+        .await;
+    }
+
+    /// The values a select offers, in order.
+    pub async fn options(&self, form: &str, name: &str) -> Vec<String> {
+        let css = format!("{form} select[name='{name}'] option");
+        let found = step(
+            format_args!("{}: the options of {name}", self.name),
+            self.client.find_all(Locator::Css(&css)),
+        )
+        .await;
+        let mut values = Vec::new();
+        for option in found {
+            let value = step(
+                format_args!("{}: an option of {name}", self.name),
+                option.attr("value"),
+            )
+            .await;
+            values.push(value.unwrap_or_default());
+        }
+        values
+    }
+
+    /// Submit a form that asks first (`data-confirm`): with scripts on the
+    /// question is asked and agreed to; with them off the form just posts.
+    pub async fn submit_agreeing(&self, form: &str, javascript: bool) {
+        if javascript {
+            self.submit_confirmed(form, true).await;
+        } else {
+            self.submit(form).await;
+        }
+    }
+
     /// Press the submit button of the form `form` and wait (bounded) for
     /// the page the server answers with.
     pub async fn submit(&self, form: &str) {

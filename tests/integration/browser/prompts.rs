@@ -12,7 +12,7 @@ async fn a_confirmed_form_asks_first() {
         let site = OtherOrigin::start().await;
         // A page holding a form as the console writes them, with tessera's
         // own script (a page elsewhere may load it like any script).
-        let done = site.serve(
+        site.serve(
             "/done",
             "<!doctype html><title>done</title><p>posted".into(),
         );

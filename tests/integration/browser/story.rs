@@ -4,9 +4,6 @@
 //! can reach the other's private data, bob signs out. Once with JavaScript
 //! on (bob on a phone-sized screen) and once with it off: the pages are
 //! plain forms and redirects and must work without scripts.
-//!
-//! Steps marked `LATER(page)` wait for console pages that are not on main
-//! yet; each says what it will check.
 
 use serde_json::json;
 
@@ -16,6 +13,10 @@ const ALICE_PASSWORD: &str = "alice-password-1";
 const BOB_PASSWORD: &str = "bob-password-1";
 const MEMORY_CANARY: &str = "alice-memory-canary-5f3a";
 const SECRET_CANARY: &str = "alice-secret-canary-9c21";
+
+/// The agent page's forms that only someone at `edit` or above (here: the
+/// owner) is given, by what they post to under the agent's path.
+const OWNER_FORMS: [&str; 4] = ["/edit", "/shares", "/tokens", "/delete"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn story_with_javascript() {
@@ -82,21 +83,25 @@ async fn story(test: &str, javascript: bool) {
     assert_fits(&bob, javascript).await;
     bob.shot("sign-in").await;
 
-    // alice invites bob.
-    // LATER(admin page): alice opens /console/admin, fills
-    // form[action='/console/admin/users'] field `username` = bob, submits,
-    // and reads the code from `code#invite-code` (with a
-    // button[data-copy='invite-code']); screenshot "admin-invite".
-    let invite = api.api_ok(
-        "POST",
-        "/auth/users",
-        &alice_token,
-        Some(json!({"username": "bob"})),
+    // alice invites bob from the admin page; the code is shown once, on
+    // the answer to her post, never in its address.
+    alice.goto("/console/admin").await;
+    let invite = form("/console/admin/users");
+    alice.fill(&invite, "username", "bob").await;
+    alice.submit(&invite).await;
+    let code = alice.text_of("code#invite-code").await;
+    assert_eq!(code.len(), 8, "an 8-digit invite code: {code:?}");
+    assert!(code.bytes().all(|b| b.is_ascii_digit()), "{code:?}");
+    alice
+        .assert_present("button[data-copy='invite-code']")
+        .await;
+    assert!(
+        !alice.path().await.contains(&code),
+        "the code is in the URL"
     );
-    let code = invite["invite_code"]
-        .as_str()
-        .expect("an invite code")
-        .to_owned();
+    alice.shot("admin-invite").await;
+    alice.goto("/console/admin").await;
+    alice.assert_no_text(&code).await;
 
     // A wrong password is said in words, on the sign-in page.
     let sign_in = form("/auth/login");
@@ -147,18 +152,22 @@ async fn story(test: &str, javascript: bool) {
     alice.fill(&create, "name", "research-helper").await;
     alice.fill(&create, "display_name", "Research helper").await;
     alice.submit(&create).await;
-    // LATER(agent page): the redirect lands on the agent's page, which shows
-    // the notice "created", its fields, and for the owner the forms
-    // form[action='/console/agents/research-helper'] (edit),
-    // form[action='/console/agents/research-helper/shares'] (share),
-    // form[action='/console/agents/research-helper/tokens'] (mint) and
-    // form[action='/console/agents/research-helper/delete'] (with
-    // data-confirm); screenshot "agent-created".
     alice
         .assert_path("/console/agents/research-helper?ok=created")
         .await;
     let agent = api.api_ok("GET", "/api/agents/research-helper", &alice_token, None);
     assert_eq!(agent["name"], "research-helper", "{agent}");
+    // The owner's page: the notice, and every control she holds.
+    alice.assert_text("The agent was created.").await;
+    for action in OWNER_FORMS {
+        alice
+            .assert_present(&form(&format!("/console/agents/research-helper{action}")))
+            .await;
+    }
+    alice
+        .assert_present("form[action='/console/agents/research-helper/delete'][data-confirm]")
+        .await;
+    alice.shot("agent-created").await;
     alice.goto("/console").await;
     alice
         .assert_present("a[href='/console/agents/research-helper']")
@@ -172,22 +181,128 @@ async fn story(test: &str, javascript: bool) {
         .await;
     bob.assert_text("No agents yet.").await;
 
-    // LATER(agent page): alice shares it with bob at `use`:
-    //   on /console/agents/research-helper, form
-    //   [action='/console/agents/research-helper/shares'] with `user` = bob
-    //   and select[name='level'] offering only levels she may grant; choose
-    //   "use", submit; the share is listed with its level.
-    // LATER(agent page): bob sees it at `use` with no edit controls:
-    //   /console lists a[href='/console/agents/research-helper'] with
-    //   .level-use; on its page no form[action='/console/agents/research-helper']
-    //   (edit), no .../shares, .../transfer, .../delete, .../archive forms;
-    //   a forged post of the edit form from bob's page is refused (403 page).
-    // LATER(agent page): alice mints a `view` token: form
-    //   [action='/console/agents/research-helper/tokens'] with level = view
-    //   and an expiry; the answer shows it once in code#token with
-    //   button[data-copy='token']; it is not in the URL; reloading the page
-    //   does not show it again; the list shows label, level, expiry, issuer;
-    //   she revokes it (form[action$='/revoke']) and the API refuses the token.
+    // alice shares it with bob at `use`; the form offers only levels she
+    // may grant (the owner: all of them).
+    alice.goto("/console/agents/research-helper").await;
+    let share = form("/console/agents/research-helper/shares");
+    assert_eq!(
+        alice.options(&share, "level").await,
+        ["view", "use", "edit", "manage", "share"]
+    );
+    alice.fill(&share, "user", "bob").await;
+    alice.choose(&share, "level", "use").await;
+    alice.submit(&share).await;
+    alice
+        .assert_path("/console/agents/research-helper?ok=shared")
+        .await;
+    alice.assert_text("The agent was shared.").await;
+    alice
+        .assert_present("form[action='/console/agents/research-helper/shares/bob/delete']")
+        .await;
+    let shares = api.api_ok(
+        "GET",
+        "/api/agents/research-helper/shares",
+        &alice_token,
+        None,
+    );
+    assert_eq!(shares["shares"][0]["user"]["username"], "bob", "{shares}");
+    assert_eq!(shares["shares"][0]["level"], "use", "{shares}");
+    alice.shot("agent-shared").await;
+
+    // bob sees it at `use`, with none of the owner's controls.
+    bob.goto("/console").await;
+    bob.assert_present("a[href='/console/agents/research-helper']")
+        .await;
+    bob.assert_present(".level-use").await;
+    bob.goto("/console/agents/research-helper").await;
+    bob.assert_text("Research helper").await;
+    bob.assert_present(".level-use").await;
+    for action in OWNER_FORMS {
+        bob.assert_absent(&form(&format!("/console/agents/research-helper{action}")))
+            .await;
+    }
+    bob.assert_absent("form[action='/console/agents/research-helper/transfer']")
+        .await;
+    bob.assert_absent("form[action='/console/agents/research-helper/archive']")
+        .await;
+    bob.assert_absent("input[name^='field.']").await;
+    assert_fits(&bob, javascript).await;
+    bob.shot("agent-shared-with-me").await;
+    // A form he was not given, posted from his own page with his own form
+    // token (so only the policy can refuse it): refused in words, nothing
+    // changed.
+    let forged = bob
+        .client
+        .execute(
+            r#"const f = document.createElement("form");
+f.method = "post";
+f.action = "/console/agents/research-helper/edit";
+for (const [k, v] of [["csrf_token", document.querySelector("input[name=csrf_token]").value],
+                      ["field.display_name", "Forged by bob"]]) {
+  const i = document.createElement("input");
+  i.type = "hidden"; i.name = k; i.value = v; f.appendChild(i);
+}
+document.body.appendChild(f);
+f.submit();
+return true;"#,
+            vec![],
+        )
+        .await;
+    assert!(forged.is_ok(), "could not forge the post: {forged:?}");
+    super::poll("the refusal of bob's forged edit", super::STEP, || async {
+        (bob.path().await == "/console/agents/research-helper/edit").then_some(())
+    })
+    .await;
+    bob.loaded().await;
+    let said = bob.text_of("p.error[role='alert']").await;
+    assert!(
+        !said.is_empty() && !said.contains('{'),
+        "the refusal is not said in words: {said:?}"
+    );
+    bob.shot("forged-edit-refused").await;
+    let agent = api.api_ok("GET", "/api/agents/research-helper", &alice_token, None);
+    assert_eq!(agent["display_name"], "Research helper", "{agent}");
+
+    // alice mints a `view` token: shown once, never in a URL.
+    alice.goto("/console/agents/research-helper").await;
+    let mint = form("/console/agents/research-helper/tokens");
+    alice.choose(&mint, "level", "view").await;
+    alice.choose(&mint, "expires_in", "86400").await;
+    alice.fill(&mint, "label", "story reader").await;
+    alice.submit(&mint).await;
+    let delegated = alice.text_of("code#once-token").await;
+    assert!(delegated.len() > 100, "a token: {delegated:?}");
+    alice.assert_present("button[data-copy='once-token']").await;
+    assert!(!alice.path().await.contains(&delegated[..40]));
+    alice.shot("token-minted").await;
+    let read = api.api_ok("GET", "/api/agents/research-helper", &delegated, None);
+    assert_eq!(read["name"], "research-helper", "{read}");
+    // Coming back to the page does not show it again; the list does.
+    alice.goto("/console/agents/research-helper").await;
+    alice.assert_absent("code#once-token").await;
+    alice.assert_no_text(&delegated[..40]).await;
+    let row = alice
+        .text_of("tr:has(form[action$='/revoke'][action*='/tokens/'])")
+        .await;
+    for expected in ["story reader", "view", "alice"] {
+        assert!(
+            row.contains(expected),
+            "{expected:?} not in the token row {row:?}"
+        );
+    }
+    // She revokes it, and the API refuses it from then on.
+    alice
+        .submit_agreeing("form[action*='/tokens/'][action$='/revoke']", javascript)
+        .await;
+    alice
+        .assert_path("/console/agents/research-helper?ok=token_revoked")
+        .await;
+    alice.assert_text("The token was revoked.").await;
+    alice
+        .assert_text("No delegated tokens for this agent.")
+        .await;
+    let (status, _) = api.api("GET", "/api/agents/research-helper", Some(&delegated), None);
+    assert_eq!(status, 401, "the revoked token still works");
 
     // alice's memory and secrets are hers: bob's browser cannot reach them.
     let saved = api.api_ok(
@@ -215,10 +330,37 @@ async fn story(test: &str, javascript: bool) {
         bob.assert_no_text(SECRET_CANARY).await;
         bob.assert_no_text("ALICE_KEY").await;
     }
-    // LATER(memory and secrets pages): the same for /console/memory,
-    // /console/memory?collection=..., /console/secrets in bob's browser
-    // (with screenshots), and alice sees her own there: the secret masked
-    // with a reveal form, the chunk with a delete form.
+    // The console's pages for memory and secrets show bob his own, empty.
+    for path in ["/console/memory", "/console/secrets"] {
+        bob.goto(path).await;
+        bob.assert_path(path).await;
+        bob.assert_no_text(MEMORY_CANARY).await;
+        bob.assert_no_text(SECRET_CANARY).await;
+        bob.assert_no_text("ALICE_KEY").await;
+    }
+    bob.shot("secrets-his-own").await;
+    for path in [
+        format!("/console/memory/chunk/{chunk}"),
+        "/console/memory?q=canary".to_owned(),
+        "/console/secrets/edit?name=ALICE_KEY".to_owned(),
+    ] {
+        bob.goto(&path).await;
+        bob.assert_no_text(MEMORY_CANARY).await;
+        bob.assert_no_text(SECRET_CANARY).await;
+    }
+    // alice sees hers: the secret masked, with a reveal form; the chunk.
+    alice.goto("/console/secrets").await;
+    alice.assert_text("ALICE_KEY").await;
+    alice.assert_no_text(SECRET_CANARY).await;
+    alice.assert_present(&form("/console/secrets/reveal")).await;
+    alice.shot("secrets").await;
+    alice.goto(&format!("/console/memory/chunk/{chunk}")).await;
+    alice.assert_text(MEMORY_CANARY).await;
+    // Deleting asks first, on a page of its own (no script needed).
+    alice
+        .assert_present(&format!("a[href='/console/memory/chunk/{chunk}/delete']"))
+        .await;
+    alice.shot("memory-chunk").await;
 
     // bob signs out and lands on the sign-in page.
     bob.goto("/console").await;
