@@ -139,6 +139,9 @@ enum Command {
         #[command(subcommand)]
         action: StoreAction,
     },
+    /// Print the OpenAPI 3.1 description of the HTTP API (what
+    /// `/openapi.json` serves; `docs/openapi.json` is this output).
+    Openapi,
     /// Rebuild a data directory from a backup file.
     Restore {
         #[arg(long)]
@@ -304,6 +307,10 @@ fn main() -> ExitCode {
                 v.proof.revision, v.proof.acknowledged, v.records
             )
         }),
+        Command::Openapi => {
+            print!("{}", tessera::http::openapi::document_text());
+            Ok(())
+        }
         Command::Restore { from, data, force } => restore(&Config::new(data.data), &from, force),
         Command::Keys {
             action: KeysAction::RotateDataKey { data },

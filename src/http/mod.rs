@@ -12,6 +12,7 @@ pub mod extract;
 mod health;
 pub mod memory;
 pub mod metrics;
+pub mod openapi;
 pub mod ratelimit;
 pub mod secrets;
 pub mod server;
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(memory::routes())
         .merge(chat::routes())
         .merge(channels::routes())
+        .merge(openapi::routes())
         .merge(crate::web::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), legacy_cookie))

@@ -20,6 +20,7 @@ mod legacy_replay;
 mod login_limits;
 mod logs;
 mod migrations;
+mod openapi;
 mod private_data;
 mod private_property;
 mod runtime_tokens;
