@@ -497,3 +497,135 @@ impl Agents {
         Ok(names)
     }
 }
+
+/// Where one link of a grant chain gets its rights from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// The agent's owner: the chain ends here.
+    Owner,
+    /// A grant on the agent, drawing on `granted_by`'s rights.
+    Grant {
+        level: Level,
+        granted_by: String,
+        at: i64,
+        in_effect: bool,
+    },
+    /// The user holds no grant and does not own the agent: the chain breaks.
+    Nothing,
+    /// The user was met earlier in this chain: it loops without reaching the owner.
+    Cycle,
+}
+
+/// One person in a chain of grants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub user: String,
+    pub source: Source,
+}
+
+/// How one person reaches an agent: owning it, as an admin, and through the
+/// grant they hold with everyone it draws on, up to the owner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reach {
+    pub user: String,
+    /// What the policy says they hold (0: nothing in effect).
+    pub rank: i64,
+    pub owner: bool,
+    /// The rank admins hold as such, for an admin.
+    pub admin_rank: Option<i64>,
+    /// Their grant first, then the grantor's source, and so on.
+    pub chain: Vec<Link>,
+}
+
+/// Everyone who reaches `agent`: its owner, every grantee (also those whose
+/// grant is not in effect) and every admin. `ranks` are the effective ranks
+/// the policy derives without admin rights, which decide whether a grant is
+/// in effect; `admins` pairs each admin with their effective rank and
+/// `admin_rank` is what being an admin alone gives. Unordered.
+pub fn reach(
+    agent: &Agent,
+    grants: &[Grant],
+    ranks: &std::collections::HashMap<String, i64>,
+    admins: &[(String, i64)],
+    admin_rank: i64,
+) -> Vec<Reach> {
+    use std::collections::BTreeMap;
+    let held = |user: &str| ranks.get(user).copied().unwrap_or(0);
+    let mut out: BTreeMap<&str, Reach> = BTreeMap::new();
+    let mut people: Vec<&str> = vec![agent.owner.as_str()];
+    people.extend(grants.iter().map(|g| g.grantee.as_str()));
+    people.extend(admins.iter().map(|(id, _)| id.as_str()));
+    for user in people {
+        if out.contains_key(user) {
+            continue;
+        }
+        let admin = admins.iter().find(|(id, _)| id == user);
+        let rank = match admin {
+            Some((_, rank)) => *rank,
+            None => held(user),
+        };
+        out.insert(
+            user,
+            Reach {
+                user: user.to_owned(),
+                rank,
+                owner: agent.owner == user,
+                admin_rank: admin.map(|_| admin_rank),
+                chain: grant_chain(agent, grants, ranks, user),
+            },
+        );
+    }
+    out.into_values().collect()
+}
+
+/// The chain from `user`'s own grant up to the owner (empty when they hold
+/// no grant).
+fn grant_chain(
+    agent: &Agent,
+    grants: &[Grant],
+    ranks: &std::collections::HashMap<String, i64>,
+    user: &str,
+) -> Vec<Link> {
+    let mut chain = Vec::new();
+    let Some(first) = grants.iter().find(|g| g.grantee == user) else {
+        return chain;
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    let mut next = Some(first);
+    let mut current = user;
+    while let Some(grant) = next {
+        seen.push(current);
+        chain.push(Link {
+            user: current.to_owned(),
+            source: Source::Grant {
+                level: grant.level,
+                granted_by: grant.granted_by.clone(),
+                at: grant.at,
+                in_effect: ranks.get(current).copied().unwrap_or(0) >= grant.level.rank(),
+            },
+        });
+        current = grant.granted_by.as_str();
+        if seen.contains(&current) {
+            chain.push(Link {
+                user: current.to_owned(),
+                source: Source::Cycle,
+            });
+            break;
+        }
+        if current == agent.owner {
+            chain.push(Link {
+                user: current.to_owned(),
+                source: Source::Owner,
+            });
+            break;
+        }
+        next = grants.iter().find(|g| g.grantee == current);
+        if next.is_none() {
+            chain.push(Link {
+                user: current.to_owned(),
+                source: Source::Nothing,
+            });
+        }
+    }
+    chain
+}
