@@ -6,6 +6,7 @@
 //! Whether a grant is *effective* is not decided here: the policy evaluates
 //! the chain of granters on every request (`datalog/agents.dl`).
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -545,16 +546,16 @@ pub struct Reach {
 pub fn reach(
     agent: &Agent,
     grants: &[Grant],
-    ranks: &std::collections::HashMap<String, i64>,
+    ranks: &HashMap<String, i64>,
     admins: &[(String, i64)],
     admin_rank: i64,
 ) -> Vec<Reach> {
-    use std::collections::BTreeMap;
-    let held = |user: &str| ranks.get(user).copied().unwrap_or(0);
+    let by_grantee: HashMap<&str, &Grant> =
+        grants.iter().map(|g| (g.grantee.as_str(), g)).collect();
     let mut out: BTreeMap<&str, Reach> = BTreeMap::new();
-    let mut people: Vec<&str> = vec![agent.owner.as_str()];
-    people.extend(grants.iter().map(|g| g.grantee.as_str()));
-    people.extend(admins.iter().map(|(id, _)| id.as_str()));
+    let people = std::iter::once(agent.owner.as_str())
+        .chain(grants.iter().map(|g| g.grantee.as_str()))
+        .chain(admins.iter().map(|(id, _)| id.as_str()));
     for user in people {
         if out.contains_key(user) {
             continue;
@@ -562,7 +563,7 @@ pub fn reach(
         let admin = admins.iter().find(|(id, _)| id == user);
         let rank = match admin {
             Some((_, rank)) => *rank,
-            None => held(user),
+            None => ranks.get(user).copied().unwrap_or(0),
         };
         out.insert(
             user,
@@ -571,7 +572,7 @@ pub fn reach(
                 rank,
                 owner: agent.owner == user,
                 admin_rank: admin.map(|_| admin_rank),
-                chain: grant_chain(agent, grants, ranks, user),
+                chain: grant_chain(agent, &by_grantee, ranks, user),
             },
         );
     }
@@ -582,50 +583,113 @@ pub fn reach(
 /// no grant).
 fn grant_chain(
     agent: &Agent,
-    grants: &[Grant],
-    ranks: &std::collections::HashMap<String, i64>,
+    by_grantee: &HashMap<&str, &Grant>,
+    ranks: &HashMap<String, i64>,
     user: &str,
 ) -> Vec<Link> {
     let mut chain = Vec::new();
-    let Some(first) = grants.iter().find(|g| g.grantee == user) else {
-        return chain;
-    };
-    let mut seen: Vec<&str> = Vec::new();
-    let mut next = Some(first);
+    let mut seen = HashSet::new();
     let mut current = user;
+    let mut next = by_grantee.get(user).copied();
     while let Some(grant) = next {
-        seen.push(current);
+        seen.insert(current);
         chain.push(Link {
             user: current.to_owned(),
             source: Source::Grant {
                 level: grant.level,
                 granted_by: grant.granted_by.clone(),
                 at: grant.at,
+                // As the shares list says it: the grantee holds what was granted.
                 in_effect: ranks.get(current).copied().unwrap_or(0) >= grant.level.rank(),
             },
         });
         current = grant.granted_by.as_str();
-        if seen.contains(&current) {
-            chain.push(Link {
-                user: current.to_owned(),
-                source: Source::Cycle,
-            });
-            break;
-        }
-        if current == agent.owner {
-            chain.push(Link {
-                user: current.to_owned(),
-                source: Source::Owner,
-            });
-            break;
-        }
-        next = grants.iter().find(|g| g.grantee == current);
-        if next.is_none() {
-            chain.push(Link {
-                user: current.to_owned(),
-                source: Source::Nothing,
-            });
-        }
+        let source = if seen.contains(current) {
+            Source::Cycle
+        } else if current == agent.owner {
+            Source::Owner
+        } else {
+            next = by_grantee.get(current).copied();
+            match next {
+                Some(_) => continue,
+                None => Source::Nothing,
+            }
+        };
+        chain.push(Link {
+            user: current.to_owned(),
+            source,
+        });
+        break;
     }
     chain
+}
+
+#[cfg(test)]
+mod reach_tests {
+    use super::*;
+
+    fn agent() -> Agent {
+        Agent {
+            name: "a".into(),
+            owner: "olive".into(),
+            created_at: 0,
+            archived: false,
+            archived_at: None,
+            fields: Map::new(),
+        }
+    }
+
+    fn grant(grantee: &str, level: Level, by: &str) -> Grant {
+        Grant {
+            agent: "a".into(),
+            grantee: grantee.into(),
+            level,
+            granted_by: by.into(),
+            at: 1,
+        }
+    }
+
+    fn ranks(pairs: &[(&str, i64)]) -> HashMap<String, i64> {
+        pairs.iter().map(|(u, r)| (u.to_string(), *r)).collect()
+    }
+
+    fn find<'a>(all: &'a [Reach], user: &str) -> &'a Reach {
+        all.iter().find(|r| r.user == user).unwrap()
+    }
+
+    #[test]
+    fn chains_run_up_to_the_owner_or_say_where_they_break() {
+        let grants = [
+            grant("bob", Level::Share, "olive"),
+            grant("carol", Level::View, "bob"),
+            grant("dan", Level::Use, "gone"),
+            grant("x", Level::Share, "y"),
+            grant("y", Level::Share, "x"),
+        ];
+        let held = ranks(&[("olive", 6), ("bob", 5), ("carol", 1)]);
+        let all = reach(&agent(), &grants, &held, &[("root".into(), 4)], 4);
+        assert_eq!(all.len(), 7);
+        let carol = find(&all, "carol");
+        assert_eq!(carol.rank, 1);
+        let users: Vec<&str> = carol.chain.iter().map(|l| l.user.as_str()).collect();
+        assert_eq!(users, ["carol", "bob", "olive"]);
+        assert_eq!(carol.chain[2].source, Source::Owner);
+        let dan = find(&all, "dan");
+        assert_eq!(dan.rank, 0);
+        assert!(matches!(
+            dan.chain[0].source,
+            Source::Grant {
+                in_effect: false,
+                ..
+            }
+        ));
+        assert_eq!(dan.chain[1].source, Source::Nothing);
+        let x = find(&all, "x");
+        assert_eq!(x.chain.last().unwrap().source, Source::Cycle);
+        assert_eq!(x.chain.len(), 3);
+        let olive = find(&all, "olive");
+        assert!(olive.owner && olive.chain.is_empty() && olive.admin_rank.is_none());
+        let root = find(&all, "root");
+        assert_eq!((root.rank, root.admin_rank), (4, Some(4)));
+    }
 }
