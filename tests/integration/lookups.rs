@@ -239,7 +239,11 @@ async fn pages_lose_and_repeat_nothing_while_grants_change() {
         })
     };
     let mut walks = 0;
+    let mut during = 0;
     while walks < 40 && !(churn.is_finished() && walks >= 4) {
+        if !churn.is_finished() {
+            during += 1;
+        }
         for (first, filtered) in [
             ("/api/agents?limit=3", false),
             ("/api/agents?min_level=view&limit=2", false),
@@ -260,6 +264,71 @@ async fn pages_lose_and_repeat_nothing_while_grants_change() {
         walks += 1;
     }
     churn.await.unwrap();
+    assert!(during > 0, "no walk overlapped the changes");
+}
+
+/// The same for the access list: people whose grant stays are met exactly
+/// once per walk while others' grants come and go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_pages_lose_and_repeat_nothing_while_grants_change() {
+    let app = Arc::new(TestApp::new());
+    let alice = app.setup_admin().await;
+    let olive = app.add_user(&alice, "olive", "olive-password").await;
+    create(&app, &olive, "helper").await;
+    let mut stable: BTreeSet<String> = ["alice", "olive"].map(String::from).into();
+    for i in 0..10 {
+        let name = format!("u{i}");
+        app.add_user(&alice, &name, "some-password").await;
+        if i % 2 == 0 {
+            share(&app, &olive, "helper", &name, "view").await;
+            stable.insert(name);
+        }
+    }
+    let churn = {
+        let app = app.clone();
+        let olive = olive.clone();
+        tokio::spawn(async move {
+            for round in 0..10 {
+                for i in (1..10).step_by(2) {
+                    let name = format!("u{i}");
+                    if round % 2 == 0 {
+                        share(&app, &olive, "helper", &name, "use").await;
+                    } else {
+                        let path = format!("/api/agents/helper/shares/{name}");
+                        let r = app.delete(&path, &olive).await;
+                        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+                    }
+                }
+            }
+        })
+    };
+    let mut walks = 0;
+    let mut during = 0;
+    while walks < 40 && !(churn.is_finished() && walks >= 4) {
+        if !churn.is_finished() {
+            during += 1;
+        }
+        let mut path = "/api/agents/helper/access?limit=2".to_owned();
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            let r = app.get(&path, &olive).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            for e in r.body["access"].as_array().unwrap() {
+                seen.push(e["user"]["username"].as_str().unwrap().to_owned());
+            }
+            match next(&r) {
+                Some(p) => path = p,
+                None => break,
+            }
+        }
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        for name in &stable {
+            assert!(seen.contains(name), "{name} lost from {seen:?}");
+        }
+        walks += 1;
+    }
+    churn.await.unwrap();
+    assert!(during > 0, "no walk overlapped the changes");
 }
 
 /// The chains of grants: olive owns `helper`, bob holds `share` from her,
