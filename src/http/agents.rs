@@ -280,15 +280,15 @@ pub fn readable(state: &AppState, caller: &Caller) -> ApiResult<Vec<Arc<AgentSta
 }
 
 /// One page of the agents the caller may read, in name order.
-pub(crate) struct Listing {
-    pub agents: Vec<Arc<AgentState>>,
+struct Listing {
+    agents: Vec<Arc<AgentState>>,
     /// Whether more follow the last one.
-    pub more: bool,
+    more: bool,
 }
 
 /// The agents the caller may read at `min_level` or above (any level when
 /// `None`), in name order, after the page's cursor and at most its limit.
-pub(crate) fn readable_page(
+fn readable_page(
     state: &AppState,
     caller: &Caller,
     min_level: Option<Level>,
@@ -704,7 +704,7 @@ const ACCESS_LISTING: &str = "access";
 /// Everyone who reaches the agent and how, for those who may see its
 /// shares and admins (`agent:access:read`), keyed by username (by id for an
 /// account that is gone) and in that order.
-pub(crate) fn who_reaches(
+fn who_reaches(
     state: &AppState,
     caller: &Caller,
     name: &str,
