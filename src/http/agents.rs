@@ -704,11 +704,7 @@ const ACCESS_LISTING: &str = "access";
 /// Everyone who reaches the agent and how, for those who may see its
 /// shares and admins (`agent:access:read`), keyed by username (by id for an
 /// account that is gone) and in that order.
-fn who_reaches(
-    state: &AppState,
-    caller: &Caller,
-    name: &str,
-) -> ApiResult<Vec<(String, Reach)>> {
+fn who_reaches(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Vec<(String, Reach)>> {
     let loaded = load(state, name)?;
     decide(state, caller, "agent:access:read", &loaded, 0)?;
     let ranks = state.agent_ranks(&loaded, None)?;

@@ -264,6 +264,24 @@ fn steps(me: &str, token: &str) -> Vec<Step> {
             None,
         ),
         step(
+            q("auth:users:create"),
+            M::POST,
+            "/auth/users",
+            Some(json!({"username": "newbie"})),
+        ),
+        step(
+            q("auth:users:reset"),
+            M::POST,
+            "/auth/users/newbie/reset",
+            Some(json!({})),
+        ),
+        step(
+            q("admin:backup"),
+            M::POST,
+            "/api/admin/backup",
+            Some(json!({"password": ADMIN_PASSWORD})),
+        ),
+        step(
             q("auth:users:set_admin"),
             M::POST,
             "/auth/users/zed/admin",
@@ -374,6 +392,7 @@ fn steps(me: &str, token: &str) -> Vec<Step> {
             Some(json!({"to": "zed"})),
         ),
         step(on("agent:delete", "helper"), M::DELETE, a, None),
+        step(q("auth:users:delete"), M::DELETE, "/auth/users/tina", None),
     ]
 }
 
