@@ -102,6 +102,19 @@ pub enum AnyCaller {
     Agent(AgentCaller),
 }
 
+impl AnyCaller {
+    /// The person, for what serves people (and their delegated or bot
+    /// tokens) only.
+    pub fn person(self) -> Result<Caller, AuthError> {
+        match self {
+            AnyCaller::Person(caller) => Ok(caller),
+            AnyCaller::Agent(_) => Err(AuthError::Denied(
+                "an agent runtime token cannot be used here".into(),
+            )),
+        }
+    }
+}
+
 impl Caller {
     /// The login session, when the caller is a person at their session
     /// rather than a delegated token.
@@ -286,12 +299,7 @@ impl AppState {
     /// Like [`Self::authenticate_any`], for routes that serve people (and
     /// their delegated or bot tokens) only.
     pub fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
-        match self.authenticate_any(token)? {
-            AnyCaller::Person(caller) => Ok(caller),
-            AnyCaller::Agent(_) => Err(AuthError::Denied(
-                "an agent runtime token cannot be used here".into(),
-            )),
-        }
+        self.authenticate_any(token)?.person()
     }
 
     /// Decide `request` for an agent runtime: only what its token's authority
@@ -392,6 +400,15 @@ impl AppState {
             let _ = agent.plain_ranks.set(best.clone());
         }
         Ok(best)
+    }
+
+    /// The rank being an admin alone gives on the agent, as the policy
+    /// derives it.
+    pub fn admin_rank(&self, agent: &AgentState) -> Result<i64, AuthError> {
+        // No account id holds a NUL: this admin holds nothing else.
+        const NOBODY: &str = "\0admin";
+        let ranks = self.agent_ranks(agent, Some(NOBODY))?;
+        Ok(ranks.get(NOBODY).copied().unwrap_or(0))
     }
 }
 

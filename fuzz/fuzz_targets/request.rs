@@ -23,6 +23,7 @@ const PREFIXES: &[&str] = &[
     "/api/agents/",
     "/api/tokens/",
     "/api/audit",
+    "/api/check",
     "/api/secrets/",
     "/api/user-memory/",
     "/api/chat/",

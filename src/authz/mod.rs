@@ -60,6 +60,11 @@ impl Authz {
         &self.keys
     }
 
+    /// The operations on one agent the policy knows.
+    pub fn agent_ops(&self) -> &[String] {
+        self.policy.agent_ops()
+    }
+
     pub fn cache(&self) -> &TokenCache {
         &self.cache
     }

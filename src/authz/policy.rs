@@ -36,6 +36,9 @@ pub enum PolicyError {
 pub struct Policy {
     base: AuthorizerBuilder,
     reads_time: bool,
+    /// Every operation the policy names in an `agent_op` fact, sorted: the
+    /// questions about one agent a caller may ask (`POST /api/check`).
+    agent_ops: Arc<Vec<String>>,
 }
 
 /// The facts describing one request: the operation and whatever store facts
@@ -228,7 +231,17 @@ impl Policy {
             return Err(PolicyError::NoPolicies);
         }
         let reads_time = mentions_time(&base.dump_code());
-        Ok(Self { base, reads_time })
+        let agent_ops = Arc::new(agent_operations(&base)?);
+        Ok(Self {
+            base,
+            reads_time,
+            agent_ops,
+        })
+    }
+
+    /// The operations on one agent the policy knows (its `agent_op` facts).
+    pub fn agent_ops(&self) -> &[String] {
+        &self.agent_ops
     }
 
     /// Whether a decision can depend on the clock through the policy itself
@@ -255,6 +268,25 @@ impl Policy {
             Err(e) => Err(explain_refusal(request, e)),
         }
     }
+}
+
+/// The first terms of the policy's `agent_op` facts, sorted and unique.
+fn agent_operations(base: &AuthorizerBuilder) -> Result<Vec<String>, PolicyError> {
+    let failed = |reason: String| PolicyError::Parse {
+        file: "agent_op facts".into(),
+        reason,
+    };
+    let mut authorizer = base
+        .clone()
+        .build_unauthenticated()
+        .map_err(|e| failed(e.to_string()))?;
+    let found: Vec<(String,)> = authorizer
+        .query("data($op) <- agent_op($op, $level)")
+        .map_err(|e| failed(e.to_string()))?;
+    let mut ops: Vec<String> = found.into_iter().map(|(op,)| op).collect();
+    ops.sort();
+    ops.dedup();
+    Ok(ops)
 }
 
 /// Conservative test for Datalog that reads the `time` fact: any predicate
@@ -364,6 +396,8 @@ mod tests {
     fn the_embedded_policy_compiles_and_does_not_read_the_clock() {
         let p = Policy::embedded(AuthorizerLimits::default()).unwrap();
         assert!(!p.reads_time());
+        assert!(p.agent_ops().iter().any(|op| op == "agent:read"));
+        assert!(p.agent_ops().iter().any(|op| op == "agent:access:read"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! Whether a grant is *effective* is not decided here: the policy evaluates
 //! the chain of granters on every request (`datalog/agents.dl`).
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -495,5 +496,200 @@ impl Agents {
             self.stage_private_links_removal(tx, name)?;
         }
         Ok(names)
+    }
+}
+
+/// Where one link of a grant chain gets its rights from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// The agent's owner: the chain ends here.
+    Owner,
+    /// A grant on the agent, drawing on `granted_by`'s rights.
+    Grant {
+        level: Level,
+        granted_by: String,
+        at: i64,
+        in_effect: bool,
+    },
+    /// The user holds no grant and does not own the agent: the chain breaks.
+    Nothing,
+    /// The user was met earlier in this chain: it loops without reaching the owner.
+    Cycle,
+}
+
+/// One person in a chain of grants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub user: String,
+    pub source: Source,
+}
+
+/// How one person reaches an agent: owning it, as an admin, and through the
+/// grant they hold with everyone it draws on, up to the owner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reach {
+    pub user: String,
+    /// What the policy says they hold (0: nothing in effect).
+    pub rank: i64,
+    pub owner: bool,
+    /// The rank admins hold as such, for an admin.
+    pub admin_rank: Option<i64>,
+    /// Their grant first, then the grantor's source, and so on.
+    pub chain: Vec<Link>,
+}
+
+/// Everyone who reaches `agent`: its owner, every grantee (also those whose
+/// grant is not in effect) and every admin. `ranks` are the effective ranks
+/// the policy derives without admin rights, which decide whether a grant is
+/// in effect; `admins` pairs each admin with their effective rank and
+/// `admin_rank` is what being an admin alone gives. Unordered.
+pub fn reach(
+    agent: &Agent,
+    grants: &[Grant],
+    ranks: &HashMap<String, i64>,
+    admins: &[(String, i64)],
+    admin_rank: i64,
+) -> Vec<Reach> {
+    let by_grantee: HashMap<&str, &Grant> =
+        grants.iter().map(|g| (g.grantee.as_str(), g)).collect();
+    let mut out: BTreeMap<&str, Reach> = BTreeMap::new();
+    let people = std::iter::once(agent.owner.as_str())
+        .chain(grants.iter().map(|g| g.grantee.as_str()))
+        .chain(admins.iter().map(|(id, _)| id.as_str()));
+    for user in people {
+        if out.contains_key(user) {
+            continue;
+        }
+        let admin = admins.iter().find(|(id, _)| id == user);
+        let rank = match admin {
+            Some((_, rank)) => *rank,
+            None => ranks.get(user).copied().unwrap_or(0),
+        };
+        out.insert(
+            user,
+            Reach {
+                user: user.to_owned(),
+                rank,
+                owner: agent.owner == user,
+                admin_rank: admin.map(|_| admin_rank),
+                chain: grant_chain(agent, &by_grantee, ranks, user),
+            },
+        );
+    }
+    out.into_values().collect()
+}
+
+/// The chain from `user`'s own grant up to the owner (empty when they hold
+/// no grant).
+fn grant_chain(
+    agent: &Agent,
+    by_grantee: &HashMap<&str, &Grant>,
+    ranks: &HashMap<String, i64>,
+    user: &str,
+) -> Vec<Link> {
+    let mut chain = Vec::new();
+    let mut seen = HashSet::new();
+    let mut current = user;
+    let mut next = by_grantee.get(user).copied();
+    while let Some(grant) = next {
+        seen.insert(current);
+        chain.push(Link {
+            user: current.to_owned(),
+            source: Source::Grant {
+                level: grant.level,
+                granted_by: grant.granted_by.clone(),
+                at: grant.at,
+                // As the shares list says it: the grantee holds what was granted.
+                in_effect: ranks.get(current).copied().unwrap_or(0) >= grant.level.rank(),
+            },
+        });
+        current = grant.granted_by.as_str();
+        let source = if seen.contains(current) {
+            Source::Cycle
+        } else if current == agent.owner {
+            Source::Owner
+        } else {
+            next = by_grantee.get(current).copied();
+            match next {
+                Some(_) => continue,
+                None => Source::Nothing,
+            }
+        };
+        chain.push(Link {
+            user: current.to_owned(),
+            source,
+        });
+        break;
+    }
+    chain
+}
+
+#[cfg(test)]
+mod reach_tests {
+    use super::*;
+
+    fn agent() -> Agent {
+        Agent {
+            name: "a".into(),
+            owner: "olive".into(),
+            created_at: 0,
+            archived: false,
+            archived_at: None,
+            fields: Map::new(),
+        }
+    }
+
+    fn grant(grantee: &str, level: Level, by: &str) -> Grant {
+        Grant {
+            agent: "a".into(),
+            grantee: grantee.into(),
+            level,
+            granted_by: by.into(),
+            at: 1,
+        }
+    }
+
+    fn ranks(pairs: &[(&str, i64)]) -> HashMap<String, i64> {
+        pairs.iter().map(|(u, r)| (u.to_string(), *r)).collect()
+    }
+
+    fn find<'a>(all: &'a [Reach], user: &str) -> &'a Reach {
+        all.iter().find(|r| r.user == user).unwrap()
+    }
+
+    #[test]
+    fn chains_run_up_to_the_owner_or_say_where_they_break() {
+        let grants = [
+            grant("bob", Level::Share, "olive"),
+            grant("carol", Level::View, "bob"),
+            grant("dan", Level::Use, "gone"),
+            grant("x", Level::Share, "y"),
+            grant("y", Level::Share, "x"),
+        ];
+        let held = ranks(&[("olive", 6), ("bob", 5), ("carol", 1)]);
+        let all = reach(&agent(), &grants, &held, &[("root".into(), 4)], 4);
+        assert_eq!(all.len(), 7);
+        let carol = find(&all, "carol");
+        assert_eq!(carol.rank, 1);
+        let users: Vec<&str> = carol.chain.iter().map(|l| l.user.as_str()).collect();
+        assert_eq!(users, ["carol", "bob", "olive"]);
+        assert_eq!(carol.chain[2].source, Source::Owner);
+        let dan = find(&all, "dan");
+        assert_eq!(dan.rank, 0);
+        assert!(matches!(
+            dan.chain[0].source,
+            Source::Grant {
+                in_effect: false,
+                ..
+            }
+        ));
+        assert_eq!(dan.chain[1].source, Source::Nothing);
+        let x = find(&all, "x");
+        assert_eq!(x.chain.last().unwrap().source, Source::Cycle);
+        assert_eq!(x.chain.len(), 3);
+        let olive = find(&all, "olive");
+        assert!(olive.owner && olive.chain.is_empty() && olive.admin_rank.is_none());
+        let root = find(&all, "root");
+        assert_eq!((root.rank, root.admin_rank), (4, Some(4)));
     }
 }

@@ -45,6 +45,18 @@ impl Level {
         }
     }
 
+    /// Any level by its name, `owner` included (as a filter names it).
+    pub fn parse(text: &str) -> Result<Level, DomainError> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.as_str() == text)
+            .ok_or_else(|| {
+                DomainError::Invalid(format!(
+                    "unknown level {text:?}; expected one of view, use, edit, manage, share, owner"
+                ))
+            })
+    }
+
     /// A level that can be granted or delegated: anything but `owner`.
     pub fn parse_grantable(text: &str) -> Result<Level, DomainError> {
         match Self::ALL.into_iter().find(|l| l.as_str() == text) {

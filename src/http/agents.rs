@@ -8,20 +8,22 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::authz::AuthError;
-use crate::domain::agents::{Agent, Grant};
+use crate::domain::agents::{Agent, Grant, Link, Reach, Source};
 use crate::domain::audit::AuditEvent;
 use crate::domain::channels::Runtime;
 use crate::domain::levels::Level;
 use crate::domain::users::User;
 use crate::domain::DomainError;
 use crate::error::{ApiError, ApiResult};
+use crate::http::paging::{self, Page};
 use crate::http::JsonText;
 use crate::state::{AgentState, AppState, Caller, Via};
 
@@ -33,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/agents/{name}/restore", post(restore))
         .route("/api/agents/{name}/transfer", post(transfer))
         .route("/api/agents/{name}/shares", get(list_shares).post(share))
+        .route("/api/agents/{name}/access", get(list_access))
         .route(
             "/api/agents/{name}/shares/{username}",
             axum::routing::delete(unshare),
@@ -249,41 +252,91 @@ pub fn access(state: &AppState, caller: &Caller, loaded: &AgentState) -> ApiResu
     Ok(access_and_ranks(state, caller, loaded)?.0)
 }
 
-/// Every agent the caller may read, for listings (the API's and the
-/// console's). A delegated token sees its own agent only, and is refused
-/// when it may not read it; a token that may not list is refused.
-pub fn readable(state: &AppState, caller: &Caller) -> ApiResult<Vec<Arc<AgentState>>> {
-    let names_to_check = if let Via::Delegation(delegation) = &caller.via {
+/// Whether the caller may list agents at all: the first decision of
+/// `GET /api/agents` (and of `agent:list` in `POST /api/check`). A
+/// delegated token lists its own agent only, and may when it may read it.
+pub(crate) fn authorize_listing(state: &AppState, caller: &Caller) -> ApiResult<()> {
+    if let Via::Delegation(delegation) = &caller.via {
         let loaded = load(state, &delegation.agent)?;
         if !allowed(state, caller, "agent:read", &loaded, 0)? {
             return Err(AuthError::Denied("this token may not read its agent".into()).into());
         }
+        return Ok(());
+    }
+    // The listing itself is an operation: a channel bot's token, which may
+    // only read and post in its channel, is refused here like everywhere
+    // else instead of getting an empty list.
+    Ok(state.authorize(
+        caller,
+        crate::authz::policy::RequestFacts::new("agent:list"),
+    )?)
+}
+
+/// Every agent the caller may read, for listings (the API's and the
+/// console's). A delegated token sees its own agent only, and is refused
+/// when it may not read it; a token that may not list is refused.
+pub fn readable(state: &AppState, caller: &Caller) -> ApiResult<Vec<Arc<AgentState>>> {
+    Ok(readable_page(state, caller, None, &Page::default())?.agents)
+}
+
+/// One page of the agents the caller may read, in name order.
+struct Listing {
+    agents: Vec<Arc<AgentState>>,
+    /// Whether more follow the last one.
+    more: bool,
+}
+
+/// The agents the caller may read at `min_level` or above (any level when
+/// `None`), in name order, after the page's cursor and at most its limit.
+fn readable_page(
+    state: &AppState,
+    caller: &Caller,
+    min_level: Option<Level>,
+    page: &Page,
+) -> ApiResult<Listing> {
+    authorize_listing(state, caller)?;
+    let names: Arc<Vec<String>> = if let Via::Delegation(delegation) = &caller.via {
         Arc::new(vec![delegation.agent.clone()])
+    } else if caller.user.is_admin {
+        Arc::new(state.agents.all_names()?)
     } else {
-        // The listing itself is an operation: a channel bot's token, which
-        // may only read and post in its channel, is refused here like
-        // everywhere else instead of getting an empty list.
-        state.authorize(
-            caller,
-            crate::authz::policy::RequestFacts::new("agent:list"),
-        )?;
-        if caller.user.is_admin {
-            Arc::new(state.agents.all_names()?)
-        } else {
-            state.agents.candidates_for(&caller.user.id)?
-        }
+        state.agents.candidates_for(&caller.user.id)?
     };
-    let mut out = Vec::with_capacity(names_to_check.len().min(64));
-    for name in names_to_check.iter() {
+    // Both indexes are read in key order; a cursor relies on it.
+    let names = if names.windows(2).all(|w| w[0] < w[1]) {
+        names
+    } else {
+        let mut sorted = names.as_ref().clone();
+        sorted.sort();
+        sorted.dedup();
+        Arc::new(sorted)
+    };
+    let start = match &page.after {
+        Some(after) => names.partition_point(|n| n.as_str() <= after.as_str()),
+        None => 0,
+    };
+    let mut agents = Vec::with_capacity(page.limit.unwrap_or(names.len()).min(64));
+    let mut more = false;
+    for name in &names[start..] {
         // Gone since the index was read: skip.
         let Some(loaded) = state.agent(name)? else {
             continue;
         };
-        if allowed(state, caller, "agent:read", &loaded, 0)? {
-            out.push(loaded);
+        if !allowed(state, caller, "agent:read", &loaded, 0)? {
+            continue;
         }
+        if let Some(min) = min_level {
+            if access(state, caller, &loaded)?.is_none_or(|held| held < min) {
+                continue;
+            }
+        }
+        if page.limit.is_some_and(|limit| agents.len() >= limit) {
+            more = true;
+            break;
+        }
+        agents.push(loaded);
     }
-    Ok(out)
+    Ok(Listing { agents, more })
 }
 
 /// Who the act is on behalf of, when an admin acts on someone else's agent
@@ -302,19 +355,55 @@ fn on_behalf(
     Ok((holds < needs.rank()).then(|| loaded.agent.owner.clone()))
 }
 
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<JsonText> {
-    let agents = readable(&state, &caller)?;
+/// `GET /api/agents` parameters, all optional; without any the answer is
+/// the whole list, as it always was.
+#[derive(Deserialize)]
+struct ListQuery {
+    min_level: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// The listing's name for its cursors.
+const AGENTS_LISTING: &str = "agents";
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<(HeaderMap, JsonText)> {
+    let min_level = match query.min_level.as_deref() {
+        None => None,
+        Some(text) => Some(Level::parse(text)?),
+    };
+    let page = Page::parse(
+        query.limit.as_deref(),
+        query.cursor.as_deref(),
+        AGENTS_LISTING,
+    )?;
+    let listing = readable_page(&state, &caller, min_level, &page)?;
     let mut names = Names::new(&state);
-    let mut out = String::with_capacity(2 + 512 * agents.len().min(64));
+    let mut out = String::with_capacity(2 + 512 * listing.agents.len().min(64));
     out.push('[');
-    for loaded in &agents {
+    for loaded in &listing.agents {
         if out.len() > 1 {
             out.push(',');
         }
         out.push_str(&view(&state, &mut names, &caller, loaded)?);
     }
     out.push(']');
-    Ok(JsonText(out))
+    let headers = match (listing.more, listing.agents.last(), page.limit) {
+        (true, Some(last), Some(limit)) => {
+            let mut next = Vec::with_capacity(2);
+            if let Some(min) = min_level {
+                next.push(("min_level", min.as_str().to_owned()));
+            }
+            next.push(("limit", limit.to_string()));
+            paging::next_link("/api/agents", &next, &last.agent.name, AGENTS_LISTING)
+        }
+        _ => HeaderMap::new(),
+    };
+    Ok((headers, JsonText(out)))
 }
 
 async fn create(
@@ -602,6 +691,136 @@ async fn list_shares(
     Ok(Json(json!({ "shares": shares })))
 }
 
+/// `limit` and `cursor`, for listings paged by [`Page`].
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// The access listing's name for its cursors.
+const ACCESS_LISTING: &str = "access";
+
+/// Everyone who reaches the agent and how, for those who may see its
+/// shares and admins (`agent:access:read`), keyed by username (by id for an
+/// account that is gone) and in that order.
+fn who_reaches(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Vec<(String, Reach)>> {
+    let loaded = load(state, name)?;
+    decide(state, caller, "agent:access:read", &loaded, 0)?;
+    let ranks = state.agent_ranks(&loaded, None)?;
+    let admin_rank = state.admin_rank(&loaded)?;
+    let mut admins = Vec::new();
+    for user in state.accounts.list()?.into_iter().filter(|u| u.is_admin) {
+        let held = state.agent_ranks(&loaded, Some(&user.id))?;
+        let rank = held.get(&user.id).copied().unwrap_or(0);
+        admins.push((user.id, rank));
+    }
+    let everyone =
+        crate::domain::agents::reach(&loaded.agent, &loaded.grants, &ranks, &admins, admin_rank);
+    let mut keyed = Vec::with_capacity(everyone.len());
+    for reach in everyone {
+        let key = match state.accounts.get(&reach.user)? {
+            Some(user) => user.username.clone(),
+            None => reach.user.clone(),
+        };
+        keyed.push((key, reach));
+    }
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(keyed)
+}
+
+fn link_json(names: &mut Names, link: &Link) -> ApiResult<Value> {
+    let user = names.user(&link.user)?;
+    Ok(match &link.source {
+        Source::Owner => json!({ "user": user, "kind": "owner", "level": Level::Owner }),
+        Source::Grant {
+            level,
+            granted_by,
+            at,
+            in_effect,
+        } => json!({
+            "user": user,
+            "kind": "grant",
+            "level": level,
+            "granted_by": names.user(granted_by)?,
+            "at": at,
+            "in_effect": in_effect,
+        }),
+        Source::Nothing => json!({ "user": user, "kind": "none" }),
+        Source::Cycle => json!({ "user": user, "kind": "cycle" }),
+    })
+}
+
+fn reach_json(names: &mut Names, reach: &Reach) -> ApiResult<Value> {
+    let mut via = Vec::with_capacity(3);
+    if reach.owner {
+        via.push(json!({ "kind": "owner", "level": Level::Owner }));
+    }
+    if let Some(rank) = reach.admin_rank {
+        via.push(json!({ "kind": "admin", "level": Level::from_rank(rank) }));
+    }
+    if let Some((own, above)) = reach.chain.split_first() {
+        if let Source::Grant {
+            level,
+            granted_by,
+            at,
+            in_effect,
+        } = &own.source
+        {
+            let draws_on = above
+                .iter()
+                .map(|link| link_json(names, link))
+                .collect::<ApiResult<Vec<_>>>()?;
+            via.push(json!({
+                "kind": "grant",
+                "level": level,
+                "granted_by": names.user(granted_by)?,
+                "at": at,
+                "in_effect": in_effect,
+                "draws_on": draws_on,
+            }));
+        }
+    }
+    Ok(json!({
+        "user": names.user(&reach.user)?,
+        "level": Level::from_rank(reach.rank),
+        "via": via,
+    }))
+}
+
+async fn list_access(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<(HeaderMap, Json<Value>)> {
+    let page = Page::parse(
+        query.limit.as_deref(),
+        query.cursor.as_deref(),
+        ACCESS_LISTING,
+    )?;
+    let everyone = who_reaches(&state, &caller, &name)?;
+    let mut rest = everyone.iter().filter(|(key, _)| page.admits(key));
+    let limit = page.limit.unwrap_or(usize::MAX);
+    let shown: Vec<&(String, Reach)> = rest.by_ref().take(limit).collect();
+    let more = rest.next().is_some();
+    let mut names = Names::new(&state);
+    let access = shown
+        .iter()
+        .map(|(_, reach)| reach_json(&mut names, reach))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let headers = match (more, shown.last(), page.limit) {
+        (true, Some((last, _)), Some(limit)) => paging::next_link(
+            &format!("/api/agents/{name}/access"),
+            &[("limit", limit.to_string())],
+            last,
+            ACCESS_LISTING,
+        ),
+        _ => HeaderMap::new(),
+    };
+    Ok((headers, Json(json!({ "access": access }))))
+}
+
 #[derive(Deserialize)]
 struct ShareBody {
     user: String,
@@ -638,25 +857,8 @@ pub(crate) async fn share_agent(
 ) -> ApiResult<Grant> {
     let level = Level::parse_grantable(level)?;
     let loaded = load(state, name)?;
-    decide(state, caller, "agent:share", &loaded, level.rank())?;
-    let grantee = find_user(state, user)?;
-    if grantee.id == caller.user.id {
-        return Err(ApiError::BadRequest(
-            "you cannot share an agent with yourself".into(),
-        ));
-    }
-    // Re-granting replaces a grant, which belongs to whoever drew it.
-    let replaces = loaded.grants.iter().find(|g| g.grantee == grantee.id);
-    if let Some(existing) = replaces {
-        decide_on_grant(
-            state,
-            caller,
-            "agent:share",
-            &loaded,
-            level.rank(),
-            Some(&existing.granted_by),
-        )?;
-    }
+    authorize_share(state, caller, &loaded, level)?;
+    let (grantee, replaces) = authorize_grantee(state, caller, &loaded, level, user)?;
     // An admin without the rights of their own shares on the owner's behalf:
     // the grant draws on the owner's rights.
     let behalf = on_behalf(state, caller, &loaded, Level::Share)?;
@@ -669,6 +871,47 @@ pub(crate) async fn share_agent(
         .agents
         .grant(name, &grantee, level, &granted_by, replaces, event)
         .await?)
+}
+
+/// The first decision of a share: may the caller share the agent at `level`.
+pub(crate) fn authorize_share(
+    state: &AppState,
+    caller: &Caller,
+    loaded: &AgentState,
+    level: Level,
+) -> ApiResult<()> {
+    decide(state, caller, "agent:share", loaded, level.rank())
+}
+
+/// The rest of a share's decisions, once [`authorize_share`] allowed it: the
+/// user named `user` exists and is not the caller, and a grant they already
+/// hold (which the share replaces, and which belongs to whoever drew it) is
+/// one the caller may replace. Answers the grantee and that grant.
+pub(crate) fn authorize_grantee<'a>(
+    state: &AppState,
+    caller: &Caller,
+    loaded: &'a AgentState,
+    level: Level,
+    user: &str,
+) -> ApiResult<(User, Option<&'a Grant>)> {
+    let grantee = find_user(state, user)?;
+    if grantee.id == caller.user.id {
+        return Err(ApiError::BadRequest(
+            "you cannot share an agent with yourself".into(),
+        ));
+    }
+    let replaces = loaded.grants.iter().find(|g| g.grantee == grantee.id);
+    if let Some(existing) = replaces {
+        decide_on_grant(
+            state,
+            caller,
+            "agent:share",
+            loaded,
+            level.rank(),
+            Some(&existing.granted_by),
+        )?;
+    }
+    Ok((grantee, replaces))
 }
 
 async fn unshare(
@@ -689,28 +932,7 @@ pub(crate) async fn unshare_agent(
     username: &str,
 ) -> ApiResult<()> {
     let loaded = load(state, name)?;
-    let grantee = state.accounts.find(username)?;
-    let grant = grantee
-        .as_ref()
-        .and_then(|u| loaded.grants.iter().find(|g| g.grantee == u.id));
-    let Some(grant) = grant else {
-        // Say "no such grant" only to those who may read the shares.
-        decide(state, caller, "agent:shares:read", &loaded, 0)?;
-        return Err(DomainError::NotFound("share").into());
-    };
-    let leaving = grant.grantee == caller.user.id;
-    if leaving {
-        decide(state, caller, "agent:leave", &loaded, 0)?;
-    } else {
-        decide_on_grant(
-            state,
-            caller,
-            "agent:unshare",
-            &loaded,
-            grant.level.rank(),
-            Some(&grant.granted_by),
-        )?;
-    }
+    let (grant, leaving) = authorize_unshare(state, caller, &loaded, username)?;
     let behalf = if leaving {
         None
     } else {
@@ -722,6 +944,40 @@ pub(crate) async fn unshare_agent(
         .detail(json!({ "level": grant.level }));
     state.agents.revoke(name, grant, event).await?;
     Ok(())
+}
+
+/// The decisions of an unshare: the grant the user named `username` holds,
+/// and whether the caller is leaving (it is their own grant) or may remove
+/// it (it is one they answer for). Answers the grant and whether leaving.
+pub(crate) fn authorize_unshare<'a>(
+    state: &AppState,
+    caller: &Caller,
+    loaded: &'a AgentState,
+    username: &str,
+) -> ApiResult<(&'a Grant, bool)> {
+    let grantee = state.accounts.find(username)?;
+    let grant = grantee
+        .as_ref()
+        .and_then(|u| loaded.grants.iter().find(|g| g.grantee == u.id));
+    let Some(grant) = grant else {
+        // Say "no such grant" only to those who may read the shares.
+        decide(state, caller, "agent:shares:read", loaded, 0)?;
+        return Err(DomainError::NotFound("share").into());
+    };
+    let leaving = grant.grantee == caller.user.id;
+    if leaving {
+        decide(state, caller, "agent:leave", loaded, 0)?;
+    } else {
+        decide_on_grant(
+            state,
+            caller,
+            "agent:unshare",
+            loaded,
+            grant.level.rank(),
+            Some(&grant.granted_by),
+        )?;
+    }
+    Ok((grant, leaving))
 }
 
 /// Runtime tokens live a year; rotating (asking again) ends the previous one.

@@ -68,6 +68,13 @@ async fn create(
     Ok(Json(out))
 }
 
+/// Whether the caller may add a channel (one of their own records) to `agent`.
+pub(crate) fn authorize_channel(state: &AppState, caller: &Caller, agent: &str) -> ApiResult<()> {
+    own_data(state, caller, "data:write")?;
+    let loaded = load(state, agent)?;
+    decide(state, caller, "agent:channel", &loaded, 0)
+}
+
 /// Add a channel of type `kind` to `agent`, its config naming only the
 /// caller's own secrets: the channel and its bot token (to be shown once).
 pub(crate) async fn create_channel(
@@ -77,9 +84,7 @@ pub(crate) async fn create_channel(
     kind: &str,
     config: Value,
 ) -> ApiResult<(Channel, String)> {
-    own_data(state, caller, "data:write")?;
-    let loaded = load(state, agent)?;
-    decide(state, caller, "agent:channel", &loaded, 0)?;
+    authorize_channel(state, caller, agent)?;
     for name in secret_refs(&config) {
         if state.secrets.get(&caller.user.id, &name)?.is_none() {
             return Err(ApiError::BadRequest(format!(

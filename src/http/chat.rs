@@ -112,6 +112,14 @@ struct StartBody {
     description: Option<String>,
 }
 
+/// Whether the caller may start a conversation with `agent`: one of their
+/// own private records, with an agent they may talk to.
+pub(crate) fn authorize_talk(state: &AppState, caller: &Caller, agent: &str) -> ApiResult<()> {
+    own_data(state, caller, "data:write")?;
+    let loaded = load(state, agent)?;
+    decide(state, caller, "agent:chat", &loaded, 0)
+}
+
 /// Start a conversation; talking with an agent needs `use` on it.
 async fn start(
     State(state): State<AppState>,
@@ -124,8 +132,7 @@ async fn start(
     agents.sort();
     agents.dedup();
     for agent in &agents {
-        let loaded = load(&state, agent)?;
-        decide(&state, &caller, "agent:chat", &loaded, 0)?;
+        authorize_talk(&state, &caller, agent)?;
     }
     let kind = body.kind.unwrap_or_else(|| {
         if agents.len() == 1 {

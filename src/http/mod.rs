@@ -7,12 +7,14 @@ pub mod audit;
 pub mod auth;
 pub mod channels;
 pub mod chat;
+pub mod check;
 pub mod csrf;
 pub mod extract;
 mod health;
 pub mod memory;
 pub mod metrics;
 pub mod openapi;
+pub mod paging;
 pub mod ratelimit;
 pub mod secrets;
 pub mod server;
@@ -61,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .merge(chat::routes())
         .merge(channels::routes())
         .merge(openapi::routes())
+        .merge(check::routes())
         .merge(crate::web::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), legacy_cookie))

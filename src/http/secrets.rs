@@ -60,6 +60,13 @@ pub(crate) fn check_bindings(
     Ok(())
 }
 
+/// Whether the caller may bind a secret of their own to `agent`, as
+/// creating one with that binding decides.
+pub(crate) fn authorize_binding(state: &AppState, caller: &Caller, agent: &str) -> ApiResult<()> {
+    own_data(state, caller, "data:write")?;
+    check_bindings(state, caller, Some(&vec![agent.to_owned()]))
+}
+
 /// Whether the caller may bind secrets to the agent (`manage`), as
 /// [`check_bindings`] decides; only limits and faults are errors.
 pub(crate) fn may_bind(state: &AppState, caller: &Caller, agent: &AgentState) -> ApiResult<bool> {

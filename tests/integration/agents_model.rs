@@ -301,6 +301,39 @@ impl Host {
         }
     }
 
+    /// Everyone's level on `agent` as its access list reports it (0: listed
+    /// with nothing in effect), when alice may still read it.
+    async fn access(&self, agent: usize) -> Option<BTreeMap<String, i64>> {
+        let r = self
+            .app
+            .get(
+                &format!("/api/agents/{}/access", AGENTS[agent]),
+                &self.tokens[0],
+            )
+            .await;
+        if r.status != StatusCode::OK {
+            return None;
+        }
+        let entries = r.body["access"].as_array()?;
+        Some(
+            entries
+                .iter()
+                .map(|e| {
+                    let level = e["level"].as_str().unwrap_or("none");
+                    let rank = LEVELS
+                        .iter()
+                        .chain(&[("owner", 6)])
+                        .find(|(l, _)| *l == level)
+                        .map_or(0, |(_, r)| *r);
+                    (
+                        e["user"]["username"].as_str().unwrap_or("").to_owned(),
+                        rank,
+                    )
+                })
+                .collect(),
+        )
+    }
+
     /// The level `user` holds on `agent` as the server reports it (0: cannot see it).
     async fn rank(&self, agent: usize, user: usize) -> i64 {
         let r = self
@@ -345,10 +378,15 @@ proptest! {
                 let status = host.apply(op).await;
                 prop_assert_eq!(status.is_success(), allowed, "step {}: {:?} answered {}", step, op, status);
                 for (agent, agent_name) in AGENTS.iter().enumerate() {
+                    let listed = host.access(agent).await;
                     for (user, user_name) in USERS.iter().enumerate() {
                         let server = host.rank(agent, user).await;
                         let expected = model.rank(agent, user);
                         prop_assert_eq!(server, expected, "after step {} ({:?}): {} on {}", step, op, user_name, agent_name);
+                        if let Some(listed) = &listed {
+                            let said = listed.get(*user_name).copied().unwrap_or(0);
+                            prop_assert_eq!(said, expected, "after step {} ({:?}): {} on {} in the access list", step, op, user_name, agent_name);
+                        }
                     }
                 }
             }
