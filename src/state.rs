@@ -197,7 +197,7 @@ impl AppState {
         };
         // The table's agent rules are the policy's agent operations, so the
         // two are checked against each other before anything is served.
-        let agent_ops = policy.agent_operations()?;
+        let agent_ops = policy.agent_ops().to_vec();
         let table = match &config.routes {
             Some(file) => RouteTable::load(file, &agent_ops)?,
             None => RouteTable::embedded(&agent_ops)?,

@@ -439,7 +439,7 @@ mod tests {
     #[test]
     fn the_default_table_parses_against_the_embedded_policy() {
         let policy = crate::authz::policy::Policy::embedded(Default::default()).unwrap();
-        let table = RouteTable::embedded(&policy.agent_operations().unwrap()).unwrap();
+        let table = RouteTable::embedded(policy.agent_ops()).unwrap();
         assert!(table.routes().len() > 20);
     }
 

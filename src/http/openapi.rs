@@ -34,6 +34,8 @@ enum Who {
     Anyone,
     /// A token of some kind (cookie or bearer); the text says which.
     Caller,
+    /// Credentials when there are any (forward auth: public host paths need none).
+    Optional,
 }
 
 /// What a route answers with on success.
@@ -65,7 +67,33 @@ struct Op {
     query: Vec<(&'static str, Value, &'static str)>,
     /// Error statuses worth naming beyond the ones every call may get.
     errors: &'static [u16],
+    /// Headers of the success answer: name and meaning.
+    headers: &'static [(&'static str, &'static str)],
 }
+
+/// What an allowed forward-auth answer tells the proxy and the upstream.
+const FORWARD_HEADERS: &[(&str, &str)] = &[
+    ("Remote-User", "the username"),
+    (
+        "Remote-Name",
+        "the full name (percent-encoded beyond printable ASCII)",
+    ),
+    ("Remote-Email", "the email"),
+    ("Remote-Groups", "`users`, or `users,admins`"),
+    ("X-Auth-Request-User", "the username"),
+    ("X-Auth-Request-Email", "the email"),
+    ("X-Auth-Request-Groups", "as Remote-Groups"),
+    ("X-Forwarded-User", "the username"),
+    ("X-Forwarded-Email", "the email"),
+    ("X-Tessera-User-Id", "the user's id"),
+    ("X-Tessera-Operation", "the operation the route table named"),
+    ("X-Tessera-Agent", "on agent routes: the agent"),
+    ("X-Tessera-Access", "on agent routes: the caller's level"),
+    (
+        "X-Tessera-Assertion",
+        "a short-lived Biscuit for this operation and resource, verifiable offline with /auth/keys",
+    ),
+];
 
 fn op(method: &'static str, path: &'static str, tag: &'static str, summary: &'static str) -> Op {
     Op {
@@ -80,12 +108,17 @@ fn op(method: &'static str, path: &'static str, tag: &'static str, summary: &'st
         ok: json!({"type": "object"}),
         query: Vec::new(),
         errors: &[],
+        headers: &[],
     }
 }
 
 impl Op {
     fn anyone(mut self) -> Self {
         self.who = Who::Anyone;
+        self
+    }
+    fn who(mut self, who: Who) -> Self {
+        self.who = who;
         self
     }
     fn needs(mut self, needs: &'static str) -> Self {
@@ -110,6 +143,10 @@ impl Op {
     }
     fn errors(mut self, errors: &'static [u16]) -> Self {
         self.errors = errors;
+        self
+    }
+    fn headers(mut self, headers: &'static [(&'static str, &'static str)]) -> Self {
+        self.headers = headers;
         self
     }
 }
@@ -312,6 +349,26 @@ fn inventory() -> Vec<Op> {
         )
         .anyone()
         .ok(object(&[("keys", list_of(schema_ref("PublicKey")))])),
+        op(
+            "GET",
+            "/auth/verify",
+            "forward-auth",
+            "Forward auth for Caddy and Traefik: may the caller make the original request (X-Forwarded-Method, -Uri, -Host, -Proto)? A browser without credentials gets 302 to sign-in",
+        )
+        .who(Who::Optional)
+        .needs("the route table's rule for the original method and path, decided by the policy")
+        .headers(FORWARD_HEADERS)
+        .ok(json!({"type": "object"})),
+        op(
+            "GET",
+            "/auth/verify/nginx",
+            "forward-auth",
+            "Forward auth for nginx auth_request (X-Original-Method, X-Original-URL); refusals are 401 with a Location for error_page",
+        )
+        .who(Who::Optional)
+        .needs("the route table's rule for the original method and path, decided by the policy")
+        .headers(FORWARD_HEADERS)
+        .ok(json!({"type": "object"})),
         op("GET", "/auth/users", "accounts", "Every account")
             .needs("admin")
             .ok(object(&[("users", list_of(user.clone()))])),
@@ -416,7 +473,45 @@ fn inventory() -> Vec<Op> {
         .needs(
             "signed in; a delegated token lists its own agent; bot and runtime tokens are refused",
         )
-        .ok(object(&[("agents", list_of(agent.clone()))])),
+        .query("min_level", level(), "only agents where my level is at least this")
+        .query("limit", integer(), "page size, 1 to 200 (without it: everything)")
+        .query("cursor", string(), "from the previous page's `Link: <...>; rel=\"next\"`")
+        .headers(&[("Link", "the next page, when there is one: `<...>; rel=\"next\"`")])
+        .ok(list_of(agent.clone())),
+        op(
+            "GET",
+            "/api/agents/{name}/access",
+            "agents",
+            "Who can reach this agent: each person's level and the chain it comes through",
+        )
+        .needs("share, or admin")
+        .query("limit", integer(), "page size, 1 to 200")
+        .query("cursor", string(), "from the previous page's `Link` header")
+        .headers(&[("Link", "the next page, when there is one: `<...>; rel=\"next\"`")])
+        .ok(object(&[("access", list_of(schema_ref("Access")))])),
+        op(
+            "POST",
+            "/api/check",
+            "agents",
+            "Ask up to 100 questions \"may I?\" for the caller's token, answered in order as the routes would decide, with no side effects",
+        )
+        .needs("any token, within what it is allowed")
+        .body(object(&[(
+            "checks",
+            json!({"type": "array", "minItems": 1, "maxItems": 100, "items": object(&[
+                ("operation", string()),
+                ("agent?", string()),
+                ("level?", level()),
+                ("user?", string()),
+            ])}),
+        )]))
+        .ok(object(&[(
+            "results",
+            list_of(object(&[
+                ("allowed", boolean()),
+                ("reason", json!({"type": ["string", "null"]})),
+            ])),
+        )])),
         op("POST", "/api/agents", "agents", "Create an agent")
             .needs("signed in; `owner` set: admin")
             .body(json!({
@@ -1234,6 +1329,23 @@ fn components() -> Value {
                 "required": ["name"],
                 "additionalProperties": true
             },
+            "Access": {
+                "type": "object",
+                "description": "one person who can reach the agent; `level` is null when none of their grants is in effect",
+                "properties": {
+                    "user": {"$ref": "#/components/schemas/Principal"},
+                    "level": {"oneOf": [{"$ref": "#/components/schemas/Level"}, {"type": "null"}]},
+                    "via": {"type": "array", "items": {"type": "object", "properties": {
+                        "kind": {"enum": ["owner", "admin", "grant"]},
+                        "level": {"$ref": "#/components/schemas/Level"},
+                        "granted_by": {"$ref": "#/components/schemas/Principal"},
+                        "at": {"type": "integer"},
+                        "in_effect": {"type": "boolean"},
+                        "draws_on": {"type": "array", "items": {"type": "object"}}
+                    }, "required": ["kind"], "additionalProperties": true}}
+                },
+                "required": ["user", "level", "via"]
+            },
             "Share": object(&[
                 ("user", schema_ref("Principal")),
                 ("level", level()),
@@ -1373,9 +1485,23 @@ fn operation_object(op: &Op) -> Value {
             json!({"description": "the file", "content": {kind: {"schema": string()}}}),
         ),
     };
+    let mut success = success;
+    if !op.headers.is_empty() {
+        let headers: Map<String, Value> = op
+            .headers
+            .iter()
+            .map(|(name, about)| {
+                (
+                    (*name).to_owned(),
+                    json!({"description": about, "schema": string()}),
+                )
+            })
+            .collect();
+        success.1["headers"] = Value::Object(headers);
+    }
     responses.insert(success.0.into(), success.1);
     let mut statuses: Vec<u16> = vec![400];
-    if op.who == Who::Caller {
+    if op.who != Who::Anyone {
         statuses.extend([401, 403]);
     }
     if op.path.contains('{') {
@@ -1393,6 +1519,7 @@ fn operation_object(op: &Op) -> Value {
     out.insert("responses".into(), Value::Object(responses));
     let security = match (op.who, op.method) {
         (Who::Anyone, _) => json!([]),
+        (Who::Optional, _) => json!([{}, {"session": []}, {"bearer": []}]),
         (Who::Caller, "GET") => json!([{"session": []}, {"bearer": []}]),
         (Who::Caller, _) => json!([{"session": [], "csrf": []}, {"bearer": []}]),
     };
@@ -1425,7 +1552,7 @@ pub fn document() -> Value {
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
         },
         "tags": [
-            {"name": "health"}, {"name": "auth"}, {"name": "accounts"}, {"name": "agents"},
+            {"name": "health"}, {"name": "auth"}, {"name": "forward-auth"}, {"name": "accounts"}, {"name": "agents"},
             {"name": "tokens"}, {"name": "audit"}, {"name": "memory"}, {"name": "chat"},
             {"name": "secrets"}, {"name": "channels"}, {"name": "pages"}, {"name": "console"}
         ],

@@ -865,7 +865,7 @@ fn the_default_table_is_the_file_in_the_repository() {
     let policy =
         tessera::authz::policy::Policy::embedded(biscuit_auth::AuthorizerLimits::default())
             .unwrap();
-    RouteTable::embedded(&policy.agent_operations().unwrap()).unwrap();
+    RouteTable::embedded(policy.agent_ops()).unwrap();
 }
 
 #[tokio::test]
