@@ -88,6 +88,8 @@ struct Scenario {
     /// Requests hammered by extra connections alongside, not measured
     /// (a login flood).
     flood: Option<Box<Scenario>>,
+    /// Headers beyond host and authorization (what a proxy forwards).
+    headers: Vec<(&'static str, String)>,
 }
 
 impl Scenario {
@@ -101,6 +103,7 @@ impl Scenario {
             writes: Vec::new(),
             write_ratio: 0.0,
             flood: None,
+            headers: Vec::new(),
         }
     }
 
@@ -159,6 +162,9 @@ async fn connection_loop(
             .header("host", "127.0.0.1");
         if let Some(token) = &this.token {
             req = req.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in &this.headers {
+            req = req.header(*name, value);
         }
         let req = match &this.body {
             Some(body) => req
@@ -347,8 +353,40 @@ async fn bench(args: Args) -> Result<(), String> {
         shared_agent.clone(),
         Some(&reader),
     );
+    // What Caddy asks for every request of the host: may the reader chat
+    // with an agent shared with them at `use`.
+    let forward_auth = Scenario {
+        headers: vec![
+            ("x-forwarded-method", "POST".to_owned()),
+            ("x-forwarded-uri", format!("{shared_agent}/chat")),
+            ("x-forwarded-host", "host.example".to_owned()),
+            ("x-forwarded-proto", "https".to_owned()),
+        ],
+        ..Scenario::get(
+            "forward auth: agent chat (sharee)",
+            "/auth/verify",
+            Some(&reader),
+        )
+    };
+    // Twenty questions a host page asks at once: half on agents shared
+    // with the reader, half on agents they cannot see.
+    let checks: Vec<Value> = (0..20)
+        .map(|i| {
+            let agent = format!("agent-{}", (i % 10) * step + usize::from(i >= 10));
+            let operation = ["agent:read", "agent:chat", "agent:update", "agent:share"][i % 4];
+            json!({"operation": operation, "agent": agent})
+        })
+        .collect();
+    let batch_check = Scenario::post(
+        "POST /api/check (20 questions)",
+        "/api/check",
+        Some(&reader),
+        json!({ "checks": checks }),
+    );
     let scenarios = vec![
         Scenario::get("GET /health", "/health", None),
+        forward_auth,
+        batch_check,
         Scenario::get("GET /auth/me (session token)", "/auth/me", Some(&admin)),
         sharee_read.clone(),
         Scenario::get(
