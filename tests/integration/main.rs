@@ -22,6 +22,7 @@ mod logs;
 mod migrations;
 mod private_data;
 mod private_property;
+mod proxies;
 mod runtime_tokens;
 mod scoped_listings;
 mod secrets_at_rest;
