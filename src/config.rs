@@ -62,6 +62,12 @@ pub struct Config {
     pub metrics: bool,
     /// Serve them on this address instead of the main one's `/metrics`.
     pub metrics_listen: Option<SocketAddr>,
+    /// The host's route table for forward auth; `None`: the built-in one
+    /// (`deploy/routes.conf`).
+    pub routes: Option<PathBuf>,
+    /// Lifetime of the `X-Tessera-Assertion` minted for each allowed
+    /// forward-auth request.
+    pub assertion_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +120,8 @@ impl Config {
             metrics: false,
             metrics_listen: None,
             home: "/console".into(),
+            routes: None,
+            assertion_ttl: Duration::from_secs(60),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod datadir;
 pub mod domain;
 pub mod error;
+pub mod forward;
 pub mod http;
 pub mod maintenance;
 pub mod migrate;

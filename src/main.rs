@@ -95,6 +95,18 @@ enum Command {
             default_value = "512"
         )]
         max_connections: NonZeroUsize,
+        /// The agent host's route table for forward auth (/auth/verify),
+        /// replacing the built-in one (deploy/routes.conf).
+        #[arg(long, env = "TESSERA_ROUTES", value_name = "FILE")]
+        routes: Option<PathBuf>,
+        /// Seconds an X-Tessera-Assertion minted by forward auth is valid.
+        #[arg(
+            long,
+            env = "TESSERA_ASSERTION_TTL",
+            value_name = "SECONDS",
+            default_value = "60"
+        )]
+        assertion_ttl: NonZeroU64,
         /// Seconds requests in flight get to finish on shutdown.
         #[arg(
             long,
@@ -241,6 +253,8 @@ fn main() -> ExitCode {
             idle_timeout,
             max_connections,
             shutdown_timeout,
+            routes,
+            assertion_ttl,
         } => {
             let mut config = Config::new(data.data);
             config.listen = listen;
@@ -254,6 +268,8 @@ fn main() -> ExitCode {
             config.idle_timeout = Duration::from_secs(idle_timeout.get());
             config.max_connections = max_connections.get();
             config.shutdown_timeout = Duration::from_secs(shutdown_timeout);
+            config.routes = routes;
+            config.assertion_ttl = Duration::from_secs(assertion_ttl.get());
             serve(config)
         }
         Command::Migrate {
@@ -481,6 +497,11 @@ fn serve(config: Config) -> Result<(), String> {
         let listen = config.listen;
         let data_dir = config.data_dir.clone();
         let state = AppState::open(config).map_err(|e| e.to_string())?;
+        tracing::info!(
+            table = state.forward.table.source(),
+            routes = state.forward.table.routes().len(),
+            "forward auth route table loaded"
+        );
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| format!("listening on {listen}: {e}"))?;

@@ -20,6 +20,7 @@ use crate::domain::password::Passwords;
 use crate::domain::secrets::Secrets;
 use crate::domain::users::{AccountSettings, Accounts, User};
 use crate::domain::{now, sessions, DomainError};
+use crate::forward::table::RouteTable;
 use crate::http::ratelimit::RateLimiter;
 use crate::store::{CachedStore, SledStore, Store, StoreError};
 
@@ -37,6 +38,8 @@ pub enum StartError {
     Schema(String),
     #[error(transparent)]
     DataDir(#[from] datadir::DataDirError),
+    #[error(transparent)]
+    Routes(#[from] crate::forward::table::TableError),
 }
 
 /// Cheap to clone: one `Arc`.
@@ -57,6 +60,8 @@ pub struct Inner {
     pub channels: Channels,
     pub limiter: RateLimiter,
     pub metrics: crate::http::metrics::Metrics,
+    /// Forward auth: the host's route table and the assertion cache.
+    pub forward: crate::forward::Forward,
 }
 
 impl Deref for AppState {
@@ -177,6 +182,15 @@ impl AppState {
             Some(dir) => Policy::from_dir(dir, config.authorizer_limits.clone())?,
             None => Policy::embedded(config.authorizer_limits.clone())?,
         };
+        // The table's agent rules are the policy's agent operations, so the
+        // two are checked against each other before anything is served.
+        let agent_ops = policy.agent_operations()?;
+        let table = match &config.routes {
+            Some(file) => RouteTable::load(file, &agent_ops)?,
+            None => RouteTable::embedded(&agent_ops)?,
+        };
+        let forward =
+            crate::forward::Forward::new(table, config.assertion_ttl, config.token_cache_capacity);
         let authz = Authz::new(root, policy, config.token_cache_capacity);
         // Every read and write of the server goes through one cache, so each
         // commit drops the cached values it outdates.
@@ -209,6 +223,7 @@ impl AppState {
             accounts,
             limiter,
             metrics: Default::default(),
+            forward,
         })))
     }
 
@@ -247,6 +262,13 @@ impl AppState {
                     return Err(AuthError::Revoked);
                 }
                 Via::ChannelBot(channel.clone())
+            }
+            // A statement for upstreams about one request: accepting it
+            // here would turn a leaked header into a session.
+            Claims::Assertion { .. } => {
+                return Err(AuthError::Invalid(
+                    "a forward-auth assertion is not a credential",
+                ))
             }
             Claims::Runtime { agent, runtime, .. } => {
                 let current = current_runtime(self.store.as_ref(), agent).map_err(store_err)?;

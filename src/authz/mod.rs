@@ -152,6 +152,10 @@ impl Authz {
         tokens::mint_runtime(&self.keys, agent, runtime, expires_at)
     }
 
+    pub fn mint_assertion(&self, facts: &tokens::AssertionFacts) -> Result<String, AuthError> {
+        tokens::mint_assertion(&self.keys, facts)
+    }
+
     pub fn mint_session(
         &self,
         user: &str,

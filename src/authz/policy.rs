@@ -28,6 +28,8 @@ pub enum PolicyError {
     Io(String, String),
     #[error("the policy has no allow or deny rules, so it would refuse everything")]
     NoPolicies,
+    #[error("reading the policy's {0}: {1}")]
+    Query(&'static str, String),
 }
 
 /// A compiled policy. Cloning the inner builder per request copies parsed
@@ -267,6 +269,23 @@ pub fn mentions_time(datalog: &str) -> bool {
 }
 
 impl Policy {
+    /// Every operation the policy knows a level for (`agent_op` facts),
+    /// sorted: what the host route table may name as agent rules.
+    pub fn agent_operations(&self) -> Result<Vec<String>, PolicyError> {
+        let mut authorizer = self
+            .base
+            .clone()
+            .build_unauthenticated()
+            .map_err(|e| PolicyError::Query("agent operations", e.to_string()))?;
+        let found: Vec<(String,)> = authorizer
+            .query("data($op) <- agent_op($op, $level)")
+            .map_err(|e| PolicyError::Query("agent operations", e.to_string()))?;
+        let mut ops: Vec<String> = found.into_iter().map(|(op,)| op).collect();
+        ops.sort();
+        ops.dedup();
+        Ok(ops)
+    }
+
     /// Every `holds(agent, user, rank)` the policy derives from `request`'s
     /// facts alone (no token): who effectively holds what on an agent.
     pub fn ranks(&self, request: &RequestFacts) -> Result<super::Ranks, AuthError> {

@@ -51,6 +51,13 @@ pub enum Claims {
         runtime: String,
         expires_at: i64,
     },
+    /// A forward-auth assertion for an upstream behind the proxy: a
+    /// statement about one request, never a credential for tessera itself.
+    Assertion {
+        user: String,
+        operation: String,
+        expires_at: i64,
+    },
 }
 
 impl Claims {
@@ -59,7 +66,8 @@ impl Claims {
             Claims::Session { expires_at, .. }
             | Claims::Delegated { expires_at, .. }
             | Claims::ChannelBot { expires_at, .. }
-            | Claims::Runtime { expires_at, .. } => *expires_at,
+            | Claims::Runtime { expires_at, .. }
+            | Claims::Assertion { expires_at, .. } => *expires_at,
         }
     }
 
@@ -68,7 +76,8 @@ impl Claims {
         match self {
             Claims::Session { user, .. }
             | Claims::Delegated { user, .. }
-            | Claims::ChannelBot { user, .. } => Some(user),
+            | Claims::ChannelBot { user, .. }
+            | Claims::Assertion { user, .. } => Some(user),
             Claims::Runtime { .. } => None,
         }
     }
@@ -283,6 +292,64 @@ pub fn mint_runtime(
     );
     let restriction = biscuit_auth::macros::block!(r#"check if time($time), $time <= {expiry};"#);
     sign_with_block(keys, &claims, authority, restriction)
+}
+
+/// What a forward-auth assertion states about one allowed request.
+pub struct AssertionFacts<'a> {
+    pub user: &'a str,
+    pub username: &'a str,
+    pub operation: &'a str,
+    pub method: &'a str,
+    /// The original path, without its query.
+    pub path: &'a str,
+    /// The agent and the caller's effective level, on agent routes.
+    pub agent: Option<(&'a str, &'a str)>,
+    pub expires_at: i64,
+}
+
+/// Sign a forward-auth assertion. Its authority block is a contract with
+/// upstreams that verify it offline (see the README): they allow on
+/// `assertion("forward-auth")` with the operation and agent they serve, so
+/// one replayed for another agent, operation or after its expiry is refused.
+pub fn mint_assertion(keys: &RootKeys, facts: &AssertionFacts) -> Result<String, AuthError> {
+    let claims = Claims::Assertion {
+        user: facts.user.to_owned(),
+        operation: facts.operation.to_owned(),
+        expires_at: facts.expires_at,
+    };
+    let context = serde_json::to_string(&claims).map_err(|e| AuthError::Internal(e.to_string()))?;
+    let expiry = unix_to_system(facts.expires_at);
+    let (user, username, operation, method, path) = (
+        facts.user,
+        facts.username,
+        facts.operation,
+        facts.method,
+        facts.path,
+    );
+    let mut builder = biscuit!(
+        r#"
+        assertion("forward-auth");
+        user({user});
+        username({username});
+        operation({operation});
+        method({method});
+        path({path});
+        check if time($t), $t <= {expiry};
+        "#
+    );
+    if let Some((agent, level)) = facts.agent {
+        use biscuit_auth::builder::{fact, string};
+        builder = builder
+            .fact(fact("agent", &[string(agent)]))
+            .and_then(|b| b.fact(fact("level", &[string(level)])))
+            .map_err(|e| AuthError::Internal(format!("building an assertion: {e}")))?;
+    }
+    builder
+        .context(context)
+        .root_key_id(keys.active_id())
+        .build(keys.signer())
+        .and_then(|t| t.to_base64())
+        .map_err(|e| AuthError::Internal(format!("signing an assertion: {e}")))
 }
 
 /// Check the signature chain of a serialized token and read its claims.

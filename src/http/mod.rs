@@ -9,6 +9,7 @@ pub mod channels;
 pub mod chat;
 pub mod csrf;
 pub mod extract;
+pub mod forward;
 mod health;
 pub mod memory;
 pub mod metrics;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
     let router = router
         .merge(health::routes())
         .merge(auth::routes())
+        .merge(forward::routes())
         .merge(agents::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
@@ -126,11 +128,18 @@ impl IntoResponse for JsonText {
 /// A browser still holding a legacy TinyAgentOS `taos_session` cookie (an
 /// imported, unexpired session) gets a fresh session token in its place,
 /// exactly once; the request then proceeds with the new token.
+///
+/// Not on forward auth (`/auth/verify...`): a proxy does not hand the new
+/// cookie to the browser on an allowed request, so the exchange would burn
+/// the legacy session. The browser is sent to sign in, where it happens.
 async fn legacy_cookie(
     axum::extract::State(state): axum::extract::State<AppState>,
     mut request: Request<Body>,
     next: middleware::Next,
 ) -> Response {
+    if request.uri().path().starts_with("/auth/verify") {
+        return next.run(request).await;
+    }
     let legacy = extract::presented_token(request.headers())
         .ok()
         .flatten()

@@ -276,6 +276,7 @@ pub(crate) fn inspect_token(
     }
     match &verified.claims {
         Claims::Session { .. } => out.kind = Some("session"),
+        Claims::Assertion { .. } => out.kind = Some("assertion"),
         Claims::ChannelBot { channel, .. } => {
             out.kind = Some("channel_bot");
             out.channel = Some(channel.clone());

@@ -14,6 +14,7 @@ mod crash;
 mod damage;
 mod data_dir;
 mod delegation;
+mod forward_auth;
 mod grantors;
 mod legacy_import;
 mod legacy_replay;
