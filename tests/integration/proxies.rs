@@ -387,6 +387,16 @@ impl Upstream {
             .last()
             .unwrap_or_else(|| panic!("nothing reached the upstream"));
         assert_eq!(last.target, target, "the upstream's last request");
+        // An identity header is tessera's value or absent: never empty, never
+        // a proxy's unreplaced placeholder.
+        for name in IDENTITY {
+            for value in last.values(name) {
+                assert!(
+                    !value.is_empty() && !value.contains('{'),
+                    "{name}: {value:?} reached the host"
+                );
+            }
+        }
         last.clone()
     }
 }
