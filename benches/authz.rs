@@ -9,6 +9,9 @@
 //!   per token and request facts after the first run)
 //! - `request/cold` and `request/warm`: everything a protected route does before
 //!   its handler (verify, session and user from the store, policy)
+//! - `forward/assertion_mint`: signing one forward-auth assertion
+//! - `forward/decide_warm`: a whole forward-auth decision on a signed-in
+//!   route, its assertion reused from the cache
 //! - `password/hash` and `password/verify`: one argon2id login
 
 use std::sync::Arc;
@@ -177,5 +180,32 @@ fn password(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, authz, agent_read, password);
+/// Forward auth: what minting the assertion costs, and a warm decision.
+fn forward(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (state, token) = state_with_admin(&rt);
+    let facts = tokens::AssertionFacts {
+        user: "u1",
+        username: "bob",
+        operation: "agent:chat",
+        method: "POST",
+        path: "/api/agents/helper/messages",
+        agent: Some(("helper", "use")),
+        expires_at: tessera::domain::now() + 60,
+    };
+    c.bench_function("forward/assertion_mint", |b| {
+        b.iter(|| state.authz.mint_assertion(&facts).unwrap())
+    });
+    let request = tessera::forward::OriginalRequest::parse("GET", "/desktop").unwrap();
+    c.bench_function("forward/decide_warm", |b| {
+        b.iter(|| {
+            state
+                .forward
+                .decide(&state, &request, Ok(Some(token.clone())))
+                .unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, authz, agent_read, forward, password);
 criterion_main!(benches);
