@@ -1084,6 +1084,27 @@ fn spoofed_identity_never_reaches_the_host(kind: Kind) {
         reply.body
     );
     assert!(!reply.came_from_upstream());
+    // Nor through the Host header, which a proxy may fold into the URL it
+    // describes: a `?` or `#` there would turn the real path into a query
+    // or a fragment of `/`, which any signed-in person may reach.
+    for host in [
+        format!("{}?", rig.proxy.addr),
+        format!("{}#", rig.proxy.addr),
+        format!("{}?x=", rig.proxy.addr),
+    ] {
+        let reply = rig.proxy.send(
+            "GET",
+            &other,
+            &[("Authorization", &auth), ("Host", &host)],
+            None,
+        );
+        assert!(
+            !reply.came_from_upstream() && reply.status != 200,
+            "{kind:?}: Host {host:?} let bob through to {other}: {} {}",
+            reply.status,
+            reply.body
+        );
+    }
 }
 
 /// Signing out ends the session at the proxy on the very next request, for
