@@ -31,7 +31,7 @@ pub enum ForwardError {
     #[error(transparent)]
     Domain(#[from] DomainError),
     /// Signed in, but the route table has no rule for this request.
-    #[error("forbidden: no rule of the route table covers {method} {path}")]
+    #[error("no rule of the route table covers {method} {path}")]
     Unlisted { method: String, path: String },
 }
 

@@ -230,6 +230,35 @@ async fn a_legacy_session_cookie_is_exchanged_once() {
     );
 }
 
+/// Forward auth does not exchange a legacy cookie: the proxy would not pass
+/// the new cookie to the browser on an allowed request, so the exchange
+/// would burn the legacy session. The browser is sent to sign in, where it
+/// is exchanged.
+#[tokio::test]
+async fn forward_auth_leaves_a_legacy_cookie_to_the_sign_in_page() {
+    let (app, _, _data) = imported("multi-user");
+    let legacy = "8uaXRPVFtGg2MhGmwAbGAc_cttGJopCBbdQB_cPrAGM";
+    let verify = axum::http::Request::builder()
+        .uri("/auth/verify")
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-uri", "/desktop")
+        .header("accept", "text/html")
+        .header("cookie", format!("taos_session={legacy}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let r = app.send(verify).await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(
+        r.headers.get("location").unwrap(),
+        "/auth/login?next=%2Fdesktop"
+    );
+    assert!(r.set_cookie().is_none());
+    let r = app
+        .call(Method::GET, "/auth/me", Auth::Cookie(legacy), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "still exchangeable: {}", r.body);
+}
+
 #[tokio::test]
 async fn a_single_password_install_becomes_one_admin() {
     let (app, report, _data) = imported("single-password");
