@@ -1309,6 +1309,37 @@ fn assertion_expires(kind: Kind) {
     ));
 }
 
+/// Forward auth is the proxy's question, not the client's: asked through
+/// the proxy it is not found, and hands out no assertion (which could be
+/// replayed at the host until it expires, even after signing out).
+fn forward_auth_is_not_for_clients(kind: Kind) {
+    let rig = Rig::new(kind);
+    rig.share(AGENT, "use");
+    let route = chat(AGENT);
+    let auth = bearer(&rig.bob);
+    for target in ["/auth/verify", "/auth/verify/nginx", "/auth/verify?x=1"] {
+        let mark = rig.tessera.log_mark();
+        let reply = rig.proxy.send(
+            "GET",
+            target,
+            &[
+                ("Authorization", &auth),
+                ("X-Forwarded-Method", "GET"),
+                ("X-Forwarded-Uri", &route),
+                ("X-Original-Method", "GET"),
+                ("X-Original-URL", &route),
+            ],
+            None,
+        );
+        assert_eq!(reply.status, 404, "{kind:?}: {target}: {}", reply.body);
+        assert!(reply.header("x-tessera-assertion").is_none());
+        assert!(!reply.came_from_upstream());
+        std::thread::sleep(Duration::from_millis(100));
+        let logged = rig.tessera.requests_since(mark);
+        assert!(logged.is_empty(), "{kind:?}: tessera answered {logged:?}");
+    }
+}
+
 /// tessera's own paths go straight to tessera (never through the route
 /// table), and the host's, including its /api/agents routes, to the host
 /// after asking tessera.
@@ -1556,6 +1587,25 @@ fn traefik_strips_identity_and_asks_tessera_on_paper() {
             "Traefik sends {path} to the host"
         );
     }
+    // Forward auth itself is rewritten to a path tessera does not serve.
+    let verify = &routers["tessera-verify"];
+    let verify_rule = verify["rule"].as_str().expect("a rule");
+    assert!(verify["priority"].as_i64() > own["priority"].as_i64());
+    assert_eq!(
+        strings(&verify["middlewares"]),
+        ["tessera-strip-identity", "tessera-not-for-clients"]
+    );
+    let rewritten = http["middlewares"]["tessera-not-for-clients"]["replacePath"]["path"]
+        .as_str()
+        .expect("a replacePath");
+    assert!(!source_routes().iter().any(|r| r == rewritten));
+    for path in tessera_paths() {
+        assert_eq!(
+            traefik_matches(verify_rule, &path),
+            path.starts_with("/auth/verify"),
+            "{path}"
+        );
+    }
     for path in HOST_PATHS {
         assert!(
             !traefik_matches(rule, path),
@@ -1641,6 +1691,7 @@ macro_rules! per_proxy {
 
 per_proxy!(
     paths_go_where_they_belong,
+    forward_auth_is_not_for_clients,
     signed_out_browser_signs_in_and_comes_back,
     agent_chat_needs_use,
     spoofed_identity_never_reaches_the_host,
