@@ -556,7 +556,7 @@ async fn revocation_unsharing_and_demotion_apply_on_the_very_next_request() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let admin_route = "/api/cluster/workers";
+    let admin_route = "/api/cluster/pairing/pending";
     let r = ask(app, "GET", admin_route, &carol).await;
     assert_allowed(&r, "carol", "admin");
     let r = ask(app, "POST", "/api/agents/helper/stop", &carol).await;
@@ -611,7 +611,7 @@ async fn delegated_bot_and_runtime_tokens_get_only_what_they_are_allowed() {
         ("GET", "/api/agents/other"),
         ("GET", "/api/anything"),
         ("GET", "/desktop"),
-        ("GET", "/api/cluster/workers"),
+        ("GET", "/api/cluster/pairing/pending"),
     ] {
         let r = ask(app, method, path, &delegated).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {path}");
@@ -641,7 +641,7 @@ async fn delegated_bot_and_runtime_tokens_get_only_what_they_are_allowed() {
             ("POST", "/api/agents/helper/messages"),
             ("GET", "/api/agents/helper"),
             ("GET", "/api/anything"),
-            ("GET", "/api/cluster/workers"),
+            ("GET", "/api/cluster/pairing/pending"),
         ] {
             let r = ask(app, method, path, token).await;
             assert_eq!(
@@ -769,7 +769,7 @@ async fn the_assertion_verifies_offline_for_its_request_only() {
         now,
     )
     .unwrap();
-    let r = ask(app, "GET", "/api/cluster/workers", &host.alice).await;
+    let r = ask(app, "GET", "/api/cluster/pairing/pending", &host.alice).await;
     upstream_allows(
         &keys,
         header(&r, "x-tessera-assertion").unwrap(),
@@ -796,7 +796,7 @@ async fn the_assertion_lifetime_is_configurable() {
 async fn tessera_never_takes_an_assertion_as_a_credential() {
     let host = Host::new().await;
     let app = &host.app;
-    let r = ask(app, "GET", "/api/cluster/workers", &host.alice).await;
+    let r = ask(app, "GET", "/api/cluster/pairing/pending", &host.alice).await;
     let assertion = header(&r, "x-tessera-assertion").unwrap().to_owned();
     for path in [
         "/auth/me",
@@ -821,7 +821,7 @@ async fn tessera_never_takes_an_assertion_as_a_credential() {
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // Nor on forward auth itself.
-    let r = ask(app, "GET", "/api/cluster/workers", &assertion).await;
+    let r = ask(app, "GET", "/api/cluster/pairing/pending", &assertion).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // The inspector names it for what it is.
     let r = app
