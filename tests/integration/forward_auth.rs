@@ -867,3 +867,29 @@ fn the_default_table_is_the_file_in_the_repository() {
             .unwrap();
     RouteTable::embedded(&policy.agent_operations().unwrap()).unwrap();
 }
+
+#[tokio::test]
+async fn an_archived_agent_is_read_only_and_a_pending_account_gets_nothing() {
+    let host = Host::new().await;
+    let app = &host.app;
+    let r = app
+        .post("/api/agents/helper/archive", &host.olive, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = ask(app, "GET", "/api/agents/helper", host.at("use")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    for token in [host.at("use"), &host.olive] {
+        let r = ask(app, "POST", "/api/agents/helper/messages", token).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+
+    // Invited, signed in with the invite code, sign-up not finished.
+    let invite = app
+        .post("/auth/users", &host.alice, json!({"username": "newbie"}))
+        .await;
+    let code = invite.body["invite_code"].as_str().unwrap().to_owned();
+    let pending = app.login("newbie", &code).await;
+    assert_eq!(pending.status, StatusCode::OK, "{}", pending.body);
+    let r = ask(app, "GET", "/desktop", &pending.token()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+}
