@@ -404,8 +404,21 @@ impl Upstream {
 fn answer(
     keys: &Keys,
     record: &Mutex<Vec<Seen>>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
 ) -> axum::response::Response {
+    // A WebSocket upgrade (the host's web chat) is accepted and the
+    // connection then echoes what it receives, so a test can tell the
+    // proxy tunnels it. No WebSocket framing: the proxies do not look.
+    let upgrade = request
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        .then(|| {
+            request
+                .extensions_mut()
+                .remove::<hyper::upgrade::OnUpgrade>()
+        })
+        .flatten();
     let method = request.method().as_str().to_owned();
     let target = request
         .uri()
@@ -447,7 +460,31 @@ fn answer(
             verdict,
         });
     }
+    if let (Some(upgrade), axum::http::StatusCode::OK) = (upgrade, status) {
+        tokio::spawn(echo(upgrade));
+        return (
+            axum::http::StatusCode::SWITCHING_PROTOCOLS,
+            [
+                ("upgrade", "websocket"),
+                ("connection", "upgrade"),
+                (UPSTREAM_MARK, "1"),
+            ],
+        )
+            .into_response();
+    }
     (status, [(UPSTREAM_MARK, "1")], axum::Json(body)).into_response()
+}
+
+async fn echo(upgrade: hyper::upgrade::OnUpgrade) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(upgraded) = upgrade.await else { return };
+    let mut io = hyper_util::rt::TokioIo::new(upgraded);
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = io.read(&mut buf).await {
+        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Drop for Upstream {
@@ -1309,6 +1346,56 @@ fn assertion_expires(kind: Kind) {
     ));
 }
 
+/// The host's web chat is a WebSocket: the upgrade is decided like any
+/// request (refused signed out, without reaching the host), and once
+/// allowed the proxy tunnels the connection both ways.
+fn websocket_upgrade_is_decided_then_tunnelled(kind: Kind) {
+    let rig = Rig::new(kind);
+    let path = "/ws/chat";
+    let upgrade = |auth: Option<&str>| -> (Reply, TcpStream) {
+        let mut stream = TcpStream::connect_timeout(&rig.proxy.addr, STEP).unwrap();
+        stream.set_read_timeout(Some(STEP)).unwrap();
+        let auth = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{auth}\r\n",
+            rig.proxy.addr
+        )
+        .unwrap();
+        // The head only: after a 101 the connection stays open.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                other => panic!("{kind:?}: the answer to the upgrade: {other:?} after {head:?}"),
+            }
+        }
+        (parse_reply(&head).expect("an HTTP answer"), stream)
+    };
+
+    let (reply, _) = upgrade(None);
+    assert_eq!(reply.status, 401, "{kind:?}: a signed-out upgrade");
+    assert!(rig.upstream.seen().is_empty());
+
+    let auth = bearer(&rig.bob);
+    let (reply, mut stream) = upgrade(Some(&auth));
+    assert_eq!(reply.status, 101, "{kind:?}: {reply:?}");
+    assert_eq!(rig.upstream.last(path).header("remote-user"), Some("bob"));
+    for message in [&b"hello through the proxy"[..], b"and back again"] {
+        stream.write_all(message).unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        stream
+            .read_exact(&mut echoed)
+            .unwrap_or_else(|e| panic!("{kind:?}: the tunnel: {e}"));
+        assert_eq!(echoed, message);
+    }
+}
+
 /// Forward auth is the proxy's question, not the client's: asked through
 /// the proxy it is not found, and hands out no assertion (which could be
 /// replayed at the host until it expires, even after signing out).
@@ -1692,6 +1779,7 @@ macro_rules! per_proxy {
 per_proxy!(
     paths_go_where_they_belong,
     forward_auth_is_not_for_clients,
+    websocket_upgrade_is_decided_then_tunnelled,
     signed_out_browser_signs_in_and_comes_back,
     agent_chat_needs_use,
     spoofed_identity_never_reaches_the_host,
