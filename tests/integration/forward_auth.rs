@@ -893,3 +893,90 @@ async fn an_archived_agent_is_read_only_and_a_pending_account_gets_nothing() {
     let r = ask(app, "GET", "/desktop", &pending.token()).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
 }
+
+/// One raw HTTP/1.1 exchange with the real server: the status and the
+/// response's headers (names lower-cased).
+fn raw_verify(addr: std::net::SocketAddr, extra: &str) -> (u16, Vec<(String, String)>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /auth/verify HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let head = text.split("\r\n\r\n").next().unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers)
+}
+
+/// The binary takes its table and the assertion lifetime from the
+/// environment, and answers the proxy over a real socket.
+#[test]
+fn the_binary_reads_its_table_and_assertion_lifetime_from_the_environment() {
+    let dir = crate::helpers::private_tempdir();
+    let file = dir.path().join("routes.conf");
+    std::fs::write(&file, "GET /up public\nGET /app/* signed-in\n").unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = crate::helpers::command(&data);
+    cmd.env("TESSERA_ROUTES", &file)
+        .env("TESSERA_ASSERTION_TTL", "5")
+        .stderr(std::process::Stdio::null());
+    let server = crate::helpers::spawn(cmd);
+    let (status, body) = crate::helpers::http(
+        server.addr,
+        "POST",
+        "/auth/setup",
+        None,
+        Some(&json!({"username": "alice", "password": "alice-password"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    let ask = |uri: &str, auth: &str| {
+        raw_verify(
+            server.addr,
+            &format!("X-Forwarded-Method: GET\r\nX-Forwarded-Uri: {uri}\r\n{auth}"),
+        )
+    };
+    let get = |headers: &[(String, String)], name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(ask("/up", "").0, 200);
+    assert_eq!(ask("/app/x", "").0, 401);
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let (status, headers) = ask("/app/x", &bearer);
+    assert_eq!(status, 200, "{headers:?}");
+    assert_eq!(get(&headers, "remote-user").as_deref(), Some("alice"));
+    // Not in this table, though the built-in one has it.
+    assert_eq!(ask("/api/agents", &bearer).0, 403);
+
+    let assertion = get(&headers, "x-tessera-assertion").unwrap();
+    let (_, keys) = crate::helpers::http(server.addr, "GET", "/auth/keys", None, None);
+    let key = PublicKey::from_bytes_hex(
+        keys["keys"][0]["public_key"].as_str().unwrap(),
+        Algorithm::Ed25519,
+    )
+    .unwrap();
+    let keys = [(keys["keys"][0]["id"].as_u64().unwrap() as u32, key)];
+    let policy = r#"allow if assertion("forward-auth"), operation("host:use");"#;
+    let now = SystemTime::now();
+    upstream_allows(&keys, &assertion, policy, now).unwrap();
+    assert!(upstream_allows(&keys, &assertion, policy, now + Duration::from_secs(7)).is_err());
+}
