@@ -678,6 +678,11 @@ fn nginx(dir: &Path, addr: SocketAddr, tessera: SocketAddr, upstream: SocketAddr
         &format!("server {upstream};"),
     );
     let site = replace_once(&site, "listen 127.0.0.1:8080;", &format!("listen {addr};"));
+    nginx_in(dir, &site)
+}
+
+/// nginx on `site`, with everything it writes in `dir`.
+fn nginx_in(dir: &Path, site: &str) -> Command {
     std::fs::write(dir.join("tessera.conf"), site).unwrap();
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
     std::fs::write(
@@ -1715,6 +1720,45 @@ fn traefik_strips_identity_and_asks_tessera_on_paper() {
             "{service} needs the original Host"
         );
     }
+}
+
+/// The files as committed, defaults and all, are what Caddy and nginx
+/// accept (the other tests fill in addresses).
+#[test]
+fn the_committed_files_are_valid_as_they_stand() {
+    let dir = tempfile::tempdir().unwrap();
+    let adapted = Command::new(required("caddy"))
+        .args(["adapt", "--adapter", "caddyfile", "--config"])
+        .arg(deploy("caddy/Caddyfile"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .current_dir(dir.path())
+        .output()
+        .expect("caddy adapt runs");
+    assert!(
+        adapted.status.success(),
+        "caddy adapt: {}",
+        String::from_utf8_lossy(&adapted.stderr)
+    );
+    let json = String::from_utf8_lossy(&adapted.stdout);
+    for default in ["127.0.0.1:7700", "127.0.0.1:8888", "localhost:2019"] {
+        assert!(json.contains(default), "Caddy's default {default} is gone");
+    }
+
+    let site = std::fs::read_to_string(deploy("nginx/tessera.conf")).unwrap();
+    let tested = nginx_in(dir.path(), &site)
+        .arg("-t")
+        .stdout(Stdio::null())
+        .output()
+        .expect("nginx -t runs");
+    assert!(
+        tested.status.success(),
+        "nginx -t: {}",
+        String::from_utf8_lossy(&tested.stderr)
+    );
 }
 
 #[test]
