@@ -1627,6 +1627,10 @@ fn traefik_strips_identity_and_asks_tessera_on_paper() {
         stat["providers"]["file"]["filename"].as_str(),
         Some("dynamic.yml")
     );
+    assert!(
+        stat["api"].is_badvalue(),
+        "an api section turns Traefik's API on"
+    );
 
     let dynamic = yaml("traefik/dynamic.yml");
     let http = &dynamic["http"];
