@@ -190,12 +190,6 @@ fn form(fields: &[(&str, &str)]) -> String {
     serde_urlencoded::to_string(fields).unwrap()
 }
 
-fn decode(text: &str) -> String {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(&format!("v={}", text.replace('+', "%2B"))).unwrap();
-    pairs.into_iter().next().map(|(_, v)| v).unwrap_or_default()
-}
-
 // ---------------------------------------------------------------------------
 // The upstream: the agent host as far as these tests care.
 
@@ -903,10 +897,10 @@ fn signed_out_browser_signs_in_and_comes_back(kind: Kind) {
     let sign_in = location(&reply, &rig.proxy);
     let (path, query) = sign_in.split_once('?').expect("a next parameter");
     assert_eq!(path, "/auth/login");
-    let next = query
-        .split('&')
-        .find_map(|p| p.strip_prefix("next="))
-        .map(decode)
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap();
+    let next = pairs
+        .into_iter()
+        .find_map(|(k, v)| (k == "next").then_some(v))
         .expect("next=");
     assert_eq!(next, page);
     assert!(
