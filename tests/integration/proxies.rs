@@ -1120,6 +1120,30 @@ fn spoofed_identity_never_reaches_the_host(kind: Kind) {
         reply.body
     );
     assert!(!reply.came_from_upstream());
+    // Nor with a path the proxy and tessera could read two ways: dot
+    // segments and encoded slashes (the proxy normalises them for its own
+    // routing; tessera refuses to decide them).
+    for target in [
+        format!("/desktop/../api/agents/{OTHER_AGENT}/messages"),
+        format!("/console/../api/agents/{OTHER_AGENT}/messages"),
+        format!("/auth/../api/agents/{OTHER_AGENT}/messages"),
+        format!("/api/health/../agents/{OTHER_AGENT}/messages"),
+        format!("/static/x/..%2f..%2fapi/agents/{OTHER_AGENT}/messages"),
+        format!("/api/agents/{AGENT}/messages/../../{OTHER_AGENT}/messages"),
+        format!("/api/agents/{OTHER_AGENT}%2fmessages"),
+        format!("/api/agents//{OTHER_AGENT}/messages"),
+    ] {
+        let before = rig.upstream.seen().len();
+        let reply = rig
+            .proxy
+            .send("GET", &target, &[("Authorization", &auth)], None);
+        assert!(
+            !reply.came_from_upstream() && rig.upstream.seen().len() == before,
+            "{kind:?}: {target} reached the host: {} {}",
+            reply.status,
+            reply.body
+        );
+    }
     // Nor through the Host header, which a proxy may fold into the URL it
     // describes: a `?` or `#` there would turn the real path into a query
     // or a fragment of `/`, which any signed-in person may reach.
