@@ -26,6 +26,7 @@ mod migrations;
 mod openapi;
 mod private_data;
 mod private_property;
+mod proxies;
 mod runtime_tokens;
 mod scoped_listings;
 mod secrets_at_rest;

@@ -92,7 +92,7 @@ pub async fn try_step<T, E>(
 }
 
 /// The first of `names` found on `PATH`.
-fn program(names: &[&str]) -> Option<PathBuf> {
+pub(crate) fn program(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
@@ -100,7 +100,7 @@ fn program(names: &[&str]) -> Option<PathBuf> {
 }
 
 /// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -127,6 +127,11 @@ pub struct Logged {
 
 impl Tessera {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// The same, with more `serve` flags.
+    pub fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let log = dir.path().join("tessera.log");
         let file = std::fs::File::create(&log).expect("the log file");
@@ -134,6 +139,7 @@ impl Tessera {
         // tower_http's response events carry the status; the span, the
         // method and path (never headers or bodies).
         cmd.env("RUST_LOG", "tessera=info,tower_http=debug")
+            .args(args)
             .stderr(Stdio::from(file));
         let server = helpers::spawn(cmd);
         let base = format!("http://{}", server.addr);
@@ -143,6 +149,10 @@ impl Tessera {
             log,
             _dir: dir,
         }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.addr
     }
 
     /// The JSON API, with a bearer token (no cookie, so no CSRF involved).
