@@ -1560,8 +1560,12 @@ fn source_routes() -> Vec<String> {
 /// tessera's routes that a proxy must not send to it: the host has its own
 /// (its home page, its health, its agent records), or they are for the
 /// operator only (metrics). tessera's are reached on its own address.
-const NOT_PROXIED: [&str; 9] = [
+const NOT_PROXIED: [&str; 11] = [
     "/",
+    // The host (a FastAPI app) has its own API description here; tessera's
+    // stays on tessera's address.
+    "/openapi.json",
+    "/docs",
     "/health",
     "/ready",
     "/metrics",
