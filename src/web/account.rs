@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use serde::Deserialize;
 
-use super::{error_page, explain, page, see_other, Chrome, DoneQuery, Person};
+use super::{error_page, explain, page, see_other, when, Chrome, DoneQuery, Person};
 use crate::domain::users::Profile;
 use crate::domain::DomainError;
 use crate::error::ApiError;
@@ -232,27 +232,6 @@ pub(crate) fn sentence(text: &str) -> String {
         out.push('.');
     }
     out
-}
-
-/// A moment for people: `2026-05-01 14:03 UTC`.
-pub(crate) fn when(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        secs / 3_600,
-        secs % 3_600 / 60
-    )
 }
 
 #[cfg(test)]

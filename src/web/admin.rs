@@ -17,7 +17,8 @@ use axum::{Extension, Form, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::account::{sentence, when};
+use super::account::sentence;
+use super::when;
 use super::{error_page, explain, page, see_other, Chrome, Done, DoneQuery, Person};
 use crate::authz::policy::RequestFacts;
 use crate::authz::AuthError;

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{error_page, explain, page, see_other, Chrome, Done, DoneQuery, Person};
+use super::{error_page, explain, page, see_other, when, Chrome, Done, DoneQuery, Person};
 use crate::authz::AuthError;
 use crate::domain::channels::CHANNEL_TYPES;
 use crate::domain::levels::Level;
@@ -106,27 +106,6 @@ const GRANTABLE: [Level; 5] = [
     Level::Manage,
     Level::Share,
 ];
-
-/// A `YYYY-MM-DD HH:MM UTC` rendering of unix seconds.
-pub fn when(secs: i64) -> String {
-    // Days to a civil date (proleptic Gregorian), after Howard Hinnant.
-    let days = secs.div_euclid(86_400);
-    let time = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        time / 3600,
-        time % 3600 / 60
-    )
-}
 
 /// An option of a select.
 pub struct Opt {

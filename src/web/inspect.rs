@@ -12,7 +12,8 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use serde::Deserialize;
 
-use super::agent::{when, PageForm};
+use super::agent::PageForm;
+use super::when;
 use super::{error_page, explain, page, Chrome, Person};
 use crate::authz::policy::RequestFacts;
 use crate::http::csrf::CsrfToken;

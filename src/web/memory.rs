@@ -17,7 +17,7 @@ use axum::{Extension, Form, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{error_page, page, see_other, Chrome, Done, Person};
+use super::{error_page, page, see_other, when, Chrome, Done, Person};
 use crate::domain::memory::{Chunk, DEFAULT_COLLECTION};
 use crate::error::ApiResult;
 use crate::http::csrf::CsrfToken;
@@ -52,27 +52,6 @@ const NOTICES: &[(&str, &str)] = &[
 /// How many chunks a listing shows, and how many characters of each.
 const LISTED: usize = 100;
 const EXCERPT_CHARS: usize = 240;
-
-/// A moment as people read it, in UTC (no time zone database here).
-pub(super) fn when(unix_seconds: i64) -> String {
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let days = unix_seconds.div_euclid(86_400);
-    let secs = unix_seconds.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        secs / 3_600,
-        secs % 3_600 / 60
-    )
-}
 
 /// The agents a person could mean on these pages: those they own or that
 /// are shared with them (for an admin too: every agent on the host would

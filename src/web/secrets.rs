@@ -15,7 +15,8 @@ use axum::routing::get;
 use axum::{Extension, Form, Router};
 use serde::Deserialize;
 
-use super::memory::{display_name, my_agents, when};
+use super::memory::{display_name, my_agents};
+use super::when;
 use super::{error_page, explain, page, see_other, Chrome, Done, Person};
 use crate::domain::secrets::{Secret, SecretInput};
 use crate::domain::DomainError;
