@@ -3,6 +3,7 @@
 //! the HTTP layer maps [`AuthError`] to status codes in one place.
 
 pub mod cache;
+pub mod engine;
 pub mod keys;
 pub mod policy;
 pub mod tokens;
@@ -96,7 +97,7 @@ impl Authz {
                 return decision.map_err(AuthError::Denied);
             }
         }
-        let decision = self.policy.authorize(&verified.biscuit, request);
+        let decision = self.policy.authorize(verified, request);
         if remember {
             match &decision {
                 Ok(()) => verified.remember(request.key(), Ok(())),
@@ -130,7 +131,11 @@ impl Authz {
         verified: &Verified,
         request: &RequestFacts,
     ) -> Result<(), AuthError> {
-        self.policy.authorize(&verified.biscuit, request)
+        self.policy.authorize(verified, request)
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     pub fn mint_delegated(

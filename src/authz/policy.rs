@@ -4,11 +4,14 @@
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use biscuit_auth::builder::{self, Fact, Term};
 use biscuit_auth::error::{FailedCheck, Logic, Token as TokenError};
 use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit};
 
+use super::engine::Engine;
+use super::tokens::Verified;
 use super::AuthError;
 
 /// The policy files built into the binary, so it runs with no files beside it.
@@ -35,6 +38,9 @@ pub enum PolicyError {
 #[derive(Clone)]
 pub struct Policy {
     base: AuthorizerBuilder,
+    /// The same policy prepared for the fast evaluator; `None` if it uses
+    /// what only biscuit-auth's authorizer evaluates.
+    engine: Option<Arc<Engine>>,
     reads_time: bool,
     /// Every operation the policy names in an `agent_op` fact, sorted: the
     /// questions about one agent a caller may ask (`POST /api/check`).
@@ -180,6 +186,15 @@ impl RequestFacts {
         &self.key
     }
 
+    /// Every fact of the request, as (name, terms).
+    pub(crate) fn terms(&self) -> impl Iterator<Item = (&str, &[Term])> + '_ {
+        let shared = self.key.shared.iter().flat_map(|set| set.facts.iter());
+        self.facts
+            .iter()
+            .chain(shared)
+            .map(|(name, terms)| (*name, terms.as_slice()))
+    }
+
     fn datalog(&self) -> impl Iterator<Item = Fact> + '_ {
         let shared = self.key.shared.iter().flat_map(|set| set.facts.iter());
         self.facts
@@ -217,7 +232,7 @@ impl Policy {
         sources: &[(String, String)],
         limits: AuthorizerLimits,
     ) -> Result<Self, PolicyError> {
-        let mut base = AuthorizerBuilder::new().set_limits(limits);
+        let mut base = AuthorizerBuilder::new().set_limits(limits.clone());
         for (file, text) in sources {
             base = base.code(text).map_err(|e| PolicyError::Parse {
                 file: file.clone(),
@@ -232,11 +247,23 @@ impl Policy {
         }
         let reads_time = mentions_time(&base.dump_code());
         let agent_ops = Arc::new(agent_operations(&base)?);
+        let engine = Engine::new(&base, limits)
+            .map_err(|reason| PolicyError::Parse {
+                file: "the compiled policy".into(),
+                reason,
+            })?
+            .map(Arc::new);
         Ok(Self {
             base,
+            engine,
             reads_time,
             agent_ops,
         })
+    }
+
+    /// The fast evaluator, if the policy is one it covers.
+    pub fn engine(&self) -> Option<&Engine> {
+        self.engine.as_deref()
     }
 
     /// The operations on one agent the policy knows (its `agent_op` facts).
@@ -252,22 +279,76 @@ impl Policy {
 
     /// Decide one request. Checks carried by the token (expiry, holder-added
     /// restrictions) must pass, and the policy's allow/deny rules decide.
-    pub fn authorize(&self, token: &Biscuit, request: &RequestFacts) -> Result<(), AuthError> {
-        let mut builder = self.base.clone().time();
-        for fact in request.datalog() {
-            builder = builder
-                .fact(fact)
-                .map_err(|e| AuthError::Internal(format!("request fact: {e}")))?;
-        }
-        let mut authorizer = builder.build(token).map_err(|e| match e {
-            TokenError::RunLimit(limit) => limit_hit(request, &limit.to_string()),
-            other => AuthError::Internal(format!("building the authorizer: {other}")),
-        })?;
-        match authorizer.authorize() {
-            Ok(_) => Ok(()),
-            Err(e) => Err(explain_refusal(request, e)),
-        }
+    pub fn authorize(&self, token: &Verified, request: &RequestFacts) -> Result<(), AuthError> {
+        self.authorize_at(token, request, SystemTime::now())
     }
+
+    /// [`Self::authorize`] with the clock given.
+    pub fn authorize_at(
+        &self,
+        token: &Verified,
+        request: &RequestFacts,
+        now: SystemTime,
+    ) -> Result<(), AuthError> {
+        let decision = match self.fast(token) {
+            Some((engine, prepared)) => engine.authorize(prepared, request.terms(), unix(now)),
+            None => self.decide_reference(&token.biscuit, request, now),
+        };
+        decision
+            .map(|_| ())
+            .map_err(|e| explain_refusal(request, e))
+    }
+
+    /// The evaluator and the token prepared for it, when both exist.
+    fn fast<'a>(
+        &'a self,
+        token: &'a Verified,
+    ) -> Option<(&'a Engine, &'a super::engine::PreparedToken)> {
+        let engine = self.engine.as_deref()?;
+        let prepared = token
+            .prepared
+            .get_or_init(|| engine.prepare(&token.biscuit))
+            .as_ref()
+            .ok()?;
+        engine.owns(prepared).then_some((engine, prepared))
+    }
+
+    /// The decision of biscuit-auth's own authorizer, built from the
+    /// policy, the token, `time(now)` and the request's facts: the
+    /// reference the fast evaluator is held to, and what decides tokens it
+    /// does not cover.
+    pub fn decide_reference(
+        &self,
+        token: &Biscuit,
+        request: &RequestFacts,
+        now: SystemTime,
+    ) -> Result<usize, TokenError> {
+        let mut builder = self
+            .base
+            .clone()
+            .fact(builder::fact("time", &[builder::date(&now)]))?;
+        for fact in request.datalog() {
+            builder = builder.fact(fact)?;
+        }
+        builder.build(token)?.authorize()
+    }
+
+    /// The fast evaluator's decision, as [`Self::decide_reference`] reports
+    /// it; `None` when the fast evaluator leaves this token or policy to
+    /// biscuit-auth.
+    pub fn decide_fast(
+        &self,
+        token: &Verified,
+        request: &RequestFacts,
+        now: SystemTime,
+    ) -> Option<Result<usize, TokenError>> {
+        let (engine, prepared) = self.fast(token)?;
+        Some(engine.authorize(prepared, request.terms(), unix(now)))
+    }
+}
+
+fn unix(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The first terms of the policy's `agent_op` facts, sorted and unique.

@@ -7,13 +7,14 @@
 //! for revocation without running Datalog first.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use biscuit_auth::macros::biscuit;
 use biscuit_auth::Biscuit;
 use serde::{Deserialize, Serialize};
 
+use super::engine::{PreparedToken, Unsupported};
 use super::keys::RootKeys;
 use super::policy::FactKey;
 use super::AuthError;
@@ -141,6 +142,8 @@ pub struct Verified {
     /// `None` when a block added by a holder reads the clock: then every
     /// request is evaluated afresh.
     decisions: Option<Mutex<HashMap<FactKey, Result<(), String>>>>,
+    /// Its blocks in the policy's symbols, made on first use.
+    pub(crate) prepared: OnceLock<Result<PreparedToken, Unsupported>>,
 }
 
 impl Verified {
@@ -165,6 +168,7 @@ impl Verified {
             biscuit,
             claims,
             decisions: (!holder_reads_time).then(|| Mutex::new(HashMap::new())),
+            prepared: OnceLock::new(),
         }
     }
 

@@ -1,0 +1,1053 @@
+//! The policy's evaluator: biscuit-auth's Datalog semantics, prepared once.
+//!
+//! biscuit-auth builds an `Authorizer` per request: it clones the whole
+//! policy, interns every symbol again (a linear search each), then applies
+//! every rule to every fact on each iteration until nothing new appears.
+//! That is nearly all of a decision nothing remembers. Here the policy is
+//! interned and indexed once at start-up, each token once when first used,
+//! and a request's world is evaluated semi-naively: an iteration only tries
+//! the bindings that use at least one fact the previous iteration derived.
+//!
+//! It derives exactly the facts, with exactly the origins, that
+//! biscuit-auth's naive iteration derives, iteration by iteration, so the
+//! limits on facts and iterations are reached at the same point. Scopes
+//! (authority and authorizer facts trusted, a block's own facts visible to
+//! that block only), `check if`, `check all`, `reject if`, the order in
+//! which checks and policies are tried and the errors reported follow
+//! `Authorizer::authorize`. Expressions are evaluated by biscuit-auth
+//! itself. What this does not cover (third-party blocks, public-key scopes,
+//! more than 62 blocks, a policy with public-key scopes) is decided by
+//! biscuit-auth's own authorizer instead; the unit tests below hold the two
+//! to the same answers over random tokens, holder blocks and worlds.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+use biscuit_auth::builder::{self, CheckKind, Convert, PolicyKind, Scope};
+use biscuit_auth::datalog::{
+    self, Expression, MapKey, Op, SymbolTable, TemporarySymbolTable, Term,
+};
+use biscuit_auth::error::{
+    Expression as ExpressionError, FailedAuthorizerCheck, FailedBlockCheck, FailedCheck, Logic,
+    MatchedPolicy, RunLimit, Token as TokenError,
+};
+use biscuit_auth::format::{convert::proto_block_to_token_block, schema};
+use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit};
+use prost::Message;
+
+/// Origins are sets of block indices; here bits of a word, the authorizer's
+/// the top one. Block `i` is bit `i`, so tokens of up to 63 blocks fit.
+const AUTHORIZER: u64 = 1 << 63;
+const MAX_BLOCKS: usize = 63;
+/// What a rule without `trusting` sees: the authority block and the
+/// authorizer (biscuit-auth's `TrustedOrigins::default`).
+const DEFAULT_TRUST: u64 = AUTHORIZER | 1;
+
+fn block_bit(block: usize) -> u64 {
+    if block == usize::MAX {
+        AUTHORIZER
+    } else {
+        1 << block
+    }
+}
+
+/// The origins a rule or check trusts, as `TrustedOrigins::from_scopes`
+/// computes them; `None` for a scope this evaluator leaves to biscuit-auth.
+fn trusted(scopes: &[Scope], default: u64, block: usize) -> Option<u64> {
+    let own = block_bit(block) | AUTHORIZER;
+    if scopes.is_empty() {
+        return Some(default | own);
+    }
+    let mut mask = own;
+    for scope in scopes {
+        match scope {
+            Scope::Authority => mask |= 1,
+            Scope::Previous => {
+                if block != usize::MAX {
+                    // Blocks 0..=block; block < 63, so this cannot overflow.
+                    mask |= (1u64 << (block + 1)) - 1;
+                }
+            }
+            Scope::PublicKey(_) | Scope::Parameter(_) => return None,
+        }
+    }
+    Some(mask)
+}
+
+/// One position of a rule's body or head.
+#[derive(Debug, Clone)]
+enum Slot {
+    Const(Term),
+    /// First occurrence of a variable in body order: binds it.
+    Bind(usize),
+    /// A variable already bound: must be equal.
+    Same(usize),
+}
+
+#[derive(Debug, Clone)]
+struct Atom {
+    name: u64,
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Clone)]
+struct Expr {
+    expression: Expression,
+    /// `(variable symbol, slot)` for every variable the expression names
+    /// that the body binds (a closure's own parameters included, as
+    /// biscuit-auth passes every bound variable).
+    inputs: Vec<(u32, usize)>,
+    /// Whether a constant of the expression is a symbol outside the
+    /// policy's table (then evaluation needs the request's symbols).
+    reads_extra_symbols: bool,
+}
+
+/// A rule, or one query of a check or policy, ready to evaluate.
+#[derive(Debug, Clone)]
+struct Query {
+    body: Vec<Atom>,
+    /// The head's name and positions (`Bind` never appears there: every
+    /// head variable is `Same`, or `Unbound` when the body lacks it).
+    head_name: u64,
+    head: Vec<HeadSlot>,
+    expressions: Vec<Expr>,
+    slots: usize,
+    scope: u64,
+    origin: u64,
+}
+
+#[derive(Debug, Clone)]
+enum HeadSlot {
+    Const(Term),
+    Var(usize),
+    /// A head variable the body does not bind: biscuit-auth derives
+    /// nothing from such a binding.
+    Unbound,
+}
+
+impl Query {
+    fn prepare(rule: &datalog::Rule, scope: u64, origin: u64, extra_from: u64) -> Self {
+        let mut slot_of: HashMap<u32, usize> = HashMap::new();
+        let body = rule
+            .body
+            .iter()
+            .map(|predicate| Atom {
+                name: predicate.name,
+                slots: predicate
+                    .terms
+                    .iter()
+                    .map(|term| match term {
+                        Term::Variable(v) => match slot_of.get(v) {
+                            Some(&slot) => Slot::Same(slot),
+                            None => {
+                                let slot = slot_of.len();
+                                slot_of.insert(*v, slot);
+                                Slot::Bind(slot)
+                            }
+                        },
+                        other => Slot::Const(other.clone()),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let head = rule
+            .head
+            .terms
+            .iter()
+            .map(|term| match term {
+                Term::Variable(v) => match slot_of.get(v) {
+                    Some(&slot) => HeadSlot::Var(slot),
+                    None => HeadSlot::Unbound,
+                },
+                other => HeadSlot::Const(other.clone()),
+            })
+            .collect();
+        let expressions = rule
+            .expressions
+            .iter()
+            .map(|expression| {
+                let mut names = BTreeSet::new();
+                let mut reads_extra_symbols = false;
+                walk_ops(&expression.ops, &mut |op| match op {
+                    Op::Value(term) => {
+                        if let Term::Variable(v) = term {
+                            names.insert(*v);
+                        }
+                        reads_extra_symbols |= mentions_extra(term, extra_from);
+                    }
+                    Op::Closure(params, _) => names.extend(params.iter().copied()),
+                    _ => {}
+                });
+                Expr {
+                    expression: expression.clone(),
+                    inputs: names
+                        .into_iter()
+                        .filter_map(|v| slot_of.get(&v).map(|&slot| (v, slot)))
+                        .collect(),
+                    reads_extra_symbols,
+                }
+            })
+            .collect();
+        Self {
+            body,
+            head_name: rule.head.name,
+            head,
+            expressions,
+            slots: slot_of.len(),
+            scope,
+            origin,
+        }
+    }
+}
+
+fn walk_ops(ops: &[Op], visit: &mut impl FnMut(&Op)) {
+    for op in ops {
+        visit(op);
+        if let Op::Closure(_, inner) = op {
+            walk_ops(inner, visit);
+        }
+    }
+}
+
+/// Whether `term` names a symbol at or beyond `extra_from`.
+fn mentions_extra(term: &Term, extra_from: u64) -> bool {
+    match term {
+        Term::Str(s) => *s >= extra_from,
+        Term::Set(set) => set.iter().any(|t| mentions_extra(t, extra_from)),
+        Term::Array(items) => items.iter().any(|t| mentions_extra(t, extra_from)),
+        Term::Map(map) => map.iter().any(|(k, v)| {
+            matches!(k, MapKey::Str(s) if *s >= extra_from) || mentions_extra(v, extra_from)
+        }),
+        _ => false,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PreparedCheck {
+    kind: CheckKind,
+    queries: Vec<Query>,
+    /// As biscuit-auth prints it in a failed-check error.
+    text: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PreparedBlock {
+    facts: Vec<datalog::Fact>,
+    rules: Vec<Query>,
+    checks: Vec<PreparedCheck>,
+}
+
+/// A token's blocks in the policy's symbols, prepared once per token.
+#[derive(Debug, Clone)]
+pub struct PreparedToken {
+    engine: u64,
+    /// The token's symbols the policy does not have, numbered from the
+    /// engine's first extra symbol on.
+    strings: Vec<String>,
+    blocks: Vec<PreparedBlock>,
+}
+
+/// Why a token is left to biscuit-auth's own authorizer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported(pub &'static str);
+
+/// The policy, prepared once.
+pub struct Engine {
+    id: u64,
+    symbols: SymbolTable,
+    /// Every symbol of `symbols`, the default ones included, by text.
+    index: HashMap<String, u64>,
+    /// The first symbol number beyond `symbols` (where a
+    /// `TemporarySymbolTable` over it starts numbering).
+    extra_from: u64,
+    time: u64,
+    /// The policy's facts (authorizer origin), by predicate name.
+    facts: HashMap<u64, Vec<Vec<Term>>>,
+    fact_set: HashMap<u64, HashSet<Vec<Term>>>,
+    fact_count: usize,
+    rules: Vec<Query>,
+    checks: Vec<PreparedCheck>,
+    policies: Vec<(PolicyKind, Vec<Query>)>,
+    limits: AuthorizerLimits,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("rules", &self.rules.len())
+            .field("facts", &self.fact_count)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Prepare `policy`; `None` when it uses what this evaluator leaves to
+    /// biscuit-auth (public-key scopes).
+    pub fn new(
+        policy: &AuthorizerBuilder,
+        limits: AuthorizerLimits,
+    ) -> Result<Option<Self>, String> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let authorizer = policy
+            .clone()
+            .build_unauthenticated()
+            .map_err(|e| e.to_string())?;
+        let (facts, rules, checks, policies) = authorizer.dump();
+        let mut symbols = SymbolTable::new();
+
+        let mut by_name: HashMap<u64, Vec<Vec<Term>>> = HashMap::new();
+        let mut fact_set: HashMap<u64, HashSet<Vec<Term>>> = HashMap::new();
+        let mut fact_count = 0;
+        for fact in &facts {
+            let fact: datalog::Fact = fact.convert(&mut symbols);
+            let new = fact_set
+                .entry(fact.predicate.name)
+                .or_default()
+                .insert(fact.predicate.terms.clone());
+            if new {
+                fact_count += 1;
+                by_name
+                    .entry(fact.predicate.name)
+                    .or_default()
+                    .push(fact.predicate.terms);
+            }
+        }
+        let mut converted_rules = Vec::new();
+        for rule in &rules {
+            let Some(scope) = trusted(&rule.scopes, DEFAULT_TRUST, usize::MAX) else {
+                return Ok(None);
+            };
+            converted_rules.push((rule.convert(&mut symbols), scope));
+        }
+        let mut converted_checks = Vec::new();
+        for check in &checks {
+            let mut queries = Vec::new();
+            for query in &check.queries {
+                let Some(scope) = trusted(&query.scopes, DEFAULT_TRUST, usize::MAX) else {
+                    return Ok(None);
+                };
+                queries.push((query.convert(&mut symbols), scope));
+            }
+            converted_checks.push((check.kind.clone(), queries, check.to_string()));
+        }
+        let mut converted_policies = Vec::new();
+        for policy in &policies {
+            let mut queries = Vec::new();
+            for query in &policy.queries {
+                let Some(scope) = trusted(&query.scopes, DEFAULT_TRUST, usize::MAX) else {
+                    return Ok(None);
+                };
+                queries.push((query.convert(&mut symbols), scope));
+            }
+            converted_policies.push((policy.kind.clone(), queries));
+        }
+        let time = symbols.insert("time");
+
+        // Where symbols beyond the table are numbered from: what the next
+        // insertion into it would get.
+        let extra_from = symbols.clone().insert("\u{0}tessera: beyond the policy");
+        let mut index = HashMap::new();
+        for i in 0.. {
+            match symbols.get_symbol(i) {
+                Some(s) => index.insert(s.to_owned(), i),
+                None => break,
+            };
+        }
+        for s in symbols.strings() {
+            if let Some(i) = symbols.get(&s) {
+                index.insert(s, i);
+            }
+        }
+
+        let prepare = |(rule, scope): &(datalog::Rule, u64)| {
+            Query::prepare(rule, *scope, AUTHORIZER, extra_from)
+        };
+        Ok(Some(Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            index,
+            extra_from,
+            time,
+            fact_count,
+            facts: by_name,
+            fact_set,
+            rules: converted_rules.iter().map(prepare).collect(),
+            checks: converted_checks
+                .iter()
+                .map(|(kind, queries, text)| PreparedCheck {
+                    kind: kind.clone(),
+                    queries: queries.iter().map(prepare).collect(),
+                    text: text.clone(),
+                })
+                .collect(),
+            policies: converted_policies
+                .iter()
+                .map(|(kind, queries)| (kind.clone(), queries.iter().map(prepare).collect()))
+                .collect(),
+            symbols,
+            limits,
+        }))
+    }
+
+    /// Translate `token`'s blocks into the policy's symbols.
+    pub fn prepare(&self, token: &Biscuit) -> Result<PreparedToken, Unsupported> {
+        if token.block_count() > MAX_BLOCKS {
+            return Err(Unsupported("more blocks than the evaluator's origins hold"));
+        }
+        if token.external_public_keys().iter().any(Option::is_some) {
+            return Err(Unsupported("third-party blocks"));
+        }
+        let bytes = token
+            .to_vec()
+            .map_err(|_| Unsupported("the token does not serialize"))?;
+        let container = schema::Biscuit::decode(&bytes[..])
+            .map_err(|_| Unsupported("the token does not decode"))?;
+        let mut token_symbols = SymbolTable::new();
+        let mut raw = Vec::with_capacity(1 + container.blocks.len());
+        for signed in std::iter::once(&container.authority).chain(&container.blocks) {
+            let block = schema::Block::decode(&signed.block[..])
+                .map_err(|_| Unsupported("a block does not decode"))?;
+            if !block.public_keys.is_empty() {
+                return Err(Unsupported("public keys in a block"));
+            }
+            let own = SymbolTable::from(block.symbols.clone())
+                .map_err(|_| Unsupported("a block's symbols overlap"))?;
+            token_symbols
+                .extend(&own)
+                .map_err(|_| Unsupported("a block's symbols overlap"))?;
+            raw.push(block);
+        }
+
+        let mut symbols = self.symbols.clone();
+        let unsupported_format = |_| Unsupported("a block uses an unsupported format");
+        let scope_unsupported = Unsupported("a public-key scope");
+        // Converted first, prepared once every symbol of the token is known
+        // (preparing looks at which symbols lie beyond the policy's).
+        type Converted = (
+            Vec<datalog::Fact>,
+            Vec<(datalog::Rule, u64)>,
+            Vec<(CheckKind, Vec<(datalog::Rule, u64)>, String)>,
+        );
+        let mut converted: Vec<Converted> = Vec::with_capacity(raw.len());
+        for (i, block) in raw.iter().enumerate() {
+            let block = proto_block_to_token_block(block, None).map_err(unsupported_format)?;
+            let block_scopes = block
+                .scopes
+                .iter()
+                .map(|s| Scope::convert_from(s, &token_symbols))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unsupported_format)?;
+            let block_trust =
+                trusted(&block_scopes, DEFAULT_TRUST, i).ok_or(scope_unsupported.clone())?;
+            let mut facts = Vec::with_capacity(block.facts.len());
+            for fact in &block.facts {
+                let fact = builder::Fact::convert_from(fact, &token_symbols)
+                    .map_err(unsupported_format)?;
+                facts.push(fact.convert(&mut symbols));
+            }
+            let mut rules = Vec::with_capacity(block.rules.len());
+            for rule in &block.rules {
+                if rule.validate_variables(&token_symbols).is_err() {
+                    return Err(Unsupported("a rule biscuit-auth refuses"));
+                }
+                let rule = builder::Rule::convert_from(rule, &token_symbols)
+                    .map_err(unsupported_format)?;
+                let scope =
+                    trusted(&rule.scopes, block_trust, i).ok_or(scope_unsupported.clone())?;
+                rules.push((rule.convert(&mut symbols), scope));
+            }
+            let mut checks = Vec::with_capacity(block.checks.len());
+            for check in &block.checks {
+                let check = builder::Check::convert_from(check, &token_symbols)
+                    .map_err(unsupported_format)?;
+                let mut queries = Vec::with_capacity(check.queries.len());
+                for query in &check.queries {
+                    let scope =
+                        trusted(&query.scopes, block_trust, i).ok_or(scope_unsupported.clone())?;
+                    queries.push((query.convert(&mut symbols), scope));
+                }
+                checks.push((check.kind.clone(), queries, check.to_string()));
+            }
+            converted.push((facts, rules, checks));
+        }
+        let strings = symbols.split_at(self.symbols.current_offset()).strings();
+        let extra_from = self.extra_from;
+        let blocks = converted
+            .into_iter()
+            .enumerate()
+            .map(|(i, (facts, rules, checks))| {
+                let prepare = |(rule, scope): &(datalog::Rule, u64)| {
+                    Query::prepare(rule, *scope, block_bit(i), extra_from)
+                };
+                PreparedBlock {
+                    facts,
+                    rules: rules.iter().map(prepare).collect(),
+                    checks: checks
+                        .into_iter()
+                        .map(|(kind, queries, text)| PreparedCheck {
+                            kind,
+                            queries: queries.iter().map(prepare).collect(),
+                            text,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(PreparedToken {
+            engine: self.id,
+            strings,
+            blocks,
+        })
+    }
+
+    /// Whether `token` was prepared by this engine.
+    pub fn owns(&self, token: &PreparedToken) -> bool {
+        token.engine == self.id
+    }
+
+    /// Decide one request as `Authorizer::authorize` would with the policy,
+    /// the token, `time(now)` and `facts`: the index of the allow policy
+    /// that matched, or biscuit-auth's error.
+    pub fn authorize<'f>(
+        &self,
+        token: &PreparedToken,
+        facts: impl IntoIterator<Item = (&'f str, &'f [builder::Term])>,
+        now: u64,
+    ) -> Result<usize, TokenError> {
+        let started = Instant::now();
+        let mut world = World::new(self, token);
+        world.add(AUTHORIZER, self.time, vec![Term::Date(now)]);
+        for (name, terms) in facts {
+            let name = world.intern(name);
+            let terms = terms
+                .iter()
+                .map(|t| world.term(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            world.add(AUTHORIZER, name, terms);
+        }
+        for (i, block) in token.blocks.iter().enumerate() {
+            for fact in &block.facts {
+                world.add(
+                    block_bit(i),
+                    fact.predicate.name,
+                    fact.predicate.terms.clone(),
+                );
+            }
+        }
+        world.run(&self.limits, started)?;
+        let limit = self.limits.max_time;
+        let timed_out = || started.elapsed() >= limit;
+        if timed_out() {
+            return Err(TokenError::RunLimit(RunLimit::Timeout));
+        }
+
+        let mut failed = Vec::new();
+        for (i, check) in self.checks.iter().enumerate() {
+            if !world.check(check, &timed_out)? {
+                failed.push(FailedCheck::Authorizer(FailedAuthorizerCheck {
+                    check_id: i as u32,
+                    rule: check.text.clone(),
+                }));
+            }
+        }
+        if let Some(authority) = token.blocks.first() {
+            for (j, check) in authority.checks.iter().enumerate() {
+                if !world.check(check, &timed_out)? {
+                    failed.push(block_failure(0, j, check));
+                }
+            }
+        }
+        let mut matched = None;
+        'policies: for (i, (kind, queries)) in self.policies.iter().enumerate() {
+            for query in queries {
+                let found = world.find(query)?;
+                if timed_out() {
+                    return Err(TokenError::RunLimit(RunLimit::Timeout));
+                }
+                if found {
+                    matched = Some(match kind {
+                        PolicyKind::Allow => Ok(i),
+                        PolicyKind::Deny => Err(i),
+                    });
+                    break 'policies;
+                }
+            }
+        }
+        for (i, block) in token.blocks.iter().enumerate().skip(1) {
+            for (j, check) in block.checks.iter().enumerate() {
+                if !world.check(check, &timed_out)? {
+                    failed.push(block_failure(i, j, check));
+                }
+            }
+        }
+        match (matched, failed.is_empty()) {
+            (Some(Ok(i)), true) => Ok(i),
+            (None, _) => Err(TokenError::FailedLogic(Logic::NoMatchingPolicy {
+                checks: failed,
+            })),
+            (Some(Ok(i)), _) => Err(TokenError::FailedLogic(Logic::Unauthorized {
+                policy: MatchedPolicy::Allow(i),
+                checks: failed,
+            })),
+            (Some(Err(i)), _) => Err(TokenError::FailedLogic(Logic::Unauthorized {
+                policy: MatchedPolicy::Deny(i),
+                checks: failed,
+            })),
+        }
+    }
+}
+
+fn block_failure(block: usize, check: usize, prepared: &PreparedCheck) -> FailedCheck {
+    FailedCheck::Block(FailedBlockCheck {
+        block_id: block as u32,
+        check_id: check as u32,
+        rule: prepared.text.clone(),
+    })
+}
+
+/// One stored fact of a request's world.
+struct Stored {
+    origin: u64,
+    terms: Vec<Term>,
+    /// The iteration that derived it (0: given).
+    round: u32,
+}
+
+/// Which of a predicate's facts a body atom ranges over in an iteration.
+#[derive(Clone, Copy)]
+enum Range {
+    /// Everything known (queries after the run, and atoms after the delta).
+    All,
+    /// Derived before the previous iteration.
+    Before(u32),
+    /// Derived by the previous iteration.
+    Exactly(u32),
+}
+
+impl Range {
+    fn holds(self, round: u32) -> bool {
+        match self {
+            Range::All => true,
+            Range::Before(r) => round < r,
+            Range::Exactly(r) => round == r,
+        }
+    }
+}
+
+/// A request's world: the policy's facts (shared, never copied) and the
+/// request's, the token's and everything derived.
+struct World<'e> {
+    engine: &'e Engine,
+    token: &'e PreparedToken,
+    /// The request's own symbols beyond the policy's and the token's.
+    local: Vec<String>,
+    local_index: HashMap<String, u64>,
+    facts: HashMap<u64, Vec<Stored>>,
+    /// Every stored fact, by origin and name, for telling new from known.
+    seen: HashMap<(u64, u64), HashSet<Vec<Term>>>,
+    len: usize,
+}
+
+/// How a search over bindings goes on.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl<'e> World<'e> {
+    fn new(engine: &'e Engine, token: &'e PreparedToken) -> Self {
+        Self {
+            engine,
+            token,
+            local: Vec::new(),
+            local_index: HashMap::new(),
+            facts: HashMap::new(),
+            seen: HashMap::new(),
+            len: engine.fact_count,
+        }
+    }
+
+    fn intern(&mut self, s: &str) -> u64 {
+        if let Some(&i) = self.engine.index.get(s) {
+            return i;
+        }
+        if let Some(at) = self.token.strings.iter().position(|t| t == s) {
+            return self.engine.extra_from + at as u64;
+        }
+        if let Some(&i) = self.local_index.get(s) {
+            return i;
+        }
+        let i = self.engine.extra_from + (self.token.strings.len() + self.local.len()) as u64;
+        self.local.push(s.to_owned());
+        self.local_index.insert(s.to_owned(), i);
+        i
+    }
+
+    fn term(&mut self, term: &builder::Term) -> Result<Term, TokenError> {
+        Ok(match term {
+            builder::Term::Str(s) => Term::Str(self.intern(s)),
+            builder::Term::Integer(i) => Term::Integer(*i),
+            builder::Term::Date(d) => Term::Date(*d),
+            builder::Term::Bytes(b) => Term::Bytes(b.clone()),
+            builder::Term::Bool(b) => Term::Bool(*b),
+            builder::Term::Null => Term::Null,
+            builder::Term::Set(set) => Term::Set(
+                set.iter()
+                    .map(|t| self.term(t))
+                    .collect::<Result<BTreeSet<_>, _>>()?,
+            ),
+            builder::Term::Array(items) => Term::Array(
+                items
+                    .iter()
+                    .map(|t| self.term(t))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            builder::Term::Map(map) => {
+                let mut out = BTreeMap::new();
+                for (k, v) in map {
+                    let key = match k {
+                        builder::MapKey::Integer(i) => MapKey::Integer(*i),
+                        builder::MapKey::Str(s) => MapKey::Str(self.intern(s)),
+                        builder::MapKey::Parameter(_) => return Err(not_a_fact()),
+                    };
+                    out.insert(key, self.term(v)?);
+                }
+                Term::Map(out)
+            }
+            builder::Term::Variable(_) | builder::Term::Parameter(_) => return Err(not_a_fact()),
+        })
+    }
+
+    /// Add a given fact (round 0); false if it was known.
+    fn add(&mut self, origin: u64, name: u64, terms: Vec<Term>) {
+        self.store(origin, name, terms, 0);
+    }
+
+    fn store(&mut self, origin: u64, name: u64, terms: Vec<Term>, round: u32) {
+        if self.known(origin, name, &terms) {
+            return;
+        }
+        self.seen
+            .entry((origin, name))
+            .or_default()
+            .insert(terms.clone());
+        self.facts.entry(name).or_default().push(Stored {
+            origin,
+            terms,
+            round,
+        });
+        self.len += 1;
+    }
+
+    fn known(&self, origin: u64, name: u64, terms: &[Term]) -> bool {
+        (origin == AUTHORIZER
+            && self
+                .engine
+                .fact_set
+                .get(&name)
+                .is_some_and(|set| set.contains(terms)))
+            || self
+                .seen
+                .get(&(origin, name))
+                .is_some_and(|set| set.contains(terms))
+    }
+
+    /// Whether any fact named `name` visible to `scope` was derived by
+    /// iteration `round` (the policy's and the given facts are round 0).
+    fn has_round(&self, name: u64, scope: u64, round: u32) -> bool {
+        if round == 0 && scope & AUTHORIZER != 0 && self.engine.facts.contains_key(&name) {
+            return true;
+        }
+        self.facts.get(&name).is_some_and(|facts| {
+            facts
+                .iter()
+                .rev()
+                .take_while(|f| f.round >= round)
+                .any(|f| f.round == round && f.origin & !scope == 0)
+        })
+    }
+
+    /// Apply rules until nothing new appears, as `World::run_with_limits`.
+    fn run(&mut self, limits: &AuthorizerLimits, started: Instant) -> Result<(), TokenError> {
+        let deadline = started + limits.max_time;
+        let engine = self.engine;
+        let token = self.token;
+        let mut iterations: u64 = 0;
+        let mut round: u32 = 1;
+        loop {
+            let mut derived: Vec<(u64, u64, Vec<Term>)> = Vec::new();
+            let mut derived_seen: HashSet<(u64, u64, Vec<Term>)> = HashSet::new();
+            let rules = engine
+                .rules
+                .iter()
+                .chain(token.blocks.iter().flat_map(|b| b.rules.iter()));
+            for rule in rules {
+                self.apply(rule, round, &mut derived, &mut derived_seen)?;
+            }
+            if derived.is_empty() {
+                return Ok(());
+            }
+            for (origin, name, terms) in derived {
+                self.store(origin, name, terms, round);
+            }
+            iterations += 1;
+            if iterations == limits.max_iterations {
+                return Err(TokenError::RunLimit(RunLimit::TooManyIterations));
+            }
+            if self.len as u64 >= limits.max_facts {
+                return Err(TokenError::RunLimit(RunLimit::TooManyFacts));
+            }
+            if Instant::now() >= deadline {
+                return Err(TokenError::RunLimit(RunLimit::Timeout));
+            }
+            round += 1;
+        }
+    }
+
+    /// Every new fact `rule` derives in iteration `round`: the bindings that
+    /// use at least one fact of the previous iteration.
+    fn apply(
+        &self,
+        rule: &Query,
+        round: u32,
+        derived: &mut Vec<(u64, u64, Vec<Term>)>,
+        derived_seen: &mut HashSet<(u64, u64, Vec<Term>)>,
+    ) -> Result<(), TokenError> {
+        let previous = round - 1;
+        let mut emit = |binding: &[Option<Term>], origin: u64| -> Result<Flow, TokenError> {
+            if !self.passes(rule, binding)? {
+                return Ok(Flow::Continue);
+            }
+            let Some(terms) = head_terms(rule, binding) else {
+                return Ok(Flow::Continue);
+            };
+            let origin = origin | rule.origin;
+            if !self.known(origin, rule.head_name, &terms)
+                && derived_seen.insert((origin, rule.head_name, terms.clone()))
+            {
+                derived.push((origin, rule.head_name, terms));
+            }
+            Ok(Flow::Continue)
+        };
+        let mut binding = vec![None; rule.slots];
+        if rule.body.is_empty() {
+            if round == 1 {
+                emit(&binding, 0)?;
+            }
+            return Ok(());
+        }
+        for delta in 0..rule.body.len() {
+            if !self.has_round(rule.body[delta].name, rule.scope, previous) {
+                continue;
+            }
+            let ranges = |i: usize| match i.cmp(&delta) {
+                std::cmp::Ordering::Less => Range::Before(previous),
+                std::cmp::Ordering::Equal => Range::Exactly(previous),
+                std::cmp::Ordering::Greater => Range::All,
+            };
+            self.join(rule, 0, &ranges, &mut binding, 0, &mut emit)?;
+        }
+        Ok(())
+    }
+
+    /// Enumerate the bindings of `rule`'s body from atom `at` on.
+    fn join<E>(
+        &self,
+        rule: &Query,
+        at: usize,
+        ranges: &dyn Fn(usize) -> Range,
+        binding: &mut Vec<Option<Term>>,
+        origin: u64,
+        emit: &mut impl FnMut(&[Option<Term>], u64) -> Result<Flow, E>,
+    ) -> Result<Flow, E> {
+        let Some(atom) = rule.body.get(at) else {
+            return emit(binding, origin);
+        };
+        let range = ranges(at);
+        if rule.scope & AUTHORIZER != 0 && range.holds(0) {
+            if let Some(facts) = self.engine.facts.get(&atom.name) {
+                for terms in facts {
+                    if bind(atom, terms, binding) {
+                        let flow =
+                            self.join(rule, at + 1, ranges, binding, origin | AUTHORIZER, emit)?;
+                        unbind(atom, binding);
+                        if let Flow::Stop = flow {
+                            return Ok(Flow::Stop);
+                        }
+                    } else {
+                        unbind(atom, binding);
+                    }
+                }
+            }
+        }
+        if let Some(facts) = self.facts.get(&atom.name) {
+            for fact in facts {
+                if !range.holds(fact.round) || fact.origin & !rule.scope != 0 {
+                    continue;
+                }
+                if bind(atom, &fact.terms, binding) {
+                    let flow =
+                        self.join(rule, at + 1, ranges, binding, origin | fact.origin, emit)?;
+                    unbind(atom, binding);
+                    if let Flow::Stop = flow {
+                        return Ok(Flow::Stop);
+                    }
+                } else {
+                    unbind(atom, binding);
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Whether every expression of `rule` holds for `binding`.
+    fn passes(&self, rule: &Query, binding: &[Option<Term>]) -> Result<bool, TokenError> {
+        for expr in &rule.expressions {
+            match self.evaluate(expr, binding)? {
+                Term::Bool(true) => {}
+                Term::Bool(false) => return Ok(false),
+                _ => return Err(TokenError::Execution(ExpressionError::InvalidType)),
+            }
+        }
+        Ok(true)
+    }
+
+    fn evaluate(&self, expr: &Expr, binding: &[Option<Term>]) -> Result<Term, TokenError> {
+        let mut values = HashMap::with_capacity(expr.inputs.len());
+        let mut reads_extra = expr.reads_extra_symbols;
+        for (name, slot) in &expr.inputs {
+            if let Some(value) = &binding[*slot] {
+                reads_extra |= mentions_extra(value, self.engine.extra_from);
+                values.insert(*name, value.clone());
+            }
+        }
+        let mut symbols = TemporarySymbolTable::new(&self.engine.symbols);
+        if reads_extra {
+            // The token's and the request's own symbols, numbered as they
+            // were numbered here, so the expression can read them.
+            for s in self.token.strings.iter().chain(&self.local) {
+                symbols.insert(s);
+            }
+        }
+        expr.expression
+            .evaluate(&values, &mut symbols, &HashMap::new())
+            .map_err(TokenError::Execution)
+    }
+
+    /// `query_match`: whether some binding satisfies the query.
+    fn find(&self, query: &Query) -> Result<bool, TokenError> {
+        let mut found = false;
+        let mut binding = vec![None; query.slots];
+        self.join(
+            query,
+            0,
+            &|_| Range::All,
+            &mut binding,
+            0,
+            &mut |binding, _| {
+                if self.passes(query, binding)? && head_terms(query, binding).is_some() {
+                    found = true;
+                    return Ok(Flow::Stop);
+                }
+                Ok::<_, TokenError>(Flow::Continue)
+            },
+        )?;
+        Ok(found)
+    }
+
+    /// `check_match_all`: some binding, and every binding satisfies it.
+    fn all(&self, query: &Query) -> Result<bool, TokenError> {
+        let mut found = false;
+        let mut holds = true;
+        let mut binding = vec![None; query.slots];
+        self.join(
+            query,
+            0,
+            &|_| Range::All,
+            &mut binding,
+            0,
+            &mut |binding, _| {
+                found = true;
+                if !self.passes(query, binding)? {
+                    holds = false;
+                    return Ok(Flow::Stop);
+                }
+                Ok::<_, TokenError>(Flow::Continue)
+            },
+        )?;
+        Ok(found && holds)
+    }
+
+    fn check(
+        &self,
+        check: &PreparedCheck,
+        timed_out: &dyn Fn() -> bool,
+    ) -> Result<bool, TokenError> {
+        for query in &check.queries {
+            let holds = match check.kind {
+                CheckKind::One => self.find(query)?,
+                CheckKind::All => self.all(query)?,
+                CheckKind::Reject => !self.find(query)?,
+            };
+            if timed_out() {
+                return Err(TokenError::RunLimit(RunLimit::Timeout));
+            }
+            if holds {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// A request fact holding a variable or parameter: the server built it
+/// wrong (biscuit-auth refuses to add such a fact to an authorizer).
+fn not_a_fact() -> TokenError {
+    TokenError::InternalError
+}
+
+/// Bind `atom`'s variables to `terms`; false if they do not match. Either
+/// way the caller unbinds the atom's first occurrences afterwards.
+fn bind(atom: &Atom, terms: &[Term], binding: &mut [Option<Term>]) -> bool {
+    if atom.slots.len() != terms.len() {
+        return false;
+    }
+    for (slot, term) in atom.slots.iter().zip(terms) {
+        match slot {
+            Slot::Const(c) => {
+                if c != term {
+                    return false;
+                }
+            }
+            Slot::Bind(v) => binding[*v] = Some(term.clone()),
+            Slot::Same(v) => {
+                if binding[*v].as_ref() != Some(term) {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+fn unbind(atom: &Atom, binding: &mut [Option<Term>]) {
+    for slot in &atom.slots {
+        if let Slot::Bind(v) = slot {
+            binding[*v] = None;
+        }
+    }
+}
+
+fn head_terms(rule: &Query, binding: &[Option<Term>]) -> Option<Vec<Term>> {
+    rule.head
+        .iter()
+        .map(|slot| match slot {
+            HeadSlot::Const(t) => Some(t.clone()),
+            HeadSlot::Var(v) => binding[*v].clone(),
+            HeadSlot::Unbound => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;
