@@ -35,6 +35,42 @@ use biscuit_auth::format::{convert::proto_block_to_token_block, schema};
 use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit};
 use prost::Message;
 
+/// A multiply-rotate hash for the evaluator's small internal maps, keyed
+/// by symbol numbers and terms the server or the token's signer chose: the
+/// maps live for one request and are bounded by the run limits, so
+/// SipHash's protection against chosen collisions buys nothing here.
+#[derive(Default, Clone, Copy)]
+struct QuickHasher(u64);
+
+impl std::hash::Hasher for QuickHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n.into());
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(n.into());
+    }
+}
+
+type Quick = std::hash::BuildHasherDefault<QuickHasher>;
+type QuickMap<K, V> = HashMap<K, V, Quick>;
+type QuickSet<T> = HashSet<T, Quick>;
+
 /// Origins are sets of block indices; here bits of a word, the authorizer's
 /// the top one. Block `i` is bit `i`, so tokens of up to 63 blocks fit.
 const AUTHORIZER: u64 = 1 << 63;
@@ -105,7 +141,11 @@ struct Expr {
 /// A rule, or one query of a check or policy, ready to evaluate.
 #[derive(Debug, Clone)]
 struct Query {
-    body: Vec<Atom>,
+    /// The body in its written order, each atom with its position.
+    body: Vec<(usize, Atom)>,
+    /// For each body position `p`, the body with atom `p` first: how the
+    /// bindings using one new fact of that atom are enumerated.
+    delta_plans: Vec<Vec<(usize, Atom)>>,
     /// The head's name and positions (`Bind` never appears there: every
     /// head variable is `Same`, or `Unbound` when the body lacks it).
     head_name: u64,
@@ -128,26 +168,56 @@ enum HeadSlot {
 impl Query {
     fn prepare(rule: &datalog::Rule, scope: u64, origin: u64, extra_from: u64) -> Self {
         let mut slot_of: HashMap<u32, usize> = HashMap::new();
-        let body = rule
-            .body
-            .iter()
-            .map(|predicate| Atom {
-                name: predicate.name,
-                slots: predicate
-                    .terms
-                    .iter()
-                    .map(|term| match term {
-                        Term::Variable(v) => match slot_of.get(v) {
-                            Some(&slot) => Slot::Same(slot),
-                            None => {
-                                let slot = slot_of.len();
-                                slot_of.insert(*v, slot);
-                                Slot::Bind(slot)
+        for predicate in &rule.body {
+            for term in &predicate.terms {
+                if let Term::Variable(v) = term {
+                    let next = slot_of.len();
+                    slot_of.entry(*v).or_insert(next);
+                }
+            }
+        }
+        // Which variables are bound depends on the order atoms are matched
+        // in: the first atom to mention one binds it.
+        let plan = |order: &[usize]| -> Vec<(usize, Atom)> {
+            let mut bound = vec![false; slot_of.len()];
+            order
+                .iter()
+                .map(|&at| {
+                    let predicate = &rule.body[at];
+                    let slots = predicate
+                        .terms
+                        .iter()
+                        .map(|term| match term {
+                            Term::Variable(v) => {
+                                let slot = slot_of[v];
+                                if std::mem::replace(&mut bound[slot], true) {
+                                    Slot::Same(slot)
+                                } else {
+                                    Slot::Bind(slot)
+                                }
                             }
+                            other => Slot::Const(other.clone()),
+                        })
+                        .collect();
+                    (
+                        at,
+                        Atom {
+                            name: predicate.name,
+                            slots,
                         },
-                        other => Slot::Const(other.clone()),
-                    })
-                    .collect(),
+                    )
+                })
+                .collect()
+        };
+        let written: Vec<usize> = (0..rule.body.len()).collect();
+        let body = plan(&written);
+        let delta_plans = written
+            .iter()
+            .map(|&first| {
+                let order: Vec<usize> = std::iter::once(first)
+                    .chain(written.iter().copied().filter(|&i| i != first))
+                    .collect();
+                plan(&order)
             })
             .collect();
         let head = rule
@@ -190,6 +260,7 @@ impl Query {
             .collect();
         Self {
             body,
+            delta_plans,
             head_name: rule.head.name,
             head,
             expressions,
@@ -220,6 +291,14 @@ fn mentions_extra(term: &Term, extra_from: u64) -> bool {
         }),
         _ => false,
     }
+}
+
+/// The policy's facts of one predicate, also by first term: most body atoms
+/// over them (`agent_op($op, $lvl)` with `$op` known) look one up.
+#[derive(Debug, Default)]
+struct PolicyFacts {
+    all: Vec<Vec<Term>>,
+    by_first: QuickMap<Term, Vec<usize>>,
 }
 
 #[derive(Debug, Clone)]
@@ -262,8 +341,10 @@ pub struct Engine {
     extra_from: u64,
     time: u64,
     /// The policy's facts (authorizer origin), by predicate name.
-    facts: HashMap<u64, Vec<Vec<Term>>>,
-    fact_set: HashMap<u64, HashSet<Vec<Term>>>,
+    facts: QuickMap<u64, PolicyFacts>,
+    fact_set: QuickMap<u64, QuickSet<Vec<Term>>>,
+    /// Where each predicate appears in the policy's rule bodies.
+    uses: QuickMap<u64, Vec<(usize, usize)>>,
     fact_count: usize,
     rules: Vec<Query>,
     checks: Vec<PreparedCheck>,
@@ -295,8 +376,8 @@ impl Engine {
         let (facts, rules, checks, policies) = authorizer.dump();
         let mut symbols = SymbolTable::new();
 
-        let mut by_name: HashMap<u64, Vec<Vec<Term>>> = HashMap::new();
-        let mut fact_set: HashMap<u64, HashSet<Vec<Term>>> = HashMap::new();
+        let mut by_name: QuickMap<u64, PolicyFacts> = QuickMap::default();
+        let mut fact_set: QuickMap<u64, QuickSet<Vec<Term>>> = QuickMap::default();
         let mut fact_count = 0;
         for fact in &facts {
             let fact: datalog::Fact = fact.convert(&mut symbols);
@@ -306,10 +387,15 @@ impl Engine {
                 .insert(fact.predicate.terms.clone());
             if new {
                 fact_count += 1;
-                by_name
-                    .entry(fact.predicate.name)
-                    .or_default()
-                    .push(fact.predicate.terms);
+                let facts = by_name.entry(fact.predicate.name).or_default();
+                if let Some(first) = fact.predicate.terms.first() {
+                    facts
+                        .by_first
+                        .entry(first.clone())
+                        .or_default()
+                        .push(facts.all.len());
+                }
+                facts.all.push(fact.predicate.terms);
             }
         }
         let mut converted_rules = Vec::new();
@@ -362,15 +448,23 @@ impl Engine {
         let prepare = |(rule, scope): &(datalog::Rule, u64)| {
             Query::prepare(rule, *scope, AUTHORIZER, extra_from)
         };
+        let rules: Vec<Query> = converted_rules.iter().map(prepare).collect();
+        let mut uses: QuickMap<u64, Vec<(usize, usize)>> = QuickMap::default();
+        for (r, rule) in rules.iter().enumerate() {
+            for (at, atom) in &rule.body {
+                uses.entry(atom.name).or_default().push((r, *at));
+            }
+        }
         Ok(Some(Self {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             index,
+            uses,
             extra_from,
             time,
             fact_count,
             facts: by_name,
             fact_set,
-            rules: converted_rules.iter().map(prepare).collect(),
+            rules,
             checks: converted_checks
                 .iter()
                 .map(|(kind, queries, text)| PreparedCheck {
@@ -640,11 +734,18 @@ struct World<'e> {
     token: &'e PreparedToken,
     /// The request's own symbols beyond the policy's and the token's.
     local: Vec<String>,
-    local_index: HashMap<String, u64>,
-    facts: HashMap<u64, Vec<Stored>>,
+    local_index: QuickMap<String, u64>,
+    facts: QuickMap<u64, Vec<Stored>>,
     /// Every stored fact, by origin and name, for telling new from known.
-    seen: HashMap<(u64, u64), HashSet<Vec<Term>>>,
+    seen: QuickMap<(u64, u64), QuickSet<Vec<Term>>>,
     len: usize,
+}
+
+/// The facts one iteration derives, new ones only.
+#[derive(Default)]
+struct Derived {
+    facts: Vec<(u64, u64, Vec<Term>)>,
+    seen: QuickSet<(u64, u64, Vec<Term>)>,
 }
 
 /// How a search over bindings goes on.
@@ -659,9 +760,9 @@ impl<'e> World<'e> {
             engine,
             token,
             local: Vec::new(),
-            local_index: HashMap::new(),
-            facts: HashMap::new(),
-            seen: HashMap::new(),
+            local_index: QuickMap::default(),
+            facts: QuickMap::with_capacity_and_hasher(32, Quick::default()),
+            seen: QuickMap::with_capacity_and_hasher(32, Quick::default()),
             len: engine.fact_count,
         }
     }
@@ -766,27 +867,47 @@ impl<'e> World<'e> {
         })
     }
 
-    /// Apply rules until nothing new appears, as `World::run_with_limits`.
+    /// Apply rules until nothing new appears, as `World::run_with_limits`:
+    /// the first iteration tries every binding; each later one only those
+    /// using a fact the iteration before it derived, which are exactly the
+    /// bindings a naive iteration would find that it had not found before.
     fn run(&mut self, limits: &AuthorizerLimits, started: Instant) -> Result<(), TokenError> {
         let deadline = started + limits.max_time;
         let engine = self.engine;
         let token = self.token;
+        let token_rules = || token.blocks.iter().flat_map(|b| b.rules.iter());
         let mut iterations: u64 = 0;
         let mut round: u32 = 1;
+        let mut fresh_names: Vec<u64> = Vec::new();
         loop {
-            let mut derived: Vec<(u64, u64, Vec<Term>)> = Vec::new();
-            let mut derived_seen: HashSet<(u64, u64, Vec<Term>)> = HashSet::new();
-            let rules = engine
-                .rules
-                .iter()
-                .chain(token.blocks.iter().flat_map(|b| b.rules.iter()));
-            for rule in rules {
-                self.apply(rule, round, &mut derived, &mut derived_seen)?;
+            let mut derived = Derived::default();
+            if round == 1 {
+                for rule in engine.rules.iter().chain(token_rules()) {
+                    self.apply_all(rule, &mut derived)?;
+                }
+            } else {
+                let previous = round - 1;
+                for name in &fresh_names {
+                    for &(r, at) in engine.uses.get(name).into_iter().flatten() {
+                        self.apply_delta(&engine.rules[r], at, previous, &mut derived)?;
+                    }
+                    for rule in token_rules() {
+                        for (at, atom) in &rule.body {
+                            if atom.name == *name {
+                                self.apply_delta(rule, *at, previous, &mut derived)?;
+                            }
+                        }
+                    }
+                }
             }
-            if derived.is_empty() {
+            if derived.facts.is_empty() {
                 return Ok(());
             }
-            for (origin, name, terms) in derived {
+            fresh_names.clear();
+            for (origin, name, terms) in derived.facts {
+                if !fresh_names.contains(&name) {
+                    fresh_names.push(name);
+                }
                 self.store(origin, name, terms, round);
             }
             iterations += 1;
@@ -803,78 +924,121 @@ impl<'e> World<'e> {
         }
     }
 
-    /// Every new fact `rule` derives in iteration `round`: the bindings that
-    /// use at least one fact of the previous iteration.
-    fn apply(
-        &self,
-        rule: &Query,
-        round: u32,
-        derived: &mut Vec<(u64, u64, Vec<Term>)>,
-        derived_seen: &mut HashSet<(u64, u64, Vec<Term>)>,
-    ) -> Result<(), TokenError> {
-        let previous = round - 1;
-        let mut emit = |binding: &[Option<Term>], origin: u64| -> Result<Flow, TokenError> {
-            if !self.passes(rule, binding)? {
-                return Ok(Flow::Continue);
-            }
-            let Some(terms) = head_terms(rule, binding) else {
-                return Ok(Flow::Continue);
-            };
-            let origin = origin | rule.origin;
-            if !self.known(origin, rule.head_name, &terms)
-                && derived_seen.insert((origin, rule.head_name, terms.clone()))
-            {
-                derived.push((origin, rule.head_name, terms));
-            }
-            Ok(Flow::Continue)
-        };
+    /// What `rule` derives from everything known (the first iteration).
+    fn apply_all(&self, rule: &Query, derived: &mut Derived) -> Result<(), TokenError> {
         let mut binding = vec![None; rule.slots];
         if rule.body.is_empty() {
-            if round == 1 {
-                emit(&binding, 0)?;
-            }
+            return self.derive(rule, &binding, 0, derived);
+        }
+        self.join(
+            rule,
+            &rule.body,
+            &|_| Range::All,
+            &mut binding,
+            0,
+            &mut |b, o| self.derive(rule, b, o, derived).map(|_| Flow::Continue),
+        )
+        .map(|_| ())
+    }
+
+    /// What `rule` derives from bindings whose atom `at` is a fact of
+    /// iteration `previous`, atoms before it older facts, atoms after it
+    /// any: each binding with a new fact is found once.
+    fn apply_delta(
+        &self,
+        rule: &Query,
+        at: usize,
+        previous: u32,
+        derived: &mut Derived,
+    ) -> Result<(), TokenError> {
+        let Some((_, atom)) = rule.body.get(at) else {
+            return Ok(());
+        };
+        if !self.has_round(atom.name, rule.scope, previous) {
             return Ok(());
         }
-        for delta in 0..rule.body.len() {
-            if !self.has_round(rule.body[delta].name, rule.scope, previous) {
-                continue;
-            }
-            let ranges = |i: usize| match i.cmp(&delta) {
-                std::cmp::Ordering::Less => Range::Before(previous),
-                std::cmp::Ordering::Equal => Range::Exactly(previous),
-                std::cmp::Ordering::Greater => Range::All,
-            };
-            self.join(rule, 0, &ranges, &mut binding, 0, &mut emit)?;
+        let ranges = |i: usize| match i.cmp(&at) {
+            std::cmp::Ordering::Less => Range::Before(previous),
+            std::cmp::Ordering::Equal => Range::Exactly(previous),
+            std::cmp::Ordering::Greater => Range::All,
+        };
+        let mut binding = vec![None; rule.slots];
+        self.join(
+            rule,
+            &rule.delta_plans[at],
+            &ranges,
+            &mut binding,
+            0,
+            &mut |b, o| self.derive(rule, b, o, derived).map(|_| Flow::Continue),
+        )
+        .map(|_| ())
+    }
+
+    /// The head of `rule` for `binding`, if its expressions hold and it is
+    /// new.
+    fn derive(
+        &self,
+        rule: &Query,
+        binding: &[Option<Term>],
+        origin: u64,
+        derived: &mut Derived,
+    ) -> Result<(), TokenError> {
+        if !self.passes(rule, binding)? {
+            return Ok(());
+        }
+        let Some(terms) = head_terms(rule, binding) else {
+            return Ok(());
+        };
+        let origin = origin | rule.origin;
+        if !self.known(origin, rule.head_name, &terms)
+            && derived.seen.insert((origin, rule.head_name, terms.clone()))
+        {
+            derived.facts.push((origin, rule.head_name, terms));
         }
         Ok(())
     }
 
-    /// Enumerate the bindings of `rule`'s body from atom `at` on.
+    /// Enumerate the bindings of `plan` (a rule's body in some order), each
+    /// atom over the facts `ranges` gives its written position.
     fn join<E>(
         &self,
         rule: &Query,
-        at: usize,
+        plan: &[(usize, Atom)],
         ranges: &dyn Fn(usize) -> Range,
         binding: &mut Vec<Option<Term>>,
         origin: u64,
         emit: &mut impl FnMut(&[Option<Term>], u64) -> Result<Flow, E>,
     ) -> Result<Flow, E> {
-        let Some(atom) = rule.body.get(at) else {
+        let Some(((at, atom), rest)) = plan.split_first() else {
             return emit(binding, origin);
         };
-        let range = ranges(at);
+        let range = ranges(*at);
         if rule.scope & AUTHORIZER != 0 && range.holds(0) {
             if let Some(facts) = self.engine.facts.get(&atom.name) {
-                for terms in facts {
-                    if bind(atom, terms, binding) {
-                        let flow =
-                            self.join(rule, at + 1, ranges, binding, origin | AUTHORIZER, emit)?;
-                        unbind(atom, binding);
-                        if let Flow::Stop = flow {
-                            return Ok(Flow::Stop);
-                        }
+                let first = match atom.slots.first() {
+                    Some(Slot::Const(c)) => Some(c),
+                    Some(Slot::Same(v)) => binding[*v].as_ref(),
+                    _ => None,
+                };
+                let candidates: &mut dyn Iterator<Item = &Vec<Term>> = match first {
+                    Some(first) => &mut facts
+                        .by_first
+                        .get(first)
+                        .into_iter()
+                        .flatten()
+                        .map(|&i| &facts.all[i]),
+                    None => &mut facts.all.iter(),
+                };
+                for terms in candidates {
+                    let matched = bind(atom, terms, binding);
+                    let flow = if matched {
+                        self.join(rule, rest, ranges, binding, origin | AUTHORIZER, emit)?
                     } else {
-                        unbind(atom, binding);
+                        Flow::Continue
+                    };
+                    unbind(atom, binding);
+                    if let Flow::Stop = flow {
+                        return Ok(Flow::Stop);
                     }
                 }
             }
@@ -884,15 +1048,15 @@ impl<'e> World<'e> {
                 if !range.holds(fact.round) || fact.origin & !rule.scope != 0 {
                     continue;
                 }
-                if bind(atom, &fact.terms, binding) {
-                    let flow =
-                        self.join(rule, at + 1, ranges, binding, origin | fact.origin, emit)?;
-                    unbind(atom, binding);
-                    if let Flow::Stop = flow {
-                        return Ok(Flow::Stop);
-                    }
+                let matched = bind(atom, &fact.terms, binding);
+                let flow = if matched {
+                    self.join(rule, rest, ranges, binding, origin | fact.origin, emit)?
                 } else {
-                    unbind(atom, binding);
+                    Flow::Continue
+                };
+                unbind(atom, binding);
+                if let Flow::Stop = flow {
+                    return Ok(Flow::Stop);
                 }
             }
         }
@@ -939,7 +1103,7 @@ impl<'e> World<'e> {
         let mut binding = vec![None; query.slots];
         self.join(
             query,
-            0,
+            &query.body,
             &|_| Range::All,
             &mut binding,
             0,
@@ -961,7 +1125,7 @@ impl<'e> World<'e> {
         let mut binding = vec![None; query.slots];
         self.join(
             query,
-            0,
+            &query.body,
             &|_| Range::All,
             &mut binding,
             0,
