@@ -9,6 +9,14 @@
 //!   per token and request facts after the first run)
 //! - `request/cold` and `request/warm`: everything a protected route does before
 //!   its handler (verify, session and user from the store, policy)
+//! - `policy/agent_read_sharee_datalog`: one full Datalog run for a sharee
+//!   (`use` through a grant) reading an agent with five grants
+//! - `agent_read/warm` and `agent_read/cold`: what `GET /api/agents/{name}`
+//!   does before rendering (authenticate, the agent with its grants,
+//!   decide), the owner's session token; cold is both caches off and a
+//!   first decision
+//! - `agent_read/cold_delegated_twice`: the same cold read by a delegated
+//!   `view` token its holder narrowed with two more blocks
 //! - `forward/assertion_mint`: signing one forward-auth assertion
 //! - `forward/decide_warm`: a whole forward-auth decision on a signed-in
 //!   route, its assertion reused from the cache
@@ -17,6 +25,8 @@
 use std::sync::Arc;
 
 use biscuit_auth::builder::string;
+use biscuit_auth::macros::block;
+use biscuit_auth::UnverifiedBiscuit;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tessera::authz::keys::{DataKeys, RootKeys};
 use tessera::authz::policy::RequestFacts;
@@ -118,37 +128,136 @@ fn authz(c: &mut Criterion) {
     });
 }
 
+/// `bench-agent`, owned by the admin behind `owner_token`, with five `use`
+/// grants. The first grantee finishes sign-up; the session token of that
+/// sharee is returned.
+fn agent_with_five_grants(
+    rt: &tokio::runtime::Runtime,
+    state: &AppState,
+    owner_token: &str,
+) -> String {
+    let owner = state.authenticate(owner_token).unwrap().user;
+    rt.block_on(async {
+        let event = AuditEvent::new(Some(&owner.id), "agent.create", "bench-agent");
+        state
+            .agents
+            .create(&owner, "bench-agent", Default::default(), event)
+            .await
+            .unwrap();
+        let mut first_code = None;
+        for i in 0..5 {
+            let (invited, code) = state
+                .accounts
+                .invite(&owner, &format!("user{i}"))
+                .await
+                .unwrap();
+            first_code.get_or_insert(code);
+            let event = AuditEvent::new(Some(&owner.id), "agent.share", "bench-agent");
+            state
+                .agents
+                .grant("bench-agent", &invited, Level::Use, &owner.id, None, event)
+                .await
+                .unwrap();
+        }
+        let sharee = state
+            .accounts
+            .complete_invite(
+                "user0",
+                &first_code.unwrap(),
+                "sharee-password".into(),
+                Default::default(),
+                false,
+            )
+            .await
+            .unwrap();
+        state
+            .authz
+            .mint_session(
+                &sharee.user.id,
+                &sharee.session.id,
+                sharee.session.expires_at,
+            )
+            .unwrap()
+    })
+}
+
+/// A delegated `view` token on `bench-agent` issued by the owner, as
+/// `POST /api/tokens` mints it, then narrowed offline by its holder with two
+/// more blocks: to reads only, and to that agent.
+fn delegated_narrowed_twice(
+    rt: &tokio::runtime::Runtime,
+    state: &AppState,
+    owner_token: &str,
+) -> String {
+    let owner = state.authenticate(owner_token).unwrap().user;
+    let record = rt
+        .block_on(state.delegations.create(
+            &owner.id,
+            "bench-agent",
+            Level::View,
+            3600,
+            None,
+            AuditEvent::new(Some(&owner.id), "token.mint", "bench-agent"),
+        ))
+        .unwrap();
+    let token = state
+        .authz
+        .mint_delegated(
+            &owner.id,
+            &record.id,
+            &record.agent,
+            record.level.rank(),
+            record.expires_at,
+        )
+        .unwrap();
+    let agent = "bench-agent";
+    UnverifiedBiscuit::from_base64(&token)
+        .unwrap()
+        .append(block!(r#"check if operation("agent:read");"#))
+        .unwrap()
+        .append(block!(r#"check if resource_agent({agent});"#))
+        .unwrap()
+        .to_base64()
+        .unwrap()
+}
+
 /// What `GET /api/agents/{name}` does before rendering: authenticate, find
 /// the agent with its grants, decide. The agent has five grants.
 fn agent_read(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     for (label, config) in [("warm", Config::new("unused")), ("cold", cold_config())] {
         let (state, token) = state_with_admin_and(&rt, config);
-        let owner = state.authenticate(&token).unwrap().user;
-        rt.block_on(async {
-            let event = AuditEvent::new(Some(&owner.id), "agent.create", "bench-agent");
-            state
-                .agents
-                .create(&owner, "bench-agent", Default::default(), event)
-                .await
-                .unwrap();
-            for i in 0..5 {
-                let (invited, _) = state
-                    .accounts
-                    .invite(&owner, &format!("user{i}"))
-                    .await
-                    .unwrap();
-                let event = AuditEvent::new(Some(&owner.id), "agent.share", "bench-agent");
-                state
-                    .agents
-                    .grant("bench-agent", &invited, Level::Use, &owner.id, None, event)
-                    .await
-                    .unwrap();
-            }
-        });
+        let sharee_token = agent_with_five_grants(&rt, &state, &token);
         c.bench_function(&format!("agent_read/{label}"), |b| {
             b.iter(|| {
                 let caller = state.authenticate(&token).unwrap();
+                let agent = state.agent("bench-agent").unwrap().unwrap();
+                let request = AppState::agent_request("agent:read", &agent, 0);
+                state.authorize(&caller, request).unwrap()
+            })
+        });
+        if label != "cold" {
+            continue;
+        }
+        // The Datalog run alone for a sharee, with the facts
+        // `AppState::authorize` adds for an active account.
+        let sharee = state.authenticate(&sharee_token).unwrap();
+        let agent = state.agent("bench-agent").unwrap().unwrap();
+        let request = AppState::agent_request("agent:read", &agent, 0)
+            .fact("active", [string(&sharee.user.id)]);
+        state.authorize(&sharee, request.clone()).unwrap();
+        c.bench_function("policy/agent_read_sharee_datalog", |b| {
+            b.iter(|| {
+                state
+                    .authz
+                    .authorize_uncached(&sharee.token, &request)
+                    .unwrap()
+            })
+        });
+        let narrowed = delegated_narrowed_twice(&rt, &state, &token);
+        c.bench_function("agent_read/cold_delegated_twice", |b| {
+            b.iter(|| {
+                let caller = state.authenticate(&narrowed).unwrap();
                 let agent = state.agent("bench-agent").unwrap().unwrap();
                 let request = AppState::agent_request("agent:read", &agent, 0);
                 state.authorize(&caller, request).unwrap()

@@ -3,13 +3,21 @@
 //! directory), drives it with C concurrent keep-alive HTTP/1.1 connections
 //! for S seconds per scenario, and prints one table.
 //!
-//!     cargo run --release --example loadbench -- [--users 1000] [--agents 10000] [--grants 50000] [--connections 64] [--seconds 5] [--only NAME]
+//!     cargo run --release --example loadbench -- [--users 1000] [--agents 10000] [--grants 50000] [--shared 1000] [--sessions 10000] [--connections 64] [--seconds 5] [--only NAME]
+//!
+//! The two `cold:` scenarios keep the decision cache from helping: a sharee
+//! holding `use` on `--shared` agents reads a random one of them per
+//! request, and `--sessions` sessions of the seeded users, minted up front,
+//! each read one agent shared with their user once (the scenario ends early
+//! when every session has been used).
 //!
 //! Every scenario runs in the same process and run as `/health`, so the
 //! ratio column compares like with like. Only loopback is ever contacted, and
 //! every loop is bounded by time.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -39,6 +47,10 @@ struct Args {
     agents: usize,
     users: usize,
     grants: usize,
+    /// Agents shared at `use` with the cold sharee.
+    shared: usize,
+    /// Sessions minted up front for the cold sessions scenario.
+    sessions: usize,
     /// Run only the scenarios whose name contains this (plus /health).
     only: Option<String>,
 }
@@ -50,6 +62,8 @@ fn parse_args() -> Result<Args, String> {
         agents: 10_000,
         users: 1_000,
         grants: 50_000,
+        shared: 1_000,
+        sessions: 10_000,
         only: None,
     };
     let mut it = std::env::args().skip(1);
@@ -68,6 +82,8 @@ fn parse_args() -> Result<Args, String> {
             "--agents" => args.agents = number.max(10) as usize,
             "--users" => args.users = number as usize,
             "--grants" => args.grants = number as usize,
+            "--shared" => args.shared = number.max(1) as usize,
+            "--sessions" => args.sessions = number as usize,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -90,6 +106,23 @@ struct Scenario {
     flood: Option<Box<Scenario>>,
     /// Headers beyond host and authorization (what a proxy forwards).
     headers: Vec<(&'static str, String)>,
+    /// Per request, one of these paths at random instead of `path`.
+    random_paths: Arc<Vec<String>>,
+    /// Per request, the next unused token and path of this pool (shared by
+    /// every connection) instead of `token` and `path`.
+    once: Option<Arc<OncePool>>,
+}
+
+/// Requests each sent once: (token, path), handed out in order.
+struct OncePool {
+    requests: Vec<(String, String)>,
+    next: AtomicUsize,
+}
+
+impl OncePool {
+    fn take(&self) -> Option<&(String, String)> {
+        self.requests.get(self.next.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 impl Scenario {
@@ -104,6 +137,8 @@ impl Scenario {
             write_ratio: 0.0,
             flood: None,
             headers: Vec::new(),
+            random_paths: Arc::new(Vec::new()),
+            once: None,
         }
     }
 
@@ -127,6 +162,8 @@ struct Outcome {
     read_latencies_us: Vec<u32>,
     write_latencies_us: Vec<u32>,
     elapsed: Duration,
+    /// A pool of one-time requests ran out before the time was up.
+    exhausted: bool,
 }
 
 async fn connection_loop(
@@ -156,11 +193,25 @@ async fn connection_loop(
         } else {
             &scenario
         };
+        let (path, token) = if let Some(pool) = &this.once {
+            match pool.take() {
+                Some((token, path)) => (path, Some(token)),
+                None => {
+                    out.exhausted = true;
+                    break;
+                }
+            }
+        } else if !this.random_paths.is_empty() {
+            let i = rng.gen_range(0..this.random_paths.len());
+            (&this.random_paths[i], this.token.as_ref())
+        } else {
+            (&this.path, this.token.as_ref())
+        };
         let mut req = Request::builder()
             .method(this.method)
-            .uri(&this.path)
+            .uri(path)
             .header("host", "127.0.0.1");
-        if let Some(token) = &this.token {
+        if let Some(token) = token {
             req = req.header("authorization", format!("Bearer {token}"));
         }
         for (name, value) in &this.headers {
@@ -228,6 +279,7 @@ async fn run_scenario(
         total.read_latencies_us.extend(o.read_latencies_us);
         total.write_latencies_us.extend(o.write_latencies_us);
         total.elapsed = total.elapsed.max(o.elapsed);
+        total.exhausted |= o.exhausted;
     }
     for f in flood {
         let _ = f.await;
@@ -250,6 +302,7 @@ async fn bench(args: Args) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let state = AppState::open(Config::new(dir.path())).map_err(|e| e.to_string())?;
     let store = state.store.clone();
+    let authz_state = state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
@@ -325,7 +378,18 @@ async fn bench(args: Args) -> Result<(), String> {
         "content": "a message from the bridge",
     })
     .to_string();
-    seed_users_and_grants(store.as_ref(), &args).await?;
+    let seeded = Instant::now();
+    let granted = seed_users_and_grants(store.as_ref(), &args).await?;
+    // The cold scenarios' people: a sharee holding `use` on `--shared`
+    // agents, and `--sessions` sessions of the seeded users.
+    let cold_sharee = seed_cold_sharee(&host, &admin, store.as_ref(), &admin_id, &args).await?;
+    let sessions = seed_sessions(&authz_state, store.as_ref(), &granted, &args)?;
+    drop(authz_state);
+    eprintln!(
+        "seeded users, grants, the cold sharee and {} sessions in {:.1} s",
+        sessions.len(),
+        seeded.elapsed().as_secs_f64()
+    );
 
     // A delegated token narrowed twice by its holder, offline.
     let minted = call(
@@ -383,6 +447,31 @@ async fn bench(args: Args) -> Result<(), String> {
         Some(&reader),
         json!({ "checks": checks }),
     );
+    let cold_shared_paths: Vec<String> = (0..args.shared.min(args.agents))
+        .map(|i| format!("/api/agents/{}", shared_with_cold_sharee(i, &args)))
+        .collect();
+    let cold_sharee_read = Scenario {
+        random_paths: Arc::new(cold_shared_paths),
+        ..Scenario::get(
+            String::leak(format!(
+                "cold: sharee reads 1 of {} shared agents",
+                args.shared.min(args.agents)
+            )),
+            "/api/agents/unused",
+            Some(&cold_sharee),
+        )
+    };
+    let cold_sessions = Scenario {
+        once: Some(Arc::new(OncePool {
+            next: AtomicUsize::new(0),
+            requests: sessions,
+        })),
+        ..Scenario::get(
+            String::leak(format!("cold: {} sessions, one read each", args.sessions)),
+            "/api/agents/unused",
+            None,
+        )
+    };
     let scenarios = vec![
         Scenario::get("GET /health", "/health", None),
         forward_auth,
@@ -439,6 +528,8 @@ async fn bench(args: Args) -> Result<(), String> {
             ))),
             ..sharee_read.clone()
         },
+        cold_sharee_read,
+        cold_sessions,
     ];
 
     println!(
@@ -453,7 +544,7 @@ async fn bench(args: Args) -> Result<(), String> {
             .unwrap_or(0)
     );
     println!(
-        "{:<34} {:>10} {:>9} {:>9} {:>8} {:>9}",
+        "{:<42} {:>10} {:>9} {:>9} {:>8} {:>9}",
         "scenario", "req/s", "p50 ms", "p99 ms", "non-2xx", "vs health"
     );
     let mut health_rps = None;
@@ -470,7 +561,7 @@ async fn bench(args: Args) -> Result<(), String> {
         let row = |name: &str, count: u64, sorted: &[u32], non_2xx: u64| {
             let rps = count as f64 / seconds;
             println!(
-                "{:<34} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>8.0}%",
+                "{:<42} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>8.0}%",
                 name,
                 rps,
                 percentile(sorted, 0.50),
@@ -480,6 +571,12 @@ async fn bench(args: Args) -> Result<(), String> {
             );
         };
         row(scenario.name, o.requests, &o.latencies_us, o.non_2xx);
+        if o.exhausted {
+            println!(
+                "  (every one-time request sent after {:.2} s: {} requests)",
+                seconds, o.requests
+            );
+        }
         if o.writes > 0 {
             // The mix's reads and writes apart: the read latency is what
             // the writes cost the readers.
@@ -502,8 +599,9 @@ async fn bench(args: Args) -> Result<(), String> {
 
 /// `--users` people and `--grants` view grants among them on random agents,
 /// written straight to the store (one shared password hash: hashing a
-/// thousand passwords would only slow set-up).
-async fn seed_users_and_grants(store: &dyn Store, args: &Args) -> Result<(), String> {
+/// thousand passwords would only slow set-up). Returns the agents granted
+/// to each seeded user, by index.
+async fn seed_users_and_grants(store: &dyn Store, args: &Args) -> Result<Vec<Vec<String>>, String> {
     use tessera::domain::agents::Grant;
     use tessera::domain::levels::Level;
     use tessera::domain::users::User;
@@ -539,12 +637,14 @@ async fn seed_users_and_grants(store: &dyn Store, args: &Args) -> Result<(), Str
     store
         .commit(&std::mem::take(&mut tx))
         .map_err(|e| e.to_string())?;
+    let mut granted = vec![Vec::new(); args.users];
     if args.users == 0 {
-        return Ok(());
+        return Ok(granted);
     }
     for n in 0..args.grants {
         let agent = format!("agent-{}", rng.gen_range(0..args.agents));
-        let grantee = format!("seed{}", rng.gen_range(0..args.users));
+        let grantee_index = rng.gen_range(0..args.users);
+        let grantee = format!("seed{grantee_index}");
         let Some(owner) = store
             .get(keyspace::agent(&agent).as_bytes())
             .map_err(|e| e.to_string())?
@@ -564,6 +664,7 @@ async fn seed_users_and_grants(store: &dyn Store, args: &Args) -> Result<(), Str
             serde_json::to_vec(&grant).map_err(|e| e.to_string())?,
         )
         .put(keyspace::granted(&grantee, &agent), Vec::new());
+        granted[grantee_index].push(agent);
         if n % 5_000 == 4_999 {
             store
                 .commit(&std::mem::take(&mut tx))
@@ -571,7 +672,109 @@ async fn seed_users_and_grants(store: &dyn Store, args: &Args) -> Result<(), Str
         }
     }
     store.commit(&tx).map_err(|e| e.to_string())?;
-    store.flush().map_err(|e| e.to_string())
+    store.flush().map_err(|e| e.to_string())?;
+    Ok(granted)
+}
+
+/// The `i`th agent shared with the cold sharee: spread over the host.
+fn shared_with_cold_sharee(i: usize, args: &Args) -> String {
+    let shared = args.shared.min(args.agents);
+    format!("agent-{}", i * (args.agents / shared))
+}
+
+/// A person signed up through the API ("cold-sharee"), holding `use` on
+/// `--shared` of the admin's agents, the grants written straight to the
+/// store. Returns their session token.
+async fn seed_cold_sharee(
+    host: &str,
+    admin: &str,
+    store: &dyn Store,
+    admin_id: &str,
+    args: &Args,
+) -> Result<String, String> {
+    use tessera::domain::agents::Grant;
+    use tessera::domain::levels::Level;
+    let invite = call(
+        host,
+        "POST",
+        "/auth/users",
+        Some(admin),
+        Some(json!({"username": "cold-sharee"})),
+    )
+    .await?;
+    let code = invite["invite_code"].as_str().ok_or("no invite code")?;
+    let done = call(
+        host,
+        "POST",
+        "/auth/complete",
+        None,
+        Some(
+            json!({"username": "cold-sharee", "invite_code": code, "password": "sharee-password"}),
+        ),
+    )
+    .await?;
+    let token = done["token"].as_str().ok_or("no token")?.to_owned();
+    let id = done["user"]["id"].as_str().ok_or("no id")?;
+    let mut tx = Transaction::new();
+    for i in 0..args.shared.min(args.agents) {
+        let agent = shared_with_cold_sharee(i, args);
+        let grant = Grant {
+            agent: agent.clone(),
+            grantee: id.to_owned(),
+            level: Level::Use,
+            granted_by: admin_id.to_owned(),
+            at: 0,
+        };
+        tx.put(
+            keyspace::grant(&agent, id),
+            serde_json::to_vec(&grant).map_err(|e| e.to_string())?,
+        )
+        .put(keyspace::granted(id, &agent), Vec::new());
+    }
+    store.commit(&tx).map_err(|e| e.to_string())?;
+    store.flush().map_err(|e| e.to_string())?;
+    Ok(token)
+}
+
+/// `--sessions` login sessions spread over the seeded users, written
+/// straight to the store and their tokens minted as a login would (no
+/// argon2: ten thousand logins would take minutes). Each comes with the
+/// path of one agent shared with its user.
+fn seed_sessions(
+    state: &AppState,
+    store: &dyn Store,
+    granted: &[Vec<String>],
+    args: &Args,
+) -> Result<Vec<(String, String)>, String> {
+    use tessera::domain::sessions::Session;
+    let mut rng = rand::thread_rng();
+    let mut requests = Vec::with_capacity(args.sessions);
+    let mut tx = Transaction::new();
+    for i in 0..args.sessions {
+        if granted.is_empty() {
+            break;
+        }
+        let user = i % granted.len();
+        if granted[user].is_empty() {
+            continue;
+        }
+        let agent = &granted[user][rng.gen_range(0..granted[user].len())];
+        let session = Session::new(&format!("seed{user}"), Duration::from_secs(3600), false);
+        session.write_into(&mut tx).map_err(|e| e.to_string())?;
+        let token = state
+            .authz
+            .mint_session(&session.user_id, &session.id, session.expires_at)
+            .map_err(|e| e.to_string())?;
+        requests.push((token, format!("/api/agents/{agent}")));
+        if i % 1_000 == 999 {
+            store
+                .commit(&std::mem::take(&mut tx))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    store.commit(&tx).map_err(|e| e.to_string())?;
+    store.flush().map_err(|e| e.to_string())?;
+    Ok(requests)
 }
 
 fn seed_agents(store: &dyn Store, owner: &str, count: usize) -> Result<(), String> {
@@ -603,7 +806,7 @@ fn main() -> std::process::ExitCode {
         Ok(args) => args,
         Err(e) => {
             eprintln!(
-                "{e}\nusage: loadbench [--users N] [--agents N] [--grants N] [--connections C] [--seconds S] [--only NAME]"
+                "{e}\nusage: loadbench [--users N] [--agents N] [--grants N] [--shared N] [--sessions N] [--connections C] [--seconds S] [--only NAME]"
             );
             return std::process::ExitCode::from(2);
         }
