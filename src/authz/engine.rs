@@ -690,6 +690,46 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Every fact named `predicate` the policy derives from `facts` alone
+    /// (no token, no clock), as `Authorizer::query` over an unauthenticated
+    /// authorizer returns them.
+    pub fn derive<'f>(
+        &self,
+        facts: impl IntoIterator<Item = (&'f str, &'f [builder::Term])>,
+        predicate: &str,
+    ) -> Result<Vec<Vec<builder::Term>>, TokenError> {
+        let started = Instant::now();
+        let nothing = PreparedToken {
+            engine: self.id,
+            strings: Vec::new(),
+            blocks: Vec::new(),
+        };
+        let mut world = World::new(self, &nothing);
+        for (name, terms) in facts {
+            let name = world.intern(name);
+            let terms = terms
+                .iter()
+                .map(|t| world.term(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            world.add(AUTHORIZER, name, terms);
+        }
+        world.run(&self.limits, started)?;
+        let name = world.intern(predicate);
+        let mut found: BTreeSet<&Vec<Term>> = BTreeSet::new();
+        if let Some(policy_facts) = self.facts.get(&name) {
+            found.extend(policy_facts.all.iter());
+        }
+        if let Some(stored) = world.facts.get(&name) {
+            found.extend(stored.iter().map(|f| &f.terms));
+        }
+        found
+            .into_iter()
+            .map(|terms| terms.iter().map(|t| world.builder_term(t)).collect())
+            .collect()
+    }
+}
+
 fn block_failure(block: usize, check: usize, prepared: &PreparedCheck) -> FailedCheck {
     FailedCheck::Block(FailedBlockCheck {
         block_id: block as u32,
@@ -815,6 +855,56 @@ impl<'e> World<'e> {
                 Term::Map(out)
             }
             builder::Term::Variable(_) | builder::Term::Parameter(_) => return Err(not_a_fact()),
+        })
+    }
+
+    fn symbol(&self, id: u64) -> Option<&str> {
+        if id < self.engine.extra_from {
+            return self.engine.symbols.get_symbol(id);
+        }
+        let at = (id - self.engine.extra_from) as usize;
+        match at.checked_sub(self.token.strings.len()) {
+            None => self.token.strings.get(at).map(String::as_str),
+            Some(local) => self.local.get(local).map(String::as_str),
+        }
+    }
+
+    fn builder_term(&self, term: &Term) -> Result<builder::Term, TokenError> {
+        let text = |id: u64| {
+            self.symbol(id)
+                .map(str::to_owned)
+                .ok_or(TokenError::InternalError)
+        };
+        Ok(match term {
+            Term::Str(id) => builder::Term::Str(text(*id)?),
+            Term::Integer(i) => builder::Term::Integer(*i),
+            Term::Date(d) => builder::Term::Date(*d),
+            Term::Bytes(b) => builder::Term::Bytes(b.clone()),
+            Term::Bool(b) => builder::Term::Bool(*b),
+            Term::Null => builder::Term::Null,
+            Term::Set(set) => builder::Term::Set(
+                set.iter()
+                    .map(|t| self.builder_term(t))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Term::Array(items) => builder::Term::Array(
+                items
+                    .iter()
+                    .map(|t| self.builder_term(t))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Term::Map(map) => {
+                let mut out = BTreeMap::new();
+                for (k, v) in map {
+                    let key = match k {
+                        MapKey::Integer(i) => builder::MapKey::Integer(*i),
+                        MapKey::Str(id) => builder::MapKey::Str(text(*id)?),
+                    };
+                    out.insert(key, self.builder_term(v)?);
+                }
+                builder::Term::Map(out)
+            }
+            Term::Variable(_) => return Err(TokenError::InternalError),
         })
     }
 

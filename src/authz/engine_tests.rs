@@ -339,6 +339,28 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ranks_are_derived_as_biscuit_auth_derives_them(case in case()) {
+        thread_local! {
+            static POLICY: Policy = embedded(str::to_owned);
+        }
+        POLICY.with(|policy| {
+            let request = case.request();
+            let mut expected = policy.ranks_reference(&request).map_err(|e| e.to_string());
+            let mut got = policy.ranks(&request).map_err(|e| e.to_string());
+            if let (Ok(expected), Ok(got)) = (&mut expected, &mut got) {
+                expected.sort();
+                got.sort();
+            }
+            prop_assert_eq!(expected, got);
+            Ok(())
+        })?;
+    }
+}
+
 /// Runs up to `tries` generated cases and returns the first on which the
 /// two disagree.
 fn first_disagreement(fast: &Policy, drop_last_block: bool, tries: usize) -> Option<Case> {

@@ -383,6 +383,30 @@ impl Policy {
     /// Every `holds(agent, user, rank)` the policy derives from `request`'s
     /// facts alone (no token): who effectively holds what on an agent.
     pub fn ranks(&self, request: &RequestFacts) -> Result<super::Ranks, AuthError> {
+        let Some(engine) = self.engine.as_deref() else {
+            return self.ranks_reference(request);
+        };
+        let found = engine
+            .derive(request.terms(), "holds")
+            .map_err(|e| match e {
+                TokenError::RunLimit(limit) => limit_hit(request, &limit.to_string()),
+                other => AuthError::Internal(format!("deriving ranks: {other}")),
+            })?;
+        found
+            .into_iter()
+            .map(|terms| match terms.as_slice() {
+                [Term::Str(agent), Term::Str(user), Term::Integer(rank)] => {
+                    Ok((agent.clone(), user.clone(), *rank))
+                }
+                other => Err(AuthError::Internal(format!(
+                    "the policy derived holds{other:?}, not (agent, user, rank)"
+                ))),
+            })
+            .collect()
+    }
+
+    /// [`Self::ranks`] by biscuit-auth's own authorizer.
+    pub fn ranks_reference(&self, request: &RequestFacts) -> Result<super::Ranks, AuthError> {
         let mut builder = self.base.clone();
         for fact in request.datalog() {
             builder = builder
