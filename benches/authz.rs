@@ -232,7 +232,7 @@ fn agent_read(c: &mut Criterion) {
             b.iter(|| {
                 let caller = state.authenticate(&token).unwrap();
                 let agent = state.agent("bench-agent").unwrap().unwrap();
-                let request = AppState::agent_request("agent:read", &agent, 0);
+                let request = AppState::agent_request("agent:read", &agent, &caller.user.id, 0);
                 state.authorize(&caller, request).unwrap()
             })
         });
@@ -243,7 +243,7 @@ fn agent_read(c: &mut Criterion) {
         // `AppState::authorize` adds for an active account.
         let sharee = state.authenticate(&sharee_token).unwrap();
         let agent = state.agent("bench-agent").unwrap().unwrap();
-        let request = AppState::agent_request("agent:read", &agent, 0)
+        let request = AppState::agent_request("agent:read", &agent, &sharee.user.id, 0)
             .fact("active", [string(&sharee.user.id)]);
         state.authorize(&sharee, request.clone()).unwrap();
         c.bench_function("policy/agent_read_sharee_datalog", |b| {
@@ -259,7 +259,7 @@ fn agent_read(c: &mut Criterion) {
             b.iter(|| {
                 let caller = state.authenticate(&narrowed).unwrap();
                 let agent = state.agent("bench-agent").unwrap().unwrap();
-                let request = AppState::agent_request("agent:read", &agent, 0);
+                let request = AppState::agent_request("agent:read", &agent, &caller.user.id, 0);
                 state.authorize(&caller, request).unwrap()
             })
         });

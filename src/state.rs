@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::authz::cache::Verified;
 use crate::authz::keys::{DataKeys, KeyError, RootKeys};
@@ -372,28 +372,41 @@ impl AppState {
         Ok(loaded.as_ref().clone())
     }
 
-    /// The facts for `operation` on `agent`: the agent, its owner and every
-    /// grant on it, and the rank the request would confer (0 if none).
-    pub fn agent_request(operation: &str, agent: &AgentState, granting: i64) -> RequestFacts {
-        Self::grant_request(operation, agent, granting, None)
+    /// The facts for `operation` on `agent` by `acting` (the caller, or
+    /// the person whose data a runtime asks for): the agent, its owner, the
+    /// grants `acting`'s rights draw on (see [`AgentState::facts_for`]), and
+    /// the rank the request would confer (0 if none).
+    pub fn agent_request(
+        operation: &str,
+        agent: &AgentState,
+        acting: &str,
+        granting: i64,
+    ) -> RequestFacts {
+        Self::grant_request(operation, agent, acting, granting, None)
     }
 
     /// A request that would replace or remove a grant drawn by `grantor`
     /// (`None`: no grant is at stake). The policy leaves a grant to those
-    /// its grantor answers to.
+    /// its grantor answers to, so the grants `grantor` draws on are
+    /// presented too.
     pub fn grant_request(
         operation: &str,
         agent: &AgentState,
+        acting: &str,
         granting: i64,
         grantor: Option<&str>,
     ) -> RequestFacts {
         let request = RequestFacts::new(operation)
             .fact("granting_rank", [biscuit_auth::builder::int(granting)]);
+        let facts = match grantor {
+            Some(by) => agent.facts_for(&[acting, by]),
+            None => agent.facts_for(&[acting]),
+        };
         match grantor {
             Some(by) => request.fact("grant_at_stake", [biscuit_auth::builder::string(by)]),
             None => request.fact("no_grant_at_stake", [biscuit_auth::builder::boolean(true)]),
         }
-        .with(&agent.facts)
+        .with(&facts)
     }
 
     /// Effective ranks on the agent, per user, as the policy derives them;
@@ -408,7 +421,8 @@ impl AppState {
                 return Ok(ranks.clone());
             }
         }
-        let mut request = Self::agent_request("agent:read", agent, 0);
+        // Everyone's ranks: every grant on the agent.
+        let mut request = RequestFacts::new("agent:read").with(&agent.facts);
         if let Some(admin) = admin {
             request = request.fact("admin", [biscuit_auth::builder::string(admin)]);
         }
@@ -440,8 +454,11 @@ pub struct AgentState {
     pub grants: Vec<Grant>,
     /// The owner's username (`None` if the account is gone).
     pub owner_name: Option<String>,
-    /// The agent, its owner and its grants as policy facts.
+    /// The agent, its owner and all its grants as policy facts.
     facts: Arc<FactSet>,
+    /// The agent's facts with only the grants some people draw on, by those
+    /// people (see [`Self::facts_for`]).
+    slices: Mutex<HashMap<Vec<String>, Arc<FactSet>>>,
     /// Who holds what on it, admins aside.
     plain_ranks: OnceLock<Arc<HashMap<String, i64>>>,
     /// The parts of its JSON that do not depend on who asks, rendered once by
@@ -451,35 +468,220 @@ pub struct AgentState {
 
 impl AgentState {
     pub fn new(agent: Agent, grants: Vec<Grant>, owner_name: Option<String>) -> Self {
-        use biscuit_auth::builder::string;
-        let name = string(&agent.name);
-        let mut facts = vec![
-            ("resource_agent", vec![name.clone()]),
-            ("agent", vec![name.clone()]),
-            ("owner", vec![name.clone(), string(&agent.owner)]),
-        ];
-        if !agent.archived {
-            facts.push(("active_agent", vec![name.clone()]));
-        }
-        for g in &grants {
-            facts.push((
-                "grant",
-                vec![
-                    name.clone(),
-                    string(&g.grantee),
-                    string(g.level.as_str()),
-                    string(&g.granted_by),
-                ],
-            ));
-        }
-        let facts = FactSet::new(facts);
+        let facts = agent_facts(&agent, grants.iter());
         Self {
             agent,
             grants,
             owner_name,
             facts: Arc::new(facts),
+            slices: Mutex::new(HashMap::new()),
             plain_ranks: OnceLock::new(),
             rendered: OnceLock::new(),
         }
+    }
+
+    /// The agent's facts with only the grants `people`'s rights can draw
+    /// on: their own, and up the chain those of everyone who granted them.
+    /// agents.dl derives a person's rank from their grants and their
+    /// grantors' ranks and nothing else, so a decision about `people` is
+    /// the same as with every grant presented; and a change to any other
+    /// grant leaves these facts, and every decision remembered on them, as
+    /// they were (a grant to bob does not make alice's decisions run cold).
+    pub fn facts_for(&self, people: &[&str]) -> Arc<FactSet> {
+        const MAX_SLICES: usize = 1024;
+        let key: Vec<String> = people.iter().map(|p| (*p).to_owned()).collect();
+        if let Some(hit) = self.slices.lock().ok().and_then(|s| s.get(&key).cloned()) {
+            return hit;
+        }
+        let mut reached: std::collections::HashSet<&str> = people.iter().copied().collect();
+        let mut pending: Vec<&str> = people.to_vec();
+        while let Some(who) = pending.pop() {
+            for grant in self.grants.iter().filter(|g| g.grantee == who) {
+                if reached.insert(&grant.granted_by) {
+                    pending.push(&grant.granted_by);
+                }
+            }
+        }
+        let drawn_on = self
+            .grants
+            .iter()
+            .filter(|g| reached.contains(g.grantee.as_str()));
+        let set = Arc::new(agent_facts(&self.agent, drawn_on));
+        if let Ok(mut slices) = self.slices.lock() {
+            if slices.len() >= MAX_SLICES {
+                slices.clear();
+            }
+            slices.insert(key, set.clone());
+        }
+        set
+    }
+}
+
+/// The agent, its owner, whether it is active, and `grants`, as policy facts.
+fn agent_facts<'g>(agent: &Agent, grants: impl Iterator<Item = &'g Grant>) -> FactSet {
+    use biscuit_auth::builder::string;
+    let name = string(&agent.name);
+    let mut facts = vec![
+        ("resource_agent", vec![name.clone()]),
+        ("agent", vec![name.clone()]),
+        ("owner", vec![name.clone(), string(&agent.owner)]),
+    ];
+    if !agent.archived {
+        facts.push(("active_agent", vec![name.clone()]));
+    }
+    for g in grants {
+        facts.push((
+            "grant",
+            vec![
+                name.clone(),
+                string(&g.grantee),
+                string(g.level.as_str()),
+                string(&g.granted_by),
+            ],
+        ));
+    }
+    FactSet::new(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::keys::RootKeys;
+    use crate::authz::tokens;
+    use crate::domain::levels::Level;
+    use biscuit_auth::AuthorizerLimits;
+    use proptest::prelude::*;
+
+    const PEOPLE: [&str; 5] = ["p0", "p1", "p2", "p3", "p4"];
+    const OPERATIONS: [&str; 6] = [
+        "agent:read",
+        "agent:update",
+        "agent:share",
+        "agent:unshare",
+        "agent:tokens:mint",
+        "agent:delete",
+    ];
+
+    fn level(i: usize) -> Level {
+        [
+            Level::View,
+            Level::Use,
+            Level::Edit,
+            Level::Manage,
+            Level::Share,
+        ][i]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+        /// A decision on the grants a person draws on equals the decision on
+        /// every grant of the agent, whoever asks, whatever is at stake.
+        #[test]
+        fn the_grants_drawn_on_decide_as_all_grants_do(
+            owner in 0usize..5,
+            // Mostly `share`, so chains of sharing several people long are common.
+            grants in prop::collection::vec((0usize..5, prop_oneof![1 => 0usize..4, 3 => Just(4usize)], 0usize..5), 0..12),
+            caller in 0usize..5,
+            admin in prop::option::of(0usize..5),
+            at_stake in prop::option::of(0usize..5),
+            operation in 0usize..OPERATIONS.len(),
+            granting in 0i64..=6,
+        ) {
+            thread_local! {
+                static SETUP: (Policy, RootKeys) = (
+                    Policy::embedded(AuthorizerLimits {
+                        max_time: std::time::Duration::from_secs(10),
+                        ..AuthorizerLimits::default()
+                    })
+                    .expect("policy"),
+                    RootKeys::ephemeral(),
+                );
+            }
+            let agent = Agent {
+                name: "a".into(),
+                owner: PEOPLE[owner].into(),
+                created_at: 0,
+                archived: false,
+                archived_at: None,
+                fields: Default::default(),
+            };
+            let grants: Vec<Grant> = grants
+                .into_iter()
+                .map(|(to, lvl, by)| Grant {
+                    agent: "a".into(),
+                    grantee: PEOPLE[to].into(),
+                    level: level(lvl),
+                    granted_by: PEOPLE[by].into(),
+                    at: 0,
+                })
+                .collect();
+            let state = AgentState::new(agent, grants, None);
+            let caller = PEOPLE[caller];
+            let at_stake = at_stake.map(|i| PEOPLE[i]);
+            SETUP.with(|(policy, keys)| {
+                let token = tokens::mint_session(keys, caller, "s", i64::MAX / 2).expect("mint");
+                let token = tokens::verify(keys, &token).expect("verify");
+                let request = |facts: &Arc<FactSet>| {
+                    let mut request = RequestFacts::new(OPERATIONS[operation])
+                        .fact("granting_rank", [biscuit_auth::builder::int(granting)])
+                        .fact("active", [biscuit_auth::builder::string(caller)]);
+                    request = match at_stake {
+                        Some(by) => request.fact("grant_at_stake", [biscuit_auth::builder::string(by)]),
+                        None => request.fact("no_grant_at_stake", [biscuit_auth::builder::boolean(true)]),
+                    };
+                    if let Some(admin) = admin {
+                        request = request.fact("admin", [biscuit_auth::builder::string(PEOPLE[admin])]);
+                    }
+                    request.with(facts)
+                };
+                let sliced = match at_stake {
+                    Some(by) => state.facts_for(&[caller, by]),
+                    None => state.facts_for(&[caller]),
+                };
+                let all = policy.authorize(&token, &request(&state.facts)).map_err(|e| e.to_string());
+                let drawn_on = policy.authorize(&token, &request(&sliced)).map_err(|e| e.to_string());
+                prop_assert_eq!(all, drawn_on);
+                Ok(())
+            })?;
+        }
+    }
+
+    #[test]
+    fn a_grant_elsewhere_leaves_the_facts_of_a_person_as_they_were() {
+        let agent = || Agent {
+            name: "a".into(),
+            owner: "owner".into(),
+            created_at: 0,
+            archived: false,
+            archived_at: None,
+            fields: Default::default(),
+        };
+        let grant = |to: &str, by: &str| Grant {
+            agent: "a".into(),
+            grantee: to.into(),
+            level: Level::Share,
+            granted_by: by.into(),
+            at: 0,
+        };
+        let before = AgentState::new(agent(), vec![grant("alice", "owner")], None);
+        let after = AgentState::new(
+            agent(),
+            vec![
+                grant("alice", "owner"),
+                grant("bob", "owner"),
+                grant("carol", "alice"),
+            ],
+            None,
+        );
+        let key = |state: &AgentState, who: &str| {
+            RequestFacts::new("op")
+                .with(&state.facts_for(&[who]))
+                .key()
+                .clone()
+        };
+        assert_eq!(key(&before, "alice"), key(&after, "alice"));
+        assert_ne!(key(&before, "bob"), key(&after, "bob"));
+        // carol draws on alice: alice's grant is among carol's facts.
+        assert_ne!(key(&after, "carol"), key(&after, "bob"));
     }
 }

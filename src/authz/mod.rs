@@ -8,6 +8,7 @@ pub mod keys;
 pub mod policy;
 pub mod tokens;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cache::{TokenCache, Verified};
@@ -45,6 +46,8 @@ pub struct Authz {
     cache: TokenCache,
     /// Effective ranks per distinct set of agent facts (see [`Authz::ranks`]).
     ranks: cache::Memo<policy::FactKey, Arc<Ranks>>,
+    /// Decisions evaluated because nothing remembered them.
+    cold_decisions: AtomicU64,
 }
 
 impl Authz {
@@ -54,6 +57,7 @@ impl Authz {
             policy,
             cache: TokenCache::new(cache_capacity),
             ranks: cache::Memo::new(cache_capacity),
+            cold_decisions: AtomicU64::new(0),
         }
     }
 
@@ -97,6 +101,7 @@ impl Authz {
                 return decision.map_err(AuthError::Denied);
             }
         }
+        self.cold_decisions.fetch_add(1, Ordering::Relaxed);
         let decision = self.policy.authorize(verified, request);
         if remember {
             match &decision {
@@ -132,6 +137,11 @@ impl Authz {
         request: &RequestFacts,
     ) -> Result<(), AuthError> {
         self.policy.authorize(verified, request)
+    }
+
+    /// How many decisions were evaluated because none was remembered.
+    pub fn cold_decisions(&self) -> u64 {
+        self.cold_decisions.load(Ordering::Relaxed)
     }
 
     pub fn policy(&self) -> &Policy {

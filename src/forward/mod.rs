@@ -240,12 +240,18 @@ fn decide_on_agent(
 ) -> Result<(String, Level), ForwardError> {
     let hidden = || AuthError::Denied(format!("no agent {name:?} this caller may reach"));
     let loaded = state.agent(name)?.ok_or_else(hidden)?;
-    match state.authorize(caller, AppState::agent_request(operation, &loaded, 0)) {
+    match state.authorize(
+        caller,
+        AppState::agent_request(operation, &loaded, &caller.user.id, 0),
+    ) {
         Ok(()) => {}
         Err(AuthError::Denied(reason)) => {
             let sees = operation != "agent:read"
                 && state
-                    .authorize(caller, AppState::agent_request("agent:read", &loaded, 0))
+                    .authorize(
+                        caller,
+                        AppState::agent_request("agent:read", &loaded, &caller.user.id, 0),
+                    )
                     .is_ok();
             return Err(if sees {
                 AuthError::Denied(reason)

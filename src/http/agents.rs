@@ -79,7 +79,7 @@ pub fn decide_on_grant(
     granting: i64,
     grantor: Option<&str>,
 ) -> ApiResult<()> {
-    let request = AppState::grant_request(operation, loaded, granting, grantor);
+    let request = AppState::grant_request(operation, loaded, &caller.user.id, granting, grantor);
     match state.authorize(caller, request) {
         Ok(()) => Ok(()),
         Err(AuthError::Denied(reason)) => {
@@ -114,7 +114,7 @@ pub(crate) fn allowed_on_grant(
     granting: i64,
     grantor: Option<&str>,
 ) -> ApiResult<bool> {
-    let request = AppState::grant_request(operation, loaded, granting, grantor);
+    let request = AppState::grant_request(operation, loaded, &caller.user.id, granting, grantor);
     match state.authorize(caller, request) {
         Ok(()) => Ok(true),
         Err(AuthError::Denied(_)) => Ok(false),

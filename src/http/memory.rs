@@ -255,7 +255,10 @@ pub(crate) fn may_grant_memory(
     caller: &Caller,
     agent: &AgentState,
 ) -> ApiResult<bool> {
-    match state.authorize(caller, AppState::agent_request("agent:read", agent, 0)) {
+    match state.authorize(
+        caller,
+        AppState::agent_request("agent:read", agent, &caller.user.id, 0),
+    ) {
         Ok(()) => Ok(true),
         Err(AuthError::Denied(_)) => Ok(false),
         Err(e) => Err(e.into()),

@@ -70,7 +70,10 @@ pub(crate) fn authorize_binding(state: &AppState, caller: &Caller, agent: &str) 
 /// Whether the caller may bind secrets to the agent (`manage`), as
 /// [`check_bindings`] decides; only limits and faults are errors.
 pub(crate) fn may_bind(state: &AppState, caller: &Caller, agent: &AgentState) -> ApiResult<bool> {
-    match state.authorize(caller, AppState::agent_request("agent:bind", agent, 0)) {
+    match state.authorize(
+        caller,
+        AppState::agent_request("agent:bind", agent, &caller.user.id, 0),
+    ) {
         Ok(()) => Ok(true),
         Err(AuthError::Denied(_)) => Ok(false),
         Err(e) => Err(e.into()),
@@ -240,7 +243,7 @@ fn released(state: &AppState, runtime: &AgentCaller) -> ApiResult<Vec<Value>> {
     let loaded = load(state, &runtime.agent)?;
     let mut out = Vec::new();
     for (owner, name) in state.secrets.bound_to(&runtime.agent)? {
-        let request = AppState::agent_request("secrets:release", &loaded, 0)
+        let request = AppState::agent_request("secrets:release", &loaded, &owner, 0)
             .fact("data_owner", [string(&owner)]);
         match state.authorize_agent(runtime, request) {
             Ok(()) => {}

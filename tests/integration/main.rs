@@ -27,6 +27,7 @@ mod openapi;
 mod private_data;
 mod private_property;
 mod proxies;
+mod remembered;
 mod runtime_tokens;
 mod scoped_listings;
 mod secrets_at_rest;
