@@ -19,11 +19,67 @@ use tower::ServiceExt;
 pub const ADMIN_PASSWORD: &str = "admin-password";
 
 /// The legacy fixtures (read-only input), kept in the repository so a clone
-/// needs nothing beside it.
+/// needs nothing beside it, as the tests read them: a copy made once per
+/// test run in cargo's temporary directory, with every legacy session's
+/// expiry moved forward by the time since the fixtures were recorded. The
+/// recorded expiries are absolute (the earliest passed on 2026-11-29), and
+/// the tests are about what the importer does with live sessions, not about
+/// the day they run on. The repository's files are never written.
 pub fn fixtures() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/taos-legacy");
-    assert!(dir.is_dir(), "legacy fixtures missing at {}", dir.display());
-    dir
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let recorded = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/taos-legacy");
+        assert!(
+            recorded.is_dir(),
+            "legacy fixtures missing at {}",
+            recorded.display()
+        );
+        let copy = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("taos-legacy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_tree(&recorded, &copy);
+        for install in ["multi-user", "single-password"] {
+            redate_sessions(&copy.join(install).join(".auth_sessions"));
+        }
+        copy
+    })
+    .clone()
+}
+
+/// When the fixtures' sessions were recorded: shortly before the earliest
+/// of their expiries.
+const FIXTURES_RECORDED_AT: f64 = 1_795_900_000.0;
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn redate_sessions(path: &std::path::Path) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let shift = (now - FIXTURES_RECORDED_AT).max(0.0);
+    let moved = |v: &Value| v.as_f64().map(|t| serde_json::json!(t + shift));
+    let mut sessions: serde_json::Map<String, Value> =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    for value in sessions.values_mut() {
+        if let Some(bare) = moved(value) {
+            *value = bare;
+        } else if let Some(expires) = value.get("expires_at").and_then(moved) {
+            value["expires_at"] = expires;
+        }
+    }
+    std::fs::write(path, serde_json::to_vec(&sessions).unwrap()).unwrap();
 }
 
 pub struct Response {
