@@ -305,8 +305,146 @@ struct PolicyFacts {
 struct PreparedCheck {
     kind: CheckKind,
     queries: Vec<Query>,
-    /// As biscuit-auth prints it in a failed-check error.
-    text: String,
+    text: CheckText,
+}
+
+/// A check as biscuit-auth prints it in a failed-check error: the policy's
+/// printed once, a token's only when it fails.
+#[derive(Debug, Clone)]
+enum CheckText {
+    Ready(String),
+    /// In the token's own symbols ([`PreparedToken::symbols`]).
+    InToken(datalog::Check),
+}
+
+impl CheckText {
+    fn print(&self, token: &PreparedToken) -> String {
+        match self {
+            CheckText::Ready(text) => text.clone(),
+            CheckText::InToken(check) => token.symbols.print_check(check),
+        }
+    }
+}
+
+/// Renumbers a token's symbols into the policy's (and, for those the
+/// policy lacks, the token's own numbers beyond them), by text, as
+/// biscuit-auth's conversions do, without copying the policy's table.
+struct Remap<'a> {
+    engine: &'a Engine,
+    from: &'a SymbolTable,
+    extras: Vec<String>,
+    extra_index: HashMap<String, u64>,
+}
+
+/// Symbols below this are biscuit-auth's defaults, numbered the same in
+/// every table.
+const FIRST_CUSTOM_SYMBOL: u64 = 1024;
+
+impl Remap<'_> {
+    fn id(&mut self, id: u64) -> Result<u64, Unsupported> {
+        if id < FIRST_CUSTOM_SYMBOL {
+            return Ok(id);
+        }
+        let text = self
+            .from
+            .get_symbol(id)
+            .ok_or(Unsupported("a symbol the token does not define"))?;
+        if let Some(&i) = self.engine.index.get(text) {
+            return Ok(i);
+        }
+        if let Some(&i) = self.extra_index.get(text) {
+            return Ok(i);
+        }
+        let i = self.engine.extra_from + self.extras.len() as u64;
+        self.extras.push(text.to_owned());
+        self.extra_index.insert(text.to_owned(), i);
+        Ok(i)
+    }
+
+    fn variable(&mut self, v: u32) -> Result<u32, Unsupported> {
+        u32::try_from(self.id(v.into())?).map_err(|_| Unsupported("too many symbols"))
+    }
+
+    fn term(&mut self, term: &Term) -> Result<Term, Unsupported> {
+        Ok(match term {
+            Term::Str(id) => Term::Str(self.id(*id)?),
+            Term::Variable(v) => Term::Variable(self.variable(*v)?),
+            Term::Set(set) => {
+                Term::Set(set.iter().map(|t| self.term(t)).collect::<Result<_, _>>()?)
+            }
+            Term::Array(items) => Term::Array(
+                items
+                    .iter()
+                    .map(|t| self.term(t))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Term::Map(map) => {
+                let mut out = BTreeMap::new();
+                for (k, v) in map {
+                    let key = match k {
+                        MapKey::Str(id) => MapKey::Str(self.id(*id)?),
+                        MapKey::Integer(i) => MapKey::Integer(*i),
+                    };
+                    out.insert(key, self.term(v)?);
+                }
+                Term::Map(out)
+            }
+            other => other.clone(),
+        })
+    }
+
+    fn predicate(&mut self, p: &datalog::Predicate) -> Result<datalog::Predicate, Unsupported> {
+        Ok(datalog::Predicate {
+            name: self.id(p.name)?,
+            terms: p
+                .terms
+                .iter()
+                .map(|t| self.term(t))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn ops(&mut self, ops: &[Op]) -> Result<Vec<Op>, Unsupported> {
+        ops.iter()
+            .map(|op| {
+                Ok(match op {
+                    Op::Value(term) => Op::Value(self.term(term)?),
+                    Op::Unary(datalog::Unary::Ffi(_)) | Op::Binary(datalog::Binary::Ffi(_)) => {
+                        return Err(Unsupported("an external function"))
+                    }
+                    Op::Closure(params, body) => Op::Closure(
+                        params
+                            .iter()
+                            .map(|p| self.variable(*p))
+                            .collect::<Result<_, _>>()?,
+                        self.ops(body)?,
+                    ),
+                    other => other.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn rule(&mut self, rule: &datalog::Rule) -> Result<datalog::Rule, Unsupported> {
+        Ok(datalog::Rule {
+            head: self.predicate(&rule.head)?,
+            body: rule
+                .body
+                .iter()
+                .map(|p| self.predicate(p))
+                .collect::<Result<_, _>>()?,
+            expressions: rule
+                .expressions
+                .iter()
+                .map(|e| {
+                    Ok(Expression {
+                        ops: self.ops(&e.ops)?,
+                    })
+                })
+                .collect::<Result<_, Unsupported>>()?,
+            scopes: rule.scopes.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -324,6 +462,9 @@ pub struct PreparedToken {
     /// engine's first extra symbol on.
     strings: Vec<String>,
     blocks: Vec<PreparedBlock>,
+    /// The token's own symbol table, to print a failed check as
+    /// biscuit-auth does.
+    symbols: SymbolTable,
 }
 
 /// Why a token is left to biscuit-auth's own authorizer.
@@ -470,7 +611,7 @@ impl Engine {
                 .map(|(kind, queries, text)| PreparedCheck {
                     kind: kind.clone(),
                     queries: queries.iter().map(prepare).collect(),
-                    text: text.clone(),
+                    text: CheckText::Ready(text.clone()),
                 })
                 .collect(),
             policies: converted_policies
@@ -511,59 +652,61 @@ impl Engine {
             raw.push(block);
         }
 
-        let mut symbols = self.symbols.clone();
         let unsupported_format = |_| Unsupported("a block uses an unsupported format");
         let scope_unsupported = Unsupported("a public-key scope");
+        let mut remap = Remap {
+            engine: self,
+            from: &token_symbols,
+            extras: Vec::new(),
+            extra_index: HashMap::new(),
+        };
         // Converted first, prepared once every symbol of the token is known
         // (preparing looks at which symbols lie beyond the policy's).
         type Converted = (
             Vec<datalog::Fact>,
             Vec<(datalog::Rule, u64)>,
-            Vec<(CheckKind, Vec<(datalog::Rule, u64)>, String)>,
+            Vec<(CheckKind, Vec<(datalog::Rule, u64)>, datalog::Check)>,
         );
         let mut converted: Vec<Converted> = Vec::with_capacity(raw.len());
         for (i, block) in raw.iter().enumerate() {
             let block = proto_block_to_token_block(block, None).map_err(unsupported_format)?;
-            let block_scopes = block
-                .scopes
-                .iter()
-                .map(|s| Scope::convert_from(s, &token_symbols))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(unsupported_format)?;
-            let block_trust =
-                trusted(&block_scopes, DEFAULT_TRUST, i).ok_or(scope_unsupported.clone())?;
+            let trust = |scopes: &[Scope], default: u64| {
+                trusted(scopes, default, i).ok_or(scope_unsupported.clone())
+            };
+            let scopes_of = |scopes: &[_]| {
+                scopes
+                    .iter()
+                    .map(|s| Scope::convert_from(s, &token_symbols))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(unsupported_format)
+            };
+            let block_trust = trust(&scopes_of(&block.scopes)?, DEFAULT_TRUST)?;
             let mut facts = Vec::with_capacity(block.facts.len());
             for fact in &block.facts {
-                let fact = builder::Fact::convert_from(fact, &token_symbols)
-                    .map_err(unsupported_format)?;
-                facts.push(fact.convert(&mut symbols));
+                facts.push(datalog::Fact {
+                    predicate: remap.predicate(&fact.predicate)?,
+                });
             }
             let mut rules = Vec::with_capacity(block.rules.len());
             for rule in &block.rules {
                 if rule.validate_variables(&token_symbols).is_err() {
                     return Err(Unsupported("a rule biscuit-auth refuses"));
                 }
-                let rule = builder::Rule::convert_from(rule, &token_symbols)
-                    .map_err(unsupported_format)?;
-                let scope =
-                    trusted(&rule.scopes, block_trust, i).ok_or(scope_unsupported.clone())?;
-                rules.push((rule.convert(&mut symbols), scope));
+                let scope = trust(&scopes_of(&rule.scopes)?, block_trust)?;
+                rules.push((remap.rule(rule)?, scope));
             }
             let mut checks = Vec::with_capacity(block.checks.len());
             for check in &block.checks {
-                let check = builder::Check::convert_from(check, &token_symbols)
-                    .map_err(unsupported_format)?;
                 let mut queries = Vec::with_capacity(check.queries.len());
                 for query in &check.queries {
-                    let scope =
-                        trusted(&query.scopes, block_trust, i).ok_or(scope_unsupported.clone())?;
-                    queries.push((query.convert(&mut symbols), scope));
+                    let scope = trust(&scopes_of(&query.scopes)?, block_trust)?;
+                    queries.push((remap.rule(query)?, scope));
                 }
-                checks.push((check.kind.clone(), queries, check.to_string()));
+                checks.push((check.kind.clone(), queries, check.clone()));
             }
             converted.push((facts, rules, checks));
         }
-        let strings = symbols.split_at(self.symbols.current_offset()).strings();
+        let strings = remap.extras;
         let extra_from = self.extra_from;
         let blocks = converted
             .into_iter()
@@ -577,10 +720,10 @@ impl Engine {
                     rules: rules.iter().map(prepare).collect(),
                     checks: checks
                         .into_iter()
-                        .map(|(kind, queries, text)| PreparedCheck {
+                        .map(|(kind, queries, source)| PreparedCheck {
                             kind,
                             queries: queries.iter().map(prepare).collect(),
-                            text,
+                            text: CheckText::InToken(source),
                         })
                         .collect(),
                 }
@@ -590,6 +733,7 @@ impl Engine {
             engine: self.id,
             strings,
             blocks,
+            symbols: token_symbols,
         })
     }
 
@@ -639,14 +783,14 @@ impl Engine {
             if !world.check(check, &timed_out)? {
                 failed.push(FailedCheck::Authorizer(FailedAuthorizerCheck {
                     check_id: i as u32,
-                    rule: check.text.clone(),
+                    rule: check.text.print(token),
                 }));
             }
         }
         if let Some(authority) = token.blocks.first() {
             for (j, check) in authority.checks.iter().enumerate() {
                 if !world.check(check, &timed_out)? {
-                    failed.push(block_failure(0, j, check));
+                    failed.push(block_failure(token, 0, j, check));
                 }
             }
         }
@@ -669,7 +813,7 @@ impl Engine {
         for (i, block) in token.blocks.iter().enumerate().skip(1) {
             for (j, check) in block.checks.iter().enumerate() {
                 if !world.check(check, &timed_out)? {
-                    failed.push(block_failure(i, j, check));
+                    failed.push(block_failure(token, i, j, check));
                 }
             }
         }
@@ -704,6 +848,7 @@ impl Engine {
             engine: self.id,
             strings: Vec::new(),
             blocks: Vec::new(),
+            symbols: SymbolTable::new(),
         };
         let mut world = World::new(self, &nothing);
         for (name, terms) in facts {
@@ -730,11 +875,16 @@ impl Engine {
     }
 }
 
-fn block_failure(block: usize, check: usize, prepared: &PreparedCheck) -> FailedCheck {
+fn block_failure(
+    token: &PreparedToken,
+    block: usize,
+    check: usize,
+    prepared: &PreparedCheck,
+) -> FailedCheck {
     FailedCheck::Block(FailedBlockCheck {
         block_id: block as u32,
         check_id: check as u32,
-        rule: prepared.text.clone(),
+        rule: prepared.text.print(token),
     })
 }
 

@@ -240,7 +240,7 @@ enum Outcome {
     Allowed(usize),
     Refused {
         policy: Option<Result<usize, usize>>,
-        failed: Vec<(Option<u32>, u32)>,
+        failed: Vec<(Option<u32>, u32, String)>,
     },
     Error(String),
 }
@@ -250,8 +250,8 @@ fn outcome(decision: Result<usize, TokenError>) -> Outcome {
         checks
             .iter()
             .map(|c| match c {
-                FailedCheck::Block(b) => (Some(b.block_id), b.check_id),
-                FailedCheck::Authorizer(a) => (None, a.check_id),
+                FailedCheck::Block(b) => (Some(b.block_id), b.check_id, b.rule.clone()),
+                FailedCheck::Authorizer(a) => (None, a.check_id, a.rule.clone()),
             })
             .collect()
     };
