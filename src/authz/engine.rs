@@ -71,6 +71,9 @@ type Quick = std::hash::BuildHasherDefault<QuickHasher>;
 type QuickMap<K, V> = HashMap<K, V, Quick>;
 type QuickSet<T> = HashSet<T, Quick>;
 
+/// Facts of one name compared one by one before they get a hash index.
+const SCAN_UP_TO: usize = 16;
+
 /// Origins are sets of block indices; here bits of a word, the authorizer's
 /// the top one. Block `i` is bit `i`, so tokens of up to 63 blocks fit.
 const AUTHORIZER: u64 = 1 << 63;
@@ -926,9 +929,13 @@ struct World<'e> {
     local: Vec<String>,
     local_index: QuickMap<String, u64>,
     facts: QuickMap<u64, Vec<Stored>>,
-    /// Every stored fact, by origin and name, for telling new from known.
+    /// The stored facts of the predicates in `indexed`, by origin and name,
+    /// for telling new from known.
     seen: QuickMap<(u64, u64), QuickSet<Vec<Term>>>,
+    indexed: QuickSet<u64>,
     len: usize,
+    /// The bindings being built, reused from rule to rule.
+    scratch: std::cell::RefCell<Vec<Option<Term>>>,
 }
 
 /// The facts one iteration derives, new ones only.
@@ -952,9 +959,19 @@ impl<'e> World<'e> {
             local: Vec::new(),
             local_index: QuickMap::default(),
             facts: QuickMap::with_capacity_and_hasher(32, Quick::default()),
-            seen: QuickMap::with_capacity_and_hasher(32, Quick::default()),
+            seen: QuickMap::default(),
+            indexed: QuickSet::default(),
+            scratch: std::cell::RefCell::new(Vec::with_capacity(8)),
             len: engine.fact_count,
         }
+    }
+
+    /// An empty binding of `slots` variables (enumerations never nest).
+    fn binding(&self, slots: usize) -> std::cell::RefMut<'_, Vec<Option<Term>>> {
+        let mut binding = self.scratch.borrow_mut();
+        binding.clear();
+        binding.resize(slots, None);
+        binding
     }
 
     fn intern(&mut self, s: &str) -> u64 {
@@ -1067,11 +1084,33 @@ impl<'e> World<'e> {
         if self.known(origin, name, &terms) {
             return;
         }
-        self.seen
-            .entry((origin, name))
-            .or_default()
-            .insert(terms.clone());
-        self.facts.entry(name).or_default().push(Stored {
+        let stored = self.facts.entry(name).or_default();
+        // Few facts share a name in an ordinary request: they are compared
+        // one by one. A predicate that grows (a hostile block's, up to the
+        // fact limit) gets a hash index from then on.
+        match stored.len() {
+            n if n < SCAN_UP_TO => {}
+            SCAN_UP_TO => {
+                for fact in stored.iter() {
+                    self.seen
+                        .entry((fact.origin, name))
+                        .or_default()
+                        .insert(fact.terms.clone());
+                }
+                self.indexed.insert(name);
+                self.seen
+                    .entry((origin, name))
+                    .or_default()
+                    .insert(terms.clone());
+            }
+            _ => {
+                self.seen
+                    .entry((origin, name))
+                    .or_default()
+                    .insert(terms.clone());
+            }
+        }
+        stored.push(Stored {
             origin,
             terms,
             round,
@@ -1080,16 +1119,26 @@ impl<'e> World<'e> {
     }
 
     fn known(&self, origin: u64, name: u64, terms: &[Term]) -> bool {
-        (origin == AUTHORIZER
+        if origin == AUTHORIZER
             && self
                 .engine
                 .fact_set
                 .get(&name)
-                .is_some_and(|set| set.contains(terms)))
-            || self
+                .is_some_and(|set| set.contains(terms))
+        {
+            return true;
+        }
+        if self.indexed.contains(&name) {
+            return self
                 .seen
                 .get(&(origin, name))
-                .is_some_and(|set| set.contains(terms))
+                .is_some_and(|set| set.contains(terms));
+        }
+        self.facts.get(&name).is_some_and(|facts| {
+            facts
+                .iter()
+                .any(|f| f.origin == origin && f.terms.as_slice() == terms)
+        })
     }
 
     /// Whether any fact named `name` visible to `scope` was derived by
@@ -1119,8 +1168,9 @@ impl<'e> World<'e> {
         let mut iterations: u64 = 0;
         let mut round: u32 = 1;
         let mut fresh_names: Vec<u64> = Vec::new();
+        let mut derived = Derived::default();
         loop {
-            let mut derived = Derived::default();
+            derived.seen.clear();
             if round == 1 {
                 for rule in engine.rules.iter().chain(token_rules()) {
                     self.apply_all(rule, &mut derived)?;
@@ -1144,7 +1194,7 @@ impl<'e> World<'e> {
                 return Ok(());
             }
             fresh_names.clear();
-            for (origin, name, terms) in derived.facts {
+            for (origin, name, terms) in std::mem::take(&mut derived.facts) {
                 if !fresh_names.contains(&name) {
                     fresh_names.push(name);
                 }
@@ -1166,7 +1216,7 @@ impl<'e> World<'e> {
 
     /// What `rule` derives from everything known (the first iteration).
     fn apply_all(&self, rule: &Query, derived: &mut Derived) -> Result<(), TokenError> {
-        let mut binding = vec![None; rule.slots];
+        let mut binding = self.binding(rule.slots);
         if rule.body.is_empty() {
             return self.derive(rule, &binding, 0, derived);
         }
@@ -1202,7 +1252,7 @@ impl<'e> World<'e> {
             std::cmp::Ordering::Equal => Range::Exactly(previous),
             std::cmp::Ordering::Greater => Range::All,
         };
-        let mut binding = vec![None; rule.slots];
+        let mut binding = self.binding(rule.slots);
         self.join(
             rule,
             &rule.delta_plans[at],
@@ -1340,7 +1390,7 @@ impl<'e> World<'e> {
     /// `query_match`: whether some binding satisfies the query.
     fn find(&self, query: &Query) -> Result<bool, TokenError> {
         let mut found = false;
-        let mut binding = vec![None; query.slots];
+        let mut binding = self.binding(query.slots);
         self.join(
             query,
             &query.body,
@@ -1362,7 +1412,7 @@ impl<'e> World<'e> {
     fn all(&self, query: &Query) -> Result<bool, TokenError> {
         let mut found = false;
         let mut holds = true;
-        let mut binding = vec![None; query.slots];
+        let mut binding = self.binding(query.slots);
         self.join(
             query,
             &query.body,
