@@ -1216,19 +1216,11 @@ impl<'e> World<'e> {
 
     /// What `rule` derives from everything known (the first iteration).
     fn apply_all(&self, rule: &Query, derived: &mut Derived) -> Result<(), TokenError> {
-        let mut binding = self.binding(rule.slots);
         if rule.body.is_empty() {
+            let binding = self.binding(rule.slots);
             return self.derive(rule, &binding, 0, derived);
         }
-        self.join(
-            rule,
-            &rule.body,
-            &|_| Range::All,
-            &mut binding,
-            0,
-            &mut |b, o| self.derive(rule, b, o, derived).map(|_| Flow::Continue),
-        )
-        .map(|_| ())
+        self.derive_over(rule, &rule.body, &|_| Range::All, derived)
     }
 
     /// What `rule` derives from bindings whose atom `at` is a fact of
@@ -1252,15 +1244,21 @@ impl<'e> World<'e> {
             std::cmp::Ordering::Equal => Range::Exactly(previous),
             std::cmp::Ordering::Greater => Range::All,
         };
+        self.derive_over(rule, &rule.delta_plans[at], &ranges, derived)
+    }
+
+    /// Everything `rule` derives from the bindings of `plan` over `ranges`.
+    fn derive_over(
+        &self,
+        rule: &Query,
+        plan: &[(usize, Atom)],
+        ranges: &dyn Fn(usize) -> Range,
+        derived: &mut Derived,
+    ) -> Result<(), TokenError> {
         let mut binding = self.binding(rule.slots);
-        self.join(
-            rule,
-            &rule.delta_plans[at],
-            &ranges,
-            &mut binding,
-            0,
-            &mut |b, o| self.derive(rule, b, o, derived).map(|_| Flow::Continue),
-        )
+        self.join(rule, plan, ranges, &mut binding, 0, &mut |b, o| {
+            self.derive(rule, b, o, derived).map(|_| Flow::Continue)
+        })
         .map(|_| ())
     }
 

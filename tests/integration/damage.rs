@@ -11,7 +11,7 @@ use serde_json::json;
 use tessera::store::Store;
 
 use crate::helpers::{
-    open_sled, open_state, private_tempdir, test_config, TestApp, ADMIN_PASSWORD,
+    copy_dir, open_sled, open_state, private_tempdir, test_config, TestApp, ADMIN_PASSWORD,
 };
 
 /// Three users, two agents, and a session, a grant and a delegation that
@@ -52,22 +52,6 @@ async fn populate(dir: &Path) {
     let r = app.login("alice", ADMIN_PASSWORD).await;
     assert_eq!(r.status, 200);
     app.state.store.flush().unwrap();
-}
-
-/// Copy a directory as `cp -a` would, modes included (a data directory
-/// whose directories others can enter is refused).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {

@@ -37,7 +37,7 @@ pub fn fixtures() -> PathBuf {
         let copy = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("taos-legacy-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&copy);
-        copy_tree(&recorded, &copy);
+        copy_dir(&recorded, &copy);
         for install in ["multi-user", "single-password"] {
             redate_sessions(&copy.join(install).join(".auth_sessions"));
         }
@@ -50,13 +50,16 @@ pub fn fixtures() -> PathBuf {
 /// of their expiries.
 const FIXTURES_RECORDED_AT: f64 = 1_795_900_000.0;
 
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+/// Copy a directory as `cp -a` would, modes included (a data directory
+/// whose directories others can enter is refused).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let target = to.join(entry.file_name());
         if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
+            copy_dir(&entry.path(), &target);
         } else {
             std::fs::copy(entry.path(), &target).unwrap();
         }
