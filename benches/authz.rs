@@ -21,6 +21,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tessera::authz::keys::{DataKeys, RootKeys};
 use tessera::authz::policy::RequestFacts;
 use tessera::authz::tokens;
+use tessera::domain::agents::Grantee;
 use tessera::domain::audit::AuditEvent;
 use tessera::domain::levels::Level;
 use tessera::domain::password::Passwords;
@@ -141,7 +142,15 @@ fn agent_read(c: &mut Criterion) {
                 let event = AuditEvent::new(Some(&owner.id), "agent.share", "bench-agent");
                 state
                     .agents
-                    .grant("bench-agent", &invited, Level::Use, &owner.id, None, event)
+                    .grant(
+                        "bench-agent",
+                        Grantee::User(&invited),
+                        Level::Use,
+                        None,
+                        &owner.id,
+                        None,
+                        event,
+                    )
                     .await
                     .unwrap();
             }

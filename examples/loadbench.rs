@@ -558,6 +558,7 @@ async fn seed_users_and_grants(store: &dyn Store, args: &Args) -> Result<(), Str
             level: Level::View,
             granted_by: owner.owner,
             at: 0,
+            expires_at: None,
         };
         tx.put(
             keyspace::grant(&agent, &grantee),

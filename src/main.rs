@@ -115,6 +115,14 @@ enum Command {
             default_value = "10"
         )]
         shutdown_timeout: u64,
+        /// Only admins create groups (people may create their own by
+        /// default); TESSERA_USER_GROUPS=false does the same.
+        #[arg(
+            long = "no-user-groups",
+            env = "TESSERA_USER_GROUPS",
+            action = clap::ArgAction::SetFalse
+        )]
+        user_groups: bool,
     },
     /// Manage keys.
     Keys {
@@ -258,6 +266,7 @@ fn main() -> ExitCode {
             shutdown_timeout,
             routes,
             assertion_ttl,
+            user_groups,
         } => {
             let mut config = Config::new(data.data);
             config.listen = listen;
@@ -273,6 +282,7 @@ fn main() -> ExitCode {
             config.shutdown_timeout = Duration::from_secs(shutdown_timeout);
             config.routes = routes;
             config.assertion_ttl = Duration::from_secs(assertion_ttl.get());
+            config.user_groups = user_groups;
             serve(config)
         }
         Command::Migrate {

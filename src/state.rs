@@ -2,19 +2,20 @@
 
 use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::authz::cache::Verified;
 use crate::authz::keys::{DataKeys, KeyError, RootKeys};
 use crate::authz::policy::{FactSet, Policy, PolicyError, RequestFacts};
 use crate::authz::tokens::Claims;
 use crate::authz::{AuthError, Authz};
-use crate::config::Config;
+use crate::config::{Clock, Config};
 use crate::datadir;
 use crate::domain::agents::{Agent, Agents, Grant};
 use crate::domain::channels::{current_runtime, Channels};
 use crate::domain::chat::Chat;
 use crate::domain::delegations::{Delegation, Delegations};
+use crate::domain::groups::Groups;
 use crate::domain::memory::Memory;
 use crate::domain::password::Passwords;
 use crate::domain::secrets::Secrets;
@@ -58,6 +59,7 @@ pub struct Inner {
     pub memory: Memory,
     pub chat: Chat,
     pub channels: Channels,
+    pub groups: Groups,
     pub limiter: RateLimiter,
     pub metrics: crate::http::metrics::Metrics,
     /// Forward auth: the host's route table and the assertion cache.
@@ -230,6 +232,7 @@ impl AppState {
             memory: Memory::new(store.clone()),
             chat: Chat::new(store.clone()),
             channels: Channels::new(store.clone()),
+            groups: Groups::new(store.clone()),
             store,
             authz,
             data_keys,
@@ -348,9 +351,16 @@ impl AppState {
         self.authz.authorize(&caller.token, &request)
     }
 
+    /// Seconds since the epoch by the server's clock (what expiring shares
+    /// are judged by).
+    pub fn now(&self) -> i64 {
+        self.config.clock.now()
+    }
+
     /// The agent named `name` with its grants, owner name and prebuilt
     /// policy facts: read and built once, then shared by every request until
-    /// a commit writes the agent, one of its grants or its owner's account.
+    /// a commit writes the agent, one of its grants, its owner's account or
+    /// the membership of a group (or everyone) holding one of its grants.
     pub fn agent(&self, name: &str) -> Result<Option<Arc<AgentState>>, DomainError> {
         let loaded = crate::domain::cached(
             self.store.as_ref(),
@@ -365,7 +375,14 @@ impl AppState {
                     Some(bytes) => Some(crate::domain::decode::<User>(&bytes)?.username),
                     None => None,
                 };
-                let state = AgentState::new(agent, grants, owner_name);
+                let (members, deps) = principal_members(engine, &grants, deps)?;
+                let state = AgentState::with_members(
+                    agent,
+                    grants,
+                    owner_name,
+                    members,
+                    self.config.clock.clone(),
+                );
                 Ok((Some(Arc::new(state)), deps.key(owner_key)))
             },
         )?;
@@ -393,7 +410,7 @@ impl AppState {
             Some(by) => request.fact("grant_at_stake", [biscuit_auth::builder::string(by)]),
             None => request.fact("no_grant_at_stake", [biscuit_auth::builder::boolean(true)]),
         }
-        .with(&agent.facts)
+        .with(&agent.facts())
     }
 
     /// Effective ranks on the agent, per user, as the policy derives them;
@@ -403,8 +420,9 @@ impl AppState {
         agent: &AgentState,
         admin: Option<&str>,
     ) -> Result<Arc<HashMap<String, i64>>, AuthError> {
+        let live = agent.live();
         if admin.is_none() {
-            if let Some(ranks) = agent.plain_ranks.get() {
+            if let Some(ranks) = live.plain_ranks.get() {
                 return Ok(ranks.clone());
             }
         }
@@ -419,7 +437,7 @@ impl AppState {
         }
         let best = Arc::new(best);
         if admin.is_none() {
-            let _ = agent.plain_ranks.set(best.clone());
+            let _ = live.plain_ranks.set(best.clone());
         }
         Ok(best)
     }
@@ -434,52 +452,175 @@ impl AppState {
     }
 }
 
+/// The members of every principal holding a grant on an agent, as the
+/// policy's facts need them (`member`, `account` in `datalog/agents.dl`):
+/// each grantee group's members, and every account when everyone holds a
+/// grant. What is read joins `deps`, so a membership change (or a new
+/// account, for everyone) rebuilds the agent's facts before it is
+/// acknowledged.
+fn principal_members(
+    engine: &dyn Store,
+    grants: &[Grant],
+    mut deps: crate::store::Deps,
+) -> Result<(HashMap<String, Vec<String>>, crate::store::Deps), DomainError> {
+    use crate::domain::groups::{members_in, Principal};
+    use crate::domain::keyspace::ACTIVE_PREFIX;
+    let mut members = HashMap::new();
+    for grant in grants {
+        if members.contains_key(&grant.grantee) {
+            continue;
+        }
+        let ids = match grant.principal() {
+            Principal::User(_) => continue,
+            Principal::Group(group) => {
+                deps = deps.prefix(crate::domain::keyspace::group_members_prefix(group));
+                members_in(engine, group)?
+            }
+            Principal::Everyone => {
+                deps = deps.prefix(ACTIVE_PREFIX);
+                engine
+                    .scan(ACTIVE_PREFIX.as_bytes(), None, usize::MAX)?
+                    .into_iter()
+                    .map(|(k, _)| String::from_utf8_lossy(&k[ACTIVE_PREFIX.len()..]).into_owned())
+                    .collect()
+            }
+        };
+        members.insert(grant.grantee.clone(), ids);
+    }
+    Ok((members, deps))
+}
+
 /// An agent as requests about it need it, built once per change.
 pub struct AgentState {
     pub agent: Agent,
+    /// Every grant, expired ones included (they stay listed until removed).
     pub grants: Vec<Grant>,
     /// The owner's username (`None` if the account is gone).
     pub owner_name: Option<String>,
-    /// The agent, its owner and its grants as policy facts.
-    facts: Arc<FactSet>,
-    /// Who holds what on it, admins aside.
-    plain_ranks: OnceLock<Arc<HashMap<String, i64>>>,
+    /// The member ids of each group (by principal) holding a grant, and of
+    /// `everyone` when everyone holds one.
+    pub members: HashMap<String, Vec<String>>,
+    clock: Clock,
+    /// The facts as of the clock, rebuilt when a grant in them expires.
+    live: RwLock<Arc<Live>>,
     /// The parts of its JSON that do not depend on who asks, rendered once by
     /// the HTTP layer.
     pub rendered: OnceLock<String>,
 }
 
+/// The policy's view of an agent while no grant in it expires.
+struct Live {
+    /// The first expiry among the grants presented: from then on these
+    /// facts are stale.
+    until: i64,
+    /// The agent, its owner, its unexpired grants and their principals'
+    /// members as policy facts. An expired grant is never presented, so the
+    /// facts (and every decision remembered for them) change the moment one
+    /// runs out.
+    facts: Arc<FactSet>,
+    /// Who holds what on it, admins aside.
+    plain_ranks: OnceLock<Arc<HashMap<String, i64>>>,
+}
+
 impl AgentState {
+    /// An agent whose grants name people only (or none), on the system clock.
     pub fn new(agent: Agent, grants: Vec<Grant>, owner_name: Option<String>) -> Self {
-        use biscuit_auth::builder::string;
-        let name = string(&agent.name);
-        let mut facts = vec![
-            ("resource_agent", vec![name.clone()]),
-            ("agent", vec![name.clone()]),
-            ("owner", vec![name.clone(), string(&agent.owner)]),
-        ];
-        if !agent.archived {
-            facts.push(("active_agent", vec![name.clone()]));
-        }
-        for g in &grants {
-            facts.push((
-                "grant",
-                vec![
-                    name.clone(),
-                    string(&g.grantee),
-                    string(g.level.as_str()),
-                    string(&g.granted_by),
-                ],
-            ));
-        }
-        let facts = FactSet::new(facts);
+        Self::with_members(agent, grants, owner_name, HashMap::new(), Clock::default())
+    }
+
+    pub fn with_members(
+        agent: Agent,
+        grants: Vec<Grant>,
+        owner_name: Option<String>,
+        members: HashMap<String, Vec<String>>,
+        clock: Clock,
+    ) -> Self {
+        let live = build_live(&agent, &grants, &members, clock.now());
         Self {
             agent,
             grants,
             owner_name,
-            facts: Arc::new(facts),
-            plain_ranks: OnceLock::new(),
+            members,
+            clock,
+            live: RwLock::new(Arc::new(live)),
             rendered: OnceLock::new(),
         }
+    }
+
+    /// The agent's policy facts at this moment.
+    pub fn facts(&self) -> Arc<FactSet> {
+        self.live().facts.clone()
+    }
+
+    /// Whether `grant` confers anything now.
+    pub fn live_grant(&self, grant: &Grant) -> bool {
+        grant.live_at(self.clock.now())
+    }
+
+    fn live(&self) -> Arc<Live> {
+        let now = self.clock.now();
+        {
+            let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+            if now < live.until {
+                return live.clone();
+            }
+        }
+        let fresh = Arc::new(build_live(&self.agent, &self.grants, &self.members, now));
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        fresh
+    }
+}
+
+fn build_live(
+    agent: &Agent,
+    grants: &[Grant],
+    members: &HashMap<String, Vec<String>>,
+    now: i64,
+) -> Live {
+    use crate::domain::groups::Principal;
+    use biscuit_auth::builder::string;
+    let name = string(&agent.name);
+    let mut facts = vec![
+        ("resource_agent", vec![name.clone()]),
+        ("agent", vec![name.clone()]),
+        ("owner", vec![name.clone(), string(&agent.owner)]),
+    ];
+    if !agent.archived {
+        facts.push(("active_agent", vec![name.clone()]));
+    }
+    let mut until = i64::MAX;
+    for g in grants.iter().filter(|g| g.live_at(now)) {
+        if let Some(end) = g.expires_at {
+            until = until.min(end);
+        }
+        facts.push((
+            "grant",
+            vec![
+                name.clone(),
+                string(&g.grantee),
+                string(g.level.as_str()),
+                string(&g.granted_by),
+            ],
+        ));
+        let ids = members.get(&g.grantee).map(Vec::as_slice).unwrap_or(&[]);
+        match g.principal() {
+            Principal::User(_) => {}
+            Principal::Group(_) => {
+                let group = string(&g.grantee);
+                for id in ids {
+                    facts.push(("member", vec![group.clone(), string(id)]));
+                }
+            }
+            Principal::Everyone => {
+                for id in ids {
+                    facts.push(("account", vec![string(id)]));
+                }
+            }
+        }
+    }
+    Live {
+        until,
+        facts: Arc::new(FactSet::new(facts)),
+        plain_ranks: OnceLock::new(),
     }
 }

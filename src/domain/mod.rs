@@ -7,6 +7,7 @@ pub mod audit;
 pub mod channels;
 pub mod chat;
 pub mod delegations;
+pub mod groups;
 pub mod keyspace;
 pub mod levels;
 pub mod memory;

@@ -163,6 +163,9 @@ pub struct Allowed {
     /// The agent and the caller's effective level on it, on agent routes.
     pub agent: Option<(String, Level)>,
     pub assertion: Arc<str>,
+    /// The groups the person belongs to, by name (read per request, like
+    /// everything the decision used).
+    pub groups: Arc<Vec<String>>,
 }
 
 /// The table and the assertion cache, built at start-up.
@@ -220,11 +223,16 @@ impl Forward {
         let assertion = self
             .assertions
             .get(state, &caller, operation, request, agent.as_ref())?;
+        let groups = state
+            .groups
+            .of(&caller.user.id)
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
         Ok(Verdict::Allowed(Box::new(Allowed {
             user: caller.user.clone(),
             operation: operation.to_owned(),
             agent,
             assertion,
+            groups,
         })))
     }
 }
