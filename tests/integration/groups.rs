@@ -480,3 +480,39 @@ async fn forward_auth_names_the_groups() {
     let r = f.app.send(req).await;
     assert_eq!(r.headers["remote-groups"], "users");
 }
+
+#[tokio::test]
+async fn a_runtime_reads_what_a_member_bound_only_while_the_group_gives_them_manage() {
+    let f = family().await;
+    let r = f
+        .share(&f.olga, json!({"group": "family", "level": "manage"}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // bob binds his secret to ada through the group's manage...
+    let r = f
+        .app
+        .post(
+            "/api/secrets",
+            &f.bob,
+            json!({"name": "BOBS_KEY", "value": "bob-secret-value", "agents": ["ada"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = f
+        .app
+        .post("/api/agents/ada/runtime-token", &f.olga, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let runtime = r.body["token"].as_str().unwrap().to_owned();
+    let released = |body: &Value| body.to_string().contains("bob-secret-value");
+    let r = f.app.get("/api/secrets/agent/ada", &runtime).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(released(&r.body), "{}", r.body);
+    // ...and once he is out of the group the runtime reads it no more.
+    assert_eq!(
+        f.remove_member(&f.olga, "family", "bob").await,
+        StatusCode::OK
+    );
+    let r = f.app.get("/api/secrets/agent/ada", &runtime).await;
+    assert!(!released(&r.body), "{}", r.body);
+}
