@@ -1079,8 +1079,29 @@ fn pages() -> Vec<Op> {
         page("POST", "/console/agents/{name}/delete", "Delete").body(form(&["confirm"])),
         page("GET", "/console/agents/{name}/leave", "(to the agent)"),
         page("POST", "/console/agents/{name}/leave", "Give up a share").body(form(&[])),
+        page("GET", "/console/groups", "My groups (all, for admins)"),
+        page("POST", "/console/groups", "Create a group")
+            .body(form(&["name", "display_name"])),
+        page("GET", "/console/groups/{name}", "A group: its members and what is shared with it"),
+        page("GET", "/console/groups/{name}/members", "(to the group)"),
+        page("POST", "/console/groups/{name}/members", "Add a member").body(form(&["user"])),
+        page(
+            "GET",
+            "/console/groups/{name}/members/{user}/delete",
+            "(to the group)",
+        ),
+        page(
+            "POST",
+            "/console/groups/{name}/members/{user}/delete",
+            "Remove a member, or leave",
+        )
+        .body(form(&[])),
+        page("GET", "/console/groups/{name}/delete", "(to the group)"),
+        page("POST", "/console/groups/{name}/delete", "Delete the group")
+            .body(form(&[])),
         page("GET", "/console/agents/{name}/shares", "(to the agent)"),
-        page("POST", "/console/agents/{name}/shares", "Share").body(form(&["user", "level"])),
+        page("POST", "/console/agents/{name}/shares", "Share with a username, `group:<name>` or `everyone`, until removed or `expires_in` seconds from now")
+            .body(form(&["user", "level", "expires_in"])),
         page(
             "GET",
             "/console/agents/{name}/shares/{user}",
