@@ -659,6 +659,7 @@ fn seed_groups(
             display_name: format!("Group {g}"),
             owner: owner.to_owned(),
             created_at: 0,
+            revision: 0,
         };
         tx.put(
             keyspace::group(&name),

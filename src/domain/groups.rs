@@ -68,6 +68,12 @@ pub struct Group {
     /// The creator's user id.
     pub owner: String,
     pub created_at: i64,
+    /// Bumped by every membership change, so the record changes with its
+    /// membership: deleting the group, guarded on the record, then conflicts
+    /// with a member added meanwhile instead of leaving them behind for a
+    /// later group of the same name.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -166,6 +172,7 @@ impl Groups {
                 .to_owned(),
             owner: owner.to_owned(),
             created_at: now(),
+            revision: 0,
         };
         let membership = Membership {
             at: group.created_at,
@@ -198,23 +205,34 @@ impl Groups {
         if self.is_member(name, user)? {
             return Ok(false);
         }
+        if self.store.get(keyspace::user(user).as_bytes())?.is_none() {
+            return Err(DomainError::NotFound("user"));
+        }
         let membership = Membership {
             at: now(),
             added_by: added_by.to_owned(),
         };
+        retry(&self.store, || {
+            let mut tx = self.bump(name)?;
+            tx.expect(keyspace::user(user), Expect::Present)
+                .expect(keyspace::group_member(name, user), Expect::Absent)
+                .put(keyspace::group_member(name, user), encode(&membership)?)
+                .put(keyspace::user_group(user, name), Vec::new());
+            event.record_into(&mut tx)?;
+            Ok((tx, true))
+        })
+        .await
+    }
+
+    /// A transaction guarded on the group's record as read now, rewriting
+    /// it with its revision bumped (see [`Group::revision`]).
+    fn bump(&self, name: &str) -> DomainResult<Transaction> {
+        let (mut group, read_as) = self.load(name)?.ok_or(DomainError::NotFound("group"))?;
+        group.revision += 1;
         let mut tx = Transaction::durable();
-        tx.expect(keyspace::group(name), Expect::Present)
-            .expect(keyspace::user(user), Expect::Present)
-            .put(keyspace::group_member(name, user), encode(&membership)?)
-            .put(keyspace::user_group(user, name), Vec::new());
-        event.record_into(&mut tx)?;
-        match commit(&self.store, tx).await {
-            Err(DomainError::Store(StoreError::Conflict)) => Err(DomainError::Conflict(
-                "the group or the user changed meanwhile; try again".into(),
-            )),
-            other => other,
-        }?;
-        Ok(true)
+        tx.expect(keyspace::group(name), Expect::Equals(read_as))
+            .put(keyspace::group(name), encode(&group)?);
+        Ok(tx)
     }
 
     /// Take `user` out of the group.
@@ -225,20 +243,18 @@ impl Groups {
         event: AuditEvent,
     ) -> DomainResult<()> {
         let key = keyspace::group_member(name, user);
-        let Some(bytes) = self.store.get(key.as_bytes())? else {
-            return Err(DomainError::NotFound("member"));
-        };
-        let mut tx = Transaction::durable();
-        tx.expect(key.clone(), Expect::Equals(bytes))
-            .delete(key)
-            .delete(keyspace::user_group(user, name));
-        event.record_into(&mut tx)?;
-        match commit(&self.store, tx).await {
-            Err(DomainError::Store(StoreError::Conflict)) => Err(DomainError::Conflict(
-                "the membership changed meanwhile; try again".into(),
-            )),
-            other => other,
-        }
+        retry(&self.store, || {
+            if self.store.get(key.as_bytes())?.is_none() {
+                return Err(DomainError::NotFound("member"));
+            }
+            let mut tx = self.bump(name)?;
+            tx.expect(key.clone(), Expect::Present)
+                .delete(key.clone())
+                .delete(keyspace::user_group(user, name));
+            event.record_into(&mut tx)?;
+            Ok((tx, ()))
+        })
+        .await
     }
 
     /// Delete the group with its memberships and every grant to it, in one

@@ -331,6 +331,7 @@ mod tests {
                 display_name: "The family".into(),
                 owner: "u1".into(),
                 created_at: 5,
+                revision: 0,
             },
             owner: Some("olga".into()),
             members: Some(vec![("u1".into(), Some("olga".into()))]),
