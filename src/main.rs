@@ -596,3 +596,32 @@ fn home_path(text: &str) -> Result<String, String> {
         Err("must be a path on this site, such as /console or /desktop".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_groups(args: &[&str]) -> bool {
+        let mut all = vec!["tessera", "serve"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).map(|cli| cli.command) {
+            Ok(Command::Serve { user_groups, .. }) => user_groups,
+            Ok(_) => panic!("not serve"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// People create groups unless the flag or the variable says no. One
+    /// test, as the variable is the process's.
+    #[test]
+    fn user_groups_are_on_unless_turned_off() {
+        std::env::remove_var("TESSERA_USER_GROUPS");
+        assert!(user_groups(&[]));
+        assert!(!user_groups(&["--no-user-groups"]));
+        std::env::set_var("TESSERA_USER_GROUPS", "false");
+        assert!(!user_groups(&[]));
+        std::env::set_var("TESSERA_USER_GROUPS", "true");
+        assert!(user_groups(&[]));
+        std::env::remove_var("TESSERA_USER_GROUPS");
+    }
+}

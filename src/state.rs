@@ -624,3 +624,53 @@ fn build_live(
         plain_ranks: OnceLock::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::levels::Level;
+
+    fn grant(grantee: &str, expires_at: Option<i64>) -> Grant {
+        Grant {
+            agent: "a".into(),
+            grantee: grantee.into(),
+            level: Level::Use,
+            granted_by: "olive".into(),
+            at: 0,
+            expires_at,
+        }
+    }
+
+    /// An expiring grant leaves the facts the moment it runs out, so the
+    /// key remembered decisions are filed under changes with it.
+    #[test]
+    fn facts_drop_a_grant_when_it_expires() {
+        let clock = Clock::default();
+        let now = clock.now();
+        let agent = Agent {
+            name: "a".into(),
+            owner: "olive".into(),
+            created_at: 0,
+            archived: false,
+            archived_at: None,
+            fields: Default::default(),
+        };
+        let members = HashMap::from([("group:kids".to_owned(), vec!["carol".to_owned()])]);
+        let state = AgentState::with_members(
+            agent,
+            vec![grant("bob", Some(now + 100)), grant("group:kids", None)],
+            None,
+            members,
+            clock.clone(),
+        );
+        let before = RequestFacts::new("agent:read").with(&state.facts());
+        clock.advance(99);
+        let still = RequestFacts::new("agent:read").with(&state.facts());
+        assert_eq!(before.key(), still.key());
+        clock.advance(1);
+        let after = RequestFacts::new("agent:read").with(&state.facts());
+        assert_ne!(before.key(), after.key());
+        assert!(!state.live_grant(&state.grants[0]));
+        assert!(state.live_grant(&state.grants[1]));
+    }
+}

@@ -831,4 +831,54 @@ mod reach_tests {
         let root = find(&all, "root");
         assert_eq!((root.rank, root.admin_rank), (4, Some(4)));
     }
+
+    #[test]
+    fn chains_come_through_groups_and_everyone_and_say_when_they_run_out() {
+        let mut expiring = grant("group:kids", Level::Use, "bob");
+        expiring.expires_at = Some(10);
+        let grants = [
+            grant("group:family", Level::Share, "olive"),
+            grant("carol", Level::View, "bob"),
+            expiring,
+            grant("everyone", Level::View, "olive"),
+        ];
+        let members = HashMap::from([
+            ("group:family".to_owned(), vec!["bob".to_owned()]),
+            ("group:kids".to_owned(), vec!["carol".to_owned()]),
+            (
+                "everyone".to_owned(),
+                vec!["bob".into(), "carol".into(), "olive".into()],
+            ),
+        ]);
+        let held = ranks(&[
+            ("olive", 6),
+            ("bob", 5),
+            ("carol", 1),
+            ("group:family", 5),
+            ("everyone", 1),
+        ]);
+        let with = Reaching {
+            ranks: &held,
+            admins: &[],
+            admin_rank: 4,
+            members: &members,
+            now: 10,
+        };
+        let all = reach(&agent(), &grants, &with);
+        // Her own grant first, then her groups', then everyone's.
+        let carol = find(&all, "carol");
+        let firsts: Vec<&Source> = carol.chains.iter().map(|c| &c[0].source).collect();
+        assert!(matches!(firsts[0], Source::Grant { to, .. } if to == "carol"));
+        assert!(
+            matches!(firsts[1], Source::Grant { to, in_effect: false, expires_at: Some(10), .. } if to == "group:kids")
+        );
+        assert!(matches!(firsts[2], Source::Grant { to, in_effect: true, .. } if to == "everyone"));
+        // bob draws on his group's grant: the chain says so.
+        let above = &carol.chains[0][1];
+        assert_eq!(above.user, "bob");
+        assert!(matches!(&above.source, Source::Grant { to, .. } if to == "group:family"));
+        assert_eq!(carol.chains[0][2].source, Source::Owner);
+        // Members of a group with a grant are listed even with nothing else.
+        assert_eq!(find(&all, "bob").chains.len(), 2);
+    }
 }

@@ -516,3 +516,44 @@ async fn a_runtime_reads_what_a_member_bound_only_while_the_group_gives_them_man
     let r = f.app.get("/api/secrets/agent/ada", &runtime).await;
     assert!(!released(&r.body), "{}", r.body);
 }
+
+#[tokio::test]
+async fn scoped_listings_and_checks_count_group_access() {
+    let f = family().await;
+    let r = f
+        .share(&f.olga, json!({"group": "family", "level": "edit"}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let names = |r: &Response| -> Vec<String> {
+        r.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let r = f.app.get("/api/agents?min_level=edit", &f.bob).await;
+    assert_eq!(names(&r), ["ada"]);
+    let r = f.app.get("/api/agents?min_level=manage", &f.bob).await;
+    assert!(names(&r).is_empty());
+    let r = f
+        .app
+        .post(
+            "/api/check",
+            &f.bob,
+            json!({"checks": [
+                {"operation": "agent:update", "agent": "ada"},
+                {"operation": "agent:archive", "agent": "ada"},
+                {"operation": "agent:share", "agent": "ada", "level": "view", "user": "group:family"}
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let allowed: Vec<bool> = r.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["allowed"].as_bool().unwrap())
+        .collect();
+    assert_eq!(allowed, [true, false, false]);
+}
