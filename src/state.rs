@@ -340,15 +340,82 @@ impl AppState {
     /// Decide `request` for `caller`, adding what the store says about them:
     /// whether they finished sign-up and whether they are an admin. Read per
     /// request, so a demotion or reset takes effect at once.
-    pub fn authorize(&self, caller: &Caller, mut request: RequestFacts) -> Result<(), AuthError> {
-        let id = biscuit_auth::builder::string(&caller.user.id);
-        if !caller.user.pending() {
+    pub fn authorize(&self, caller: &Caller, request: RequestFacts) -> Result<(), AuthError> {
+        let request = self.caller_facts(&caller.user, request, true)?;
+        self.authz.authorize(&caller.token, &request)
+    }
+
+    /// Add what the store says about `user` as a caller: whether they
+    /// finished sign-up, whether they are an admin (`admin`: if it counts),
+    /// and what they belong to (see [`Self::with_memberships`]).
+    fn caller_facts(
+        &self,
+        user: &User,
+        mut request: RequestFacts,
+        admin: bool,
+    ) -> Result<RequestFacts, AuthError> {
+        let id = biscuit_auth::builder::string(&user.id);
+        if !user.pending() {
             request = request.fact("active", [id.clone()]);
         }
-        if caller.user.is_admin {
+        if admin && user.is_admin {
             request = request.fact("admin", [id]);
         }
-        self.authz.authorize(&caller.token, &request)
+        self.with_memberships(request, &user.id, !user.pending())
+    }
+
+    /// Add the groups `user` belongs to (`member`) and, once they finished
+    /// signing up, their being part of everyone (`account`): read per
+    /// request, so leaving a group takes effect on the very next one, and
+    /// part of the facts a decision is remembered for.
+    pub fn with_memberships(
+        &self,
+        mut request: RequestFacts,
+        user: &str,
+        active: bool,
+    ) -> Result<RequestFacts, AuthError> {
+        use biscuit_auth::builder::string;
+        let id = string(user);
+        if active {
+            request = request.fact("account", [id.clone()]);
+        }
+        let groups = crate::domain::groups::groups_of(self.store.as_ref(), user)
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        for group in groups.iter() {
+            let principal = crate::domain::groups::group_principal(group);
+            request = request.fact("member", [string(&principal), id.clone()]);
+        }
+        Ok(request)
+    }
+
+    /// Ranks on the agent as `user` sees them: decided on the facts their
+    /// own requests carry (their memberships), admin rights counting when
+    /// `admin`. Their own entry is their level.
+    pub fn caller_ranks(
+        &self,
+        agent: &AgentState,
+        user: &User,
+        admin: bool,
+    ) -> Result<Arc<crate::authz::Ranks>, AuthError> {
+        let request =
+            self.caller_facts(user, Self::agent_request("agent:read", agent, 0), admin)?;
+        self.authz.ranks(&request)
+    }
+
+    /// `user`'s rank on the agent (see [`Self::caller_ranks`]).
+    pub fn caller_rank(
+        &self,
+        agent: &AgentState,
+        user: &User,
+        admin: bool,
+    ) -> Result<i64, AuthError> {
+        Ok(self
+            .caller_ranks(agent, user, admin)?
+            .iter()
+            .filter(|(_, u, _)| *u == user.id)
+            .map(|(_, _, r)| *r)
+            .max()
+            .unwrap_or(0))
     }
 
     /// Seconds since the epoch by the server's clock (what expiring shares
@@ -413,20 +480,48 @@ impl AppState {
         .with(&agent.facts())
     }
 
-    /// Effective ranks on the agent, per user, as the policy derives them;
-    /// `admin` names an admin whose admin rights count too.
+    /// Effective ranks on the agent, per user and per principal (what a
+    /// grant confers on its group, or on everyone), as the policy derives
+    /// them from the agent's own facts; `admin` names an admin whose admin
+    /// rights count too. Enough to say whether each grant is in effect; a
+    /// member reached only through a group is in [`Self::reach_ranks`], and
+    /// a caller's own level is [`Self::caller_rank`].
     pub fn agent_ranks(
         &self,
         agent: &AgentState,
         admin: Option<&str>,
     ) -> Result<Arc<HashMap<String, i64>>, AuthError> {
         let live = agent.live();
+        self.ranks_on(&live.facts, &live.plain_ranks, admin)
+    }
+
+    /// [`Self::agent_ranks`] of everyone the agent reaches: every member of
+    /// a grantee group, every account when it is shared with everyone. For
+    /// saying who can reach it (the fact set grows with them).
+    pub fn reach_ranks(
+        &self,
+        agent: &AgentState,
+        admin: Option<&str>,
+    ) -> Result<Arc<HashMap<String, i64>>, AuthError> {
+        let live = agent.live();
+        self.ranks_on(&live.reach, &live.reach_ranks, admin)
+    }
+
+    fn ranks_on(
+        &self,
+        facts: &Arc<FactSet>,
+        plain: &OnceLock<Arc<HashMap<String, i64>>>,
+        admin: Option<&str>,
+    ) -> Result<Arc<HashMap<String, i64>>, AuthError> {
         if admin.is_none() {
-            if let Some(ranks) = live.plain_ranks.get() {
+            if let Some(ranks) = plain.get() {
                 return Ok(ranks.clone());
             }
         }
-        let mut request = Self::agent_request("agent:read", agent, 0);
+        let mut request = RequestFacts::new("agent:read")
+            .fact("granting_rank", [biscuit_auth::builder::int(0)])
+            .fact("no_grant_at_stake", [biscuit_auth::builder::boolean(true)])
+            .with(facts);
         if let Some(admin) = admin {
             request = request.fact("admin", [biscuit_auth::builder::string(admin)]);
         }
@@ -437,7 +532,7 @@ impl AppState {
         }
         let best = Arc::new(best);
         if admin.is_none() {
-            let _ = live.plain_ranks.set(best.clone());
+            let _ = plain.set(best.clone());
         }
         Ok(best)
     }
@@ -513,13 +608,19 @@ struct Live {
     /// The first expiry among the grants presented: from then on these
     /// facts are stale.
     until: i64,
-    /// The agent, its owner, its unexpired grants and their principals'
-    /// members as policy facts. An expired grant is never presented, so the
-    /// facts (and every decision remembered for them) change the moment one
-    /// runs out.
+    /// The agent, its owner and its unexpired grants as policy facts, with
+    /// the memberships of those the grants draw on (the caller's own are
+    /// added per request, see [`AppState::authorize`]). An expired grant is
+    /// never presented, so the facts (and every decision remembered for
+    /// them) change the moment one runs out.
     facts: Arc<FactSet>,
-    /// Who holds what on it, admins aside.
+    /// The same with every member of every group holding a grant (and every
+    /// account, when everyone holds one): for saying who holds what, not
+    /// for deciding.
+    reach: Arc<FactSet>,
+    /// Who holds what on it, admins aside: from `facts`, and from `reach`.
     plain_ranks: OnceLock<Arc<HashMap<String, i64>>>,
+    reach_ranks: OnceLock<Arc<HashMap<String, i64>>>,
 }
 
 impl AgentState {
@@ -588,11 +689,18 @@ fn build_live(
     if !agent.archived {
         facts.push(("active_agent", vec![name.clone()]));
     }
-    let mut until = i64::MAX;
-    for g in grants.iter().filter(|g| g.live_at(now)) {
-        if let Some(end) = g.expires_at {
-            until = until.min(end);
-        }
+    let live: Vec<&Grant> = grants.iter().filter(|g| g.live_at(now)).collect();
+    let until = live
+        .iter()
+        .filter_map(|g| g.expires_at)
+        .min()
+        .unwrap_or(i64::MAX);
+    // Whose memberships a decision may need besides the caller's (added
+    // per request): those whose rights a grant draws on.
+    let drawers: std::collections::HashSet<&str> =
+        live.iter().map(|g| g.granted_by.as_str()).collect();
+    let mut everyone_else = Vec::new();
+    for g in &live {
         facts.push((
             "grant",
             vec![
@@ -603,25 +711,27 @@ fn build_live(
             ],
         ));
         let ids = members.get(&g.grantee).map(Vec::as_slice).unwrap_or(&[]);
-        match g.principal() {
-            Principal::User(_) => {}
-            Principal::Group(_) => {
-                let group = string(&g.grantee);
-                for id in ids {
-                    facts.push(("member", vec![group.clone(), string(id)]));
-                }
-            }
-            Principal::Everyone => {
-                for id in ids {
-                    facts.push(("account", vec![string(id)]));
-                }
+        let principal = string(&g.grantee);
+        for id in ids {
+            let fact = match g.principal() {
+                Principal::User(_) => continue,
+                Principal::Group(_) => ("member", vec![principal.clone(), string(id)]),
+                Principal::Everyone => ("account", vec![string(id)]),
+            };
+            if drawers.contains(id.as_str()) {
+                facts.push(fact);
+            } else {
+                everyone_else.push(fact);
             }
         }
     }
+    let reach = facts.iter().cloned().chain(everyone_else);
     Live {
         until,
+        reach: Arc::new(FactSet::new(reach)),
         facts: Arc::new(FactSet::new(facts)),
         plain_ranks: OnceLock::new(),
+        reach_ranks: OnceLock::new(),
     }
 }
 

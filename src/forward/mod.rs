@@ -264,9 +264,7 @@ fn decide_on_agent(
         }
         Err(e) => return Err(e.into()),
     }
-    let admin = caller.user.is_admin.then_some(caller.user.id.as_str());
-    let ranks = state.agent_ranks(&loaded, admin)?;
-    let mut rank = ranks.get(&caller.user.id).copied().unwrap_or(0);
+    let mut rank = state.caller_rank(&loaded, &caller.user, true)?;
     if let Via::Delegation(delegation) = &caller.via {
         // A delegated token exercises at most the level it was minted with.
         rank = rank.min(delegation.level.rank());

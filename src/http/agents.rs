@@ -250,7 +250,7 @@ fn view(
     caller: &Caller,
     loaded: &AgentState,
 ) -> ApiResult<String> {
-    let (access, ranks) = access_and_ranks(state, caller, loaded)?;
+    let access = access(state, caller, loaded)?;
     let mut out = String::with_capacity(512);
     out.push_str(rendered(loaded)?);
     out.push_str(",\"access\":");
@@ -280,6 +280,8 @@ fn view(
         None => out.push_str("null"),
     }
     if allowed(state, caller, "agent:shares:read", loaded, 0)? {
+        let admin = caller.user.is_admin.then_some(caller.user.id.as_str());
+        let ranks = state.agent_ranks(loaded, admin)?;
         let shares = shares_json(names, loaded, &ranks)?;
         out.push_str(",\"shared_with\":");
         out.push_str(
@@ -291,28 +293,15 @@ fn view(
     Ok(out)
 }
 
-/// Everyone's rank on an agent, by user id.
-type Ranks = Arc<HashMap<String, i64>>;
-
-/// The level the caller's token exercises on the agent, and everyone's ranks.
-fn access_and_ranks(
-    state: &AppState,
-    caller: &Caller,
-    loaded: &AgentState,
-) -> ApiResult<(Option<Level>, Ranks)> {
-    let admin = caller.user.is_admin.then_some(caller.user.id.as_str());
-    let ranks = state.agent_ranks(loaded, admin)?;
-    let mut rank = ranks.get(&caller.user.id).copied().unwrap_or(0);
+/// The level the caller's token exercises on the agent (`None`: none),
+/// derived from the facts their own requests carry.
+pub fn access(state: &AppState, caller: &Caller, loaded: &AgentState) -> ApiResult<Option<Level>> {
+    let mut rank = state.caller_rank(loaded, &caller.user, true)?;
     if let Via::Delegation(delegation) = &caller.via {
         // A delegated token exercises at most the level it was minted with.
         rank = rank.min(delegation.level.rank());
     }
-    Ok((Level::from_rank(rank), ranks))
-}
-
-/// The level the caller's token exercises on the agent (`None`: none).
-pub fn access(state: &AppState, caller: &Caller, loaded: &AgentState) -> ApiResult<Option<Level>> {
-    Ok(access_and_ranks(state, caller, loaded)?.0)
+    Ok(Level::from_rank(rank))
 }
 
 /// Whether the caller may list agents at all: the first decision of
@@ -413,8 +402,7 @@ fn on_behalf(
     if !caller.user.is_admin || loaded.agent.owner == caller.user.id {
         return Ok(None);
     }
-    let own = state.agent_ranks(loaded, None)?;
-    let holds = own.get(&caller.user.id).copied().unwrap_or(0);
+    let holds = state.caller_rank(loaded, &caller.user, false)?;
     Ok((holds < needs.rank()).then(|| loaded.agent.owner.clone()))
 }
 
@@ -796,11 +784,11 @@ const ACCESS_LISTING: &str = "access";
 fn who_reaches(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Vec<(String, Reach)>> {
     let loaded = load(state, name)?;
     decide(state, caller, "agent:access:read", &loaded, 0)?;
-    let ranks = state.agent_ranks(&loaded, None)?;
+    let ranks = state.reach_ranks(&loaded, None)?;
     let admin_rank = state.admin_rank(&loaded)?;
     let mut admins = Vec::new();
     for user in state.accounts.list()?.into_iter().filter(|u| u.is_admin) {
-        let held = state.agent_ranks(&loaded, Some(&user.id))?;
+        let held = state.reach_ranks(&loaded, Some(&user.id))?;
         let rank = held.get(&user.id).copied().unwrap_or(0);
         admins.push((user.id, rank));
     }

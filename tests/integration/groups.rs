@@ -557,3 +557,29 @@ async fn scoped_listings_and_checks_count_group_access() {
         .collect();
     assert_eq!(allowed, [true, false, false]);
 }
+
+/// Sharing with everyone on a host with more accounts than one decision may
+/// hold facts: a decision carries the caller's own membership, never the
+/// whole host, so reading, listing and the owner's view still answer.
+#[tokio::test]
+async fn everyone_on_a_large_host_is_decided_on_the_callers_facts() {
+    use tessera::domain::keyspace;
+    use tessera::store::Transaction;
+    let f = family().await;
+    let mut tx = Transaction::new();
+    for i in 0..2_500 {
+        tx.put(keyspace::active(&format!("seeded{i:05}")), Vec::new());
+    }
+    f.app.state.store.commit(&tx).unwrap();
+    let r = f
+        .share(&f.olga, json!({"everyone": true, "level": "use"}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(f.access(&f.carol).await.as_deref(), Some("use"));
+    let r = f.app.get("/api/agents?min_level=use", &f.carol).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body[0]["name"], "ada");
+    let r = f.app.get("/api/agents/ada", &f.olga).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["shared_with"][0]["effective"], true);
+}
