@@ -696,9 +696,10 @@ fn build_live(
         .min()
         .unwrap_or(i64::MAX);
     // Whose memberships a decision may need besides the caller's (added
-    // per request): those whose rights a grant draws on.
+    // per request): those whose rights a grant draws on, expired grants
+    // included (removing one asks whom its grantor draws on).
     let drawers: std::collections::HashSet<&str> =
-        live.iter().map(|g| g.granted_by.as_str()).collect();
+        grants.iter().map(|g| g.granted_by.as_str()).collect();
     let mut everyone_else = Vec::new();
     for g in &live {
         facts.push((

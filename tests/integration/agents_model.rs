@@ -788,6 +788,57 @@ async fn expiry_is_part_of_the_model() {
     .unwrap();
 }
 
+#[tokio::test]
+async fn an_expired_grants_grantor_still_answers_to_whoever_they_draw_on() {
+    // u3 holds share through g0, whose grant u2 drew; u3's grant to alice
+    // runs out, and u2, whom u3 draws on, removes it.
+    let host = Host::new().await;
+    compare(
+        &host,
+        &[
+            Op::AddMember {
+                actor: 1,
+                group: 0,
+                user: 2,
+            },
+            Op::AddMember {
+                actor: 1,
+                group: 0,
+                user: 3,
+            },
+            Op::Share {
+                actor: 1,
+                agent: 0,
+                to: To::User(2),
+                level: 4,
+                expires: None,
+            },
+            Op::Share {
+                actor: 2,
+                agent: 0,
+                to: To::Group(0),
+                level: 4,
+                expires: None,
+            },
+            Op::Share {
+                actor: 3,
+                agent: 0,
+                to: To::User(0),
+                level: 0,
+                expires: Some(1),
+            },
+            Op::Advance(1),
+            Op::Unshare {
+                actor: 2,
+                agent: 0,
+                from: To::User(0),
+            },
+        ],
+    )
+    .await
+    .unwrap();
+}
+
 #[derive(Debug, Clone)]
 enum SharerOp {
     Share {
