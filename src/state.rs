@@ -15,7 +15,7 @@ use crate::domain::agents::{Agent, Agents, Grant};
 use crate::domain::channels::{current_runtime, Channels};
 use crate::domain::chat::Chat;
 use crate::domain::delegations::{Delegation, Delegations};
-use crate::domain::groups::Groups;
+use crate::domain::groups::{Groups, Principal};
 use crate::domain::memory::Memory;
 use crate::domain::password::Passwords;
 use crate::domain::secrets::Secrets;
@@ -81,6 +81,9 @@ pub struct Caller {
     pub user: Arc<User>,
     pub via: Via,
     pub token: Arc<Verified>,
+    /// The groups the person belongs to, read with the rest of the caller
+    /// on every request (a membership ends on the next one).
+    pub groups: Arc<Vec<String>>,
 }
 
 /// What keeps the caller's token alive.
@@ -314,10 +317,13 @@ impl AppState {
             .get(user_id)
             .map_err(store_err)?
             .ok_or(AuthError::Revoked)?;
+        let groups =
+            crate::domain::groups::groups_of(self.store.as_ref(), &user.id).map_err(store_err)?;
         Ok(AnyCaller::Person(Caller {
             user,
             via,
             token: verified,
+            groups,
         }))
     }
 
@@ -341,27 +347,8 @@ impl AppState {
     /// whether they finished sign-up and whether they are an admin. Read per
     /// request, so a demotion or reset takes effect at once.
     pub fn authorize(&self, caller: &Caller, request: RequestFacts) -> Result<(), AuthError> {
-        let request = self.caller_facts(&caller.user, request, true)?;
+        let request = caller_facts(caller, request, true);
         self.authz.authorize(&caller.token, &request)
-    }
-
-    /// Add what the store says about `user` as a caller: whether they
-    /// finished sign-up, whether they are an admin (`admin`: if it counts),
-    /// and what they belong to (see [`Self::with_memberships`]).
-    fn caller_facts(
-        &self,
-        user: &User,
-        mut request: RequestFacts,
-        admin: bool,
-    ) -> Result<RequestFacts, AuthError> {
-        let id = biscuit_auth::builder::string(&user.id);
-        if !user.pending() {
-            request = request.fact("active", [id.clone()]);
-        }
-        if admin && user.is_admin {
-            request = request.fact("admin", [id]);
-        }
-        self.with_memberships(request, &user.id, !user.pending())
     }
 
     /// Add the groups `user` belongs to (`member`) and, once they finished
@@ -388,31 +375,39 @@ impl AppState {
         Ok(request)
     }
 
-    /// Ranks on the agent as `user` sees them: decided on the facts their
-    /// own requests carry (their memberships), admin rights counting when
-    /// `admin`. Their own entry is their level.
-    pub fn caller_ranks(
-        &self,
-        agent: &AgentState,
-        user: &User,
-        admin: bool,
-    ) -> Result<Arc<crate::authz::Ranks>, AuthError> {
-        let request =
-            self.caller_facts(user, Self::agent_request("agent:read", agent, 0), admin)?;
-        self.authz.ranks(&request)
-    }
-
-    /// `user`'s rank on the agent (see [`Self::caller_ranks`]).
+    /// The caller's rank on the agent as the policy derives it from the
+    /// facts their own requests carry (their memberships), admin rights
+    /// counting when `admin`.
     pub fn caller_rank(
         &self,
         agent: &AgentState,
-        user: &User,
+        caller: &Caller,
         admin: bool,
     ) -> Result<i64, AuthError> {
+        let id = &caller.user.id;
+        let live = agent.live();
+        // A membership can only count through a grant to what it names: with
+        // none on this agent, the agent's own ranks (shared by every caller)
+        // already say it.
+        let reached = live.principals.iter().any(|p| match Principal::of(p) {
+            Principal::Everyone => !caller.user.pending(),
+            Principal::Group(group) => caller.groups.iter().any(|g| g == group),
+            Principal::User(_) => false,
+        });
+        if !reached {
+            let admin = (admin && caller.user.is_admin).then_some(id.as_str());
+            return Ok(self
+                .agent_ranks(agent, admin)?
+                .get(id)
+                .copied()
+                .unwrap_or(0));
+        }
+        let request = caller_facts(caller, Self::agent_request("agent:read", agent, 0), admin);
         Ok(self
-            .caller_ranks(agent, user, admin)?
+            .authz
+            .ranks(&request)?
             .iter()
-            .filter(|(_, u, _)| *u == user.id)
+            .filter(|(_, u, _)| u == id)
             .map(|(_, _, r)| *r)
             .max()
             .unwrap_or(0))
@@ -547,6 +542,30 @@ impl AppState {
     }
 }
 
+/// Add what the store says about the caller: whether they finished sign-up,
+/// whether they are an admin (`admin`: if it counts), and what they belong
+/// to: each group (`member`) and, signed up, everyone (`account`). Read per
+/// request and part of the key decisions are remembered under, so leaving a
+/// group counts on the very next request.
+fn caller_facts(caller: &Caller, mut request: RequestFacts, admin: bool) -> RequestFacts {
+    use biscuit_auth::builder::string;
+    let user = &caller.user;
+    let id = string(&user.id);
+    if !user.pending() {
+        request = request
+            .fact("active", [id.clone()])
+            .fact("account", [id.clone()]);
+    }
+    if admin && user.is_admin {
+        request = request.fact("admin", [id.clone()]);
+    }
+    for group in caller.groups.iter() {
+        let principal = crate::domain::groups::group_principal(group);
+        request = request.fact("member", [string(&principal), id.clone()]);
+    }
+    request
+}
+
 /// The members of every principal holding a grant on an agent, as the
 /// policy's facts need them (`member`, `account` in `datalog/agents.dl`):
 /// each grantee group's members, and every account when everyone holds a
@@ -558,7 +577,7 @@ fn principal_members(
     grants: &[Grant],
     mut deps: crate::store::Deps,
 ) -> Result<(HashMap<String, Vec<String>>, crate::store::Deps), DomainError> {
-    use crate::domain::groups::{members_in, Principal};
+    use crate::domain::groups::members_in;
     use crate::domain::keyspace::ACTIVE_PREFIX;
     let mut members = HashMap::new();
     for grant in grants {
@@ -618,6 +637,8 @@ struct Live {
     /// account, when everyone holds one): for saying who holds what, not
     /// for deciding.
     reach: Arc<FactSet>,
+    /// The groups (and everyone) its unexpired grants name.
+    principals: Vec<String>,
     /// Who holds what on it, admins aside: from `facts`, and from `reach`.
     plain_ranks: OnceLock<Arc<HashMap<String, i64>>>,
     reach_ranks: OnceLock<Arc<HashMap<String, i64>>>,
@@ -678,7 +699,6 @@ fn build_live(
     members: &HashMap<String, Vec<String>>,
     now: i64,
 ) -> Live {
-    use crate::domain::groups::Principal;
     use biscuit_auth::builder::string;
     let name = string(&agent.name);
     let mut facts = vec![
@@ -727,8 +747,14 @@ fn build_live(
         }
     }
     let reach = facts.iter().cloned().chain(everyone_else);
+    let principals = live
+        .iter()
+        .filter(|g| !matches!(g.principal(), Principal::User(_)))
+        .map(|g| g.grantee.clone())
+        .collect();
     Live {
         until,
+        principals,
         reach: Arc::new(FactSet::new(reach)),
         facts: Arc::new(FactSet::new(facts)),
         plain_ranks: OnceLock::new(),

@@ -223,16 +223,12 @@ impl Forward {
         let assertion = self
             .assertions
             .get(state, &caller, operation, request, agent.as_ref())?;
-        let groups = state
-            .groups
-            .of(&caller.user.id)
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
         Ok(Verdict::Allowed(Box::new(Allowed {
             user: caller.user.clone(),
             operation: operation.to_owned(),
             agent,
             assertion,
-            groups,
+            groups: caller.groups.clone(),
         })))
     }
 }
@@ -264,7 +260,7 @@ fn decide_on_agent(
         }
         Err(e) => return Err(e.into()),
     }
-    let mut rank = state.caller_rank(&loaded, &caller.user, true)?;
+    let mut rank = state.caller_rank(&loaded, caller, true)?;
     if let Via::Delegation(delegation) = &caller.via {
         // A delegated token exercises at most the level it was minted with.
         rank = rank.min(delegation.level.rank());

@@ -296,7 +296,7 @@ fn view(
 /// The level the caller's token exercises on the agent (`None`: none),
 /// derived from the facts their own requests carry.
 pub fn access(state: &AppState, caller: &Caller, loaded: &AgentState) -> ApiResult<Option<Level>> {
-    let mut rank = state.caller_rank(loaded, &caller.user, true)?;
+    let mut rank = state.caller_rank(loaded, caller, true)?;
     if let Via::Delegation(delegation) = &caller.via {
         // A delegated token exercises at most the level it was minted with.
         rank = rank.min(delegation.level.rank());
@@ -402,7 +402,7 @@ fn on_behalf(
     if !caller.user.is_admin || loaded.agent.owner == caller.user.id {
         return Ok(None);
     }
-    let holds = state.caller_rank(loaded, &caller.user, false)?;
+    let holds = state.caller_rank(loaded, caller, false)?;
     Ok((holds < needs.rank()).then(|| loaded.agent.owner.clone()))
 }
 
