@@ -814,11 +814,7 @@ fn who_reaches(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Vec<(
 
 /// A grant in a chain: what it gives, who drew it, and, when it names a
 /// group or everyone rather than the person, which.
-fn grant_fields(
-    names: &mut Names,
-    user: &str,
-    source: &Source,
-) -> ApiResult<Option<Map<String, Value>>> {
+fn grant_fields(names: &mut Names, source: &Source) -> ApiResult<Option<Map<String, Value>>> {
     let Source::Grant {
         to,
         level,
@@ -842,9 +838,6 @@ fn grant_fields(
             "everyone"
         }
     };
-    // A link in a chain names whose rights are drawn on; the chain's first
-    // grant is the person's own, whatever it names.
-    let _ = user;
     out.insert("kind".into(), json!(kind));
     out.insert("level".into(), json!(level));
     out.insert("granted_by".into(), names.user(granted_by)?);
@@ -856,7 +849,7 @@ fn grant_fields(
 
 fn link_json(names: &mut Names, link: &Link) -> ApiResult<Value> {
     let user = names.user(&link.user)?;
-    if let Some(mut grant) = grant_fields(names, &link.user, &link.source)? {
+    if let Some(mut grant) = grant_fields(names, &link.source)? {
         grant.insert("user".into(), user);
         return Ok(Value::Object(grant));
     }
@@ -879,7 +872,7 @@ fn reach_json(names: &mut Names, reach: &Reach) -> ApiResult<Value> {
         let Some((own, above)) = chain.split_first() else {
             continue;
         };
-        if let Some(mut grant) = grant_fields(names, &own.user, &own.source)? {
+        if let Some(mut grant) = grant_fields(names, &own.source)? {
             let draws_on = above
                 .iter()
                 .map(|link| link_json(names, link))
