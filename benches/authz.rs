@@ -31,6 +31,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tessera::authz::keys::{DataKeys, RootKeys};
 use tessera::authz::policy::RequestFacts;
 use tessera::authz::tokens;
+use tessera::domain::agents::Grantee;
 use tessera::domain::audit::AuditEvent;
 use tessera::domain::levels::Level;
 use tessera::domain::password::Passwords;
@@ -155,7 +156,15 @@ fn agent_with_five_grants(
             let event = AuditEvent::new(Some(&owner.id), "agent.share", "bench-agent");
             state
                 .agents
-                .grant("bench-agent", &invited, Level::Use, &owner.id, None, event)
+                .grant(
+                    "bench-agent",
+                    Grantee::User(&invited),
+                    Level::Use,
+                    None,
+                    &owner.id,
+                    None,
+                    event,
+                )
                 .await
                 .unwrap();
         }

@@ -390,6 +390,21 @@ async fn bench(args: Args) -> Result<(), String> {
         sessions.len(),
         seeded.elapsed().as_secs_f64()
     );
+    // Groups: 100 of 50 members each (seeded people). `grouped` is one of
+    // group-7's members, reading an agent shared with that group only;
+    // `joiner` belongs to 5 groups that see 10 agents each.
+    let (grouped, grouped_id) = invite_user(&host, &admin, "grouped").await?;
+    let (joiner, joiner_id) = invite_user(&host, &admin, "joiner").await?;
+    seed_groups(store.as_ref(), &args, &admin_id, &grouped_id, &joiner_id)?;
+    let group_agent = format!("agent-{}", 3 * step + 1);
+    call(
+        &host,
+        "POST",
+        &format!("/api/agents/{group_agent}/shares"),
+        Some(&admin),
+        Some(json!({"group": "group-7", "level": "use"})),
+    )
+    .await?;
 
     // A delegated token narrowed twice by its holder, offline.
     let minted = call(
@@ -482,6 +497,16 @@ async fn bench(args: Args) -> Result<(), String> {
             "GET /api/agents (sees 10 of all)",
             "/api/agents",
             Some(&reader),
+        ),
+        Scenario::get(
+            "GET /api/agents/{name} (via group)",
+            format!("/api/agents/{group_agent}"),
+            Some(&grouped),
+        ),
+        Scenario::get(
+            "GET /api/agents (5 groups x 10)",
+            "/api/agents",
+            Some(&joiner),
         ),
         Scenario::get(
             "GET /console (agents page, 10 of all)",
@@ -658,6 +683,7 @@ async fn seed_users_and_grants(store: &dyn Store, args: &Args) -> Result<Vec<Vec
             level: Level::View,
             granted_by: owner.owner,
             at: 0,
+            expires_at: None,
         };
         tx.put(
             keyspace::grant(&agent, &grantee),
@@ -724,6 +750,7 @@ async fn seed_cold_sharee(
             level: Level::Use,
             granted_by: admin_id.to_owned(),
             at: 0,
+            expires_at: None,
         };
         tx.put(
             keyspace::grant(&agent, id),
@@ -775,6 +802,102 @@ fn seed_sessions(
     store.commit(&tx).map_err(|e| e.to_string())?;
     store.flush().map_err(|e| e.to_string())?;
     Ok(requests)
+}
+
+/// Invite `username` and complete the invite: their session token and id.
+async fn invite_user(host: &str, admin: &str, username: &str) -> Result<(String, String), String> {
+    let invite = call(
+        host,
+        "POST",
+        "/auth/users",
+        Some(admin),
+        Some(json!({"username": username})),
+    )
+    .await?;
+    let code = invite["invite_code"].as_str().ok_or("no invite code")?;
+    let done = call(
+        host,
+        "POST",
+        "/auth/complete",
+        None,
+        Some(json!({"username": username, "invite_code": code, "password": "bench-password"})),
+    )
+    .await?;
+    let token = done["token"].as_str().ok_or("no token")?.to_owned();
+    let id = done["user"]["id"].as_str().ok_or("no user id")?.to_owned();
+    Ok((token, id))
+}
+
+/// 100 groups (`group-0`...) of 50 seeded members each, written straight
+/// to the store; `grouped` joins group-7, and `joiner` joins groups 10 to
+/// 14, each of which is shared 10 agents at `view` (50 in all, spread over
+/// the host).
+fn seed_groups(
+    store: &dyn Store,
+    args: &Args,
+    owner: &str,
+    grouped: &str,
+    joiner: &str,
+) -> Result<(), String> {
+    use tessera::domain::agents::Grant;
+    use tessera::domain::groups::{group_principal, Group, Membership};
+    use tessera::domain::levels::Level;
+    let mut rng = rand::thread_rng();
+    let member = |tx: &mut Transaction, group: &str, user: &str| -> Result<(), String> {
+        let m = Membership {
+            at: 0,
+            added_by: owner.to_owned(),
+        };
+        tx.put(
+            keyspace::group_member(group, user),
+            serde_json::to_vec(&m).map_err(|e| e.to_string())?,
+        )
+        .put(keyspace::user_group(user, group), Vec::new());
+        Ok(())
+    };
+    let mut tx = Transaction::new();
+    for g in 0..100 {
+        let name = format!("group-{g}");
+        let group = Group {
+            name: name.clone(),
+            display_name: format!("Group {g}"),
+            owner: owner.to_owned(),
+            created_at: 0,
+            revision: 0,
+        };
+        tx.put(
+            keyspace::group(&name),
+            serde_json::to_vec(&group).map_err(|e| e.to_string())?,
+        );
+        for _ in 0..50.min(args.users) {
+            let user = format!("seed{}", rng.gen_range(0..args.users));
+            member(&mut tx, &name, &user)?;
+        }
+    }
+    member(&mut tx, "group-7", grouped)?;
+    for g in 10..15 {
+        let name = format!("group-{g}");
+        member(&mut tx, &name, joiner)?;
+        let principal = group_principal(&name);
+        for i in 0..10 {
+            let agent = format!("agent-{}", (g * 97 + i * 1_009) % args.agents);
+            let grant = Grant {
+                agent: agent.clone(),
+                grantee: principal.clone(),
+                level: Level::View,
+                granted_by: owner.to_owned(),
+                at: 0,
+                expires_at: None,
+            };
+            tx.put(
+                keyspace::grant(&agent, &principal),
+                serde_json::to_vec(&grant).map_err(|e| e.to_string())?,
+            )
+            .put(keyspace::granted(&principal, &agent), Vec::new());
+        }
+    }
+    store.commit(&tx).map_err(|e| e.to_string())?;
+    store.flush().map_err(|e| e.to_string())
 }
 
 fn seed_agents(store: &dyn Store, owner: &str, count: usize) -> Result<(), String> {

@@ -68,6 +68,15 @@ fn invite_codes_become_digests(store: &dyn Store) -> StoreResult<Transaction> {
     Ok(tx)
 }
 
+/// Version 4 to 5: a grant may name a group (`group:<name>`) or everyone
+/// and carry an expiry, and groups have keys of their own (none yet in an
+/// existing store). Nothing is rewritten: the step is the version, which
+/// keeps an older tessera, which would read an expiring share as one that
+/// never runs out, from opening a store that may hold one.
+fn groups_and_expiring_shares(_store: &dyn Store) -> StoreResult<Transaction> {
+    Ok(Transaction::durable())
+}
+
 /// A step reads the store and returns its writes.
 pub type Step = fn(&dyn Store) -> StoreResult<Transaction>;
 
@@ -76,4 +85,5 @@ pub const STEPS: &[(&str, Step)] = &[
     ("conversation last-message time gets its own key", last_message_time_gets_its_own_key),
     ("reverse indexes for agent names", reverse_indexes_for_agent_names),
     ("invite codes become digests", invite_codes_become_digests),
+    ("groups and expiring shares", groups_and_expiring_shares),
 ];

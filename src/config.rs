@@ -68,6 +68,31 @@ pub struct Config {
     /// Lifetime of the `X-Tessera-Assertion` minted for each allowed
     /// forward-auth request.
     pub assertion_ttl: Duration,
+    /// Whether people may create groups of their own (admins always may).
+    pub user_groups: bool,
+    /// The time expiring shares are judged by.
+    pub clock: Clock,
+}
+
+/// The time expiring shares are judged by: the system clock, which tests
+/// move forward (they cannot wait a day for a share to run out). Clones
+/// share one offset, so a test advances the clock of the server it built.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    offset: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Clock {
+    /// Seconds since the Unix epoch, as this clock reads them.
+    pub fn now(&self) -> i64 {
+        crate::domain::now() + self.offset.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Move this clock (and every clone of it) `secs` seconds forward.
+    pub fn advance(&self, secs: i64) {
+        self.offset
+            .fetch_add(secs, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +147,8 @@ impl Config {
             home: "/console".into(),
             routes: None,
             assertion_ttl: Duration::from_secs(60),
+            user_groups: true,
+            clock: Clock::default(),
         }
     }
 

@@ -115,6 +115,14 @@ enum Command {
             default_value = "10"
         )]
         shutdown_timeout: u64,
+        /// Only admins create groups (people may create their own by
+        /// default); TESSERA_USER_GROUPS=false does the same.
+        #[arg(
+            long = "no-user-groups",
+            env = "TESSERA_USER_GROUPS",
+            action = clap::ArgAction::SetFalse
+        )]
+        user_groups: bool,
     },
     /// Manage keys.
     Keys {
@@ -258,6 +266,7 @@ fn main() -> ExitCode {
             shutdown_timeout,
             routes,
             assertion_ttl,
+            user_groups,
         } => {
             let mut config = Config::new(data.data);
             config.listen = listen;
@@ -273,6 +282,7 @@ fn main() -> ExitCode {
             config.shutdown_timeout = Duration::from_secs(shutdown_timeout);
             config.routes = routes;
             config.assertion_ttl = Duration::from_secs(assertion_ttl.get());
+            config.user_groups = user_groups;
             serve(config)
         }
         Command::Migrate {
@@ -584,5 +594,34 @@ fn home_path(text: &str) -> Result<String, String> {
         Ok(text.to_owned())
     } else {
         Err("must be a path on this site, such as /console or /desktop".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_groups(args: &[&str]) -> bool {
+        let mut all = vec!["tessera", "serve"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).map(|cli| cli.command) {
+            Ok(Command::Serve { user_groups, .. }) => user_groups,
+            Ok(_) => panic!("not serve"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// People create groups unless the flag or the variable says no. One
+    /// test, as the variable is the process's.
+    #[test]
+    fn user_groups_are_on_unless_turned_off() {
+        std::env::remove_var("TESSERA_USER_GROUPS");
+        assert!(user_groups(&[]));
+        assert!(!user_groups(&["--no-user-groups"]));
+        std::env::set_var("TESSERA_USER_GROUPS", "false");
+        assert!(!user_groups(&[]));
+        std::env::set_var("TESSERA_USER_GROUPS", "true");
+        assert!(user_groups(&[]));
+        std::env::remove_var("TESSERA_USER_GROUPS");
     }
 }

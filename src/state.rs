@@ -2,19 +2,20 @@
 
 use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::authz::cache::Verified;
 use crate::authz::keys::{DataKeys, KeyError, RootKeys};
 use crate::authz::policy::{FactSet, Policy, PolicyError, RequestFacts};
 use crate::authz::tokens::Claims;
 use crate::authz::{AuthError, Authz};
-use crate::config::Config;
+use crate::config::{Clock, Config};
 use crate::datadir;
 use crate::domain::agents::{Agent, Agents, Grant};
 use crate::domain::channels::{current_runtime, Channels};
 use crate::domain::chat::Chat;
 use crate::domain::delegations::{Delegation, Delegations};
+use crate::domain::groups::{Groups, Principal};
 use crate::domain::memory::Memory;
 use crate::domain::password::Passwords;
 use crate::domain::secrets::Secrets;
@@ -58,6 +59,7 @@ pub struct Inner {
     pub memory: Memory,
     pub chat: Chat,
     pub channels: Channels,
+    pub groups: Groups,
     pub limiter: RateLimiter,
     pub metrics: crate::http::metrics::Metrics,
     /// Forward auth: the host's route table and the assertion cache.
@@ -79,6 +81,9 @@ pub struct Caller {
     pub user: Arc<User>,
     pub via: Via,
     pub token: Arc<Verified>,
+    /// The groups the person belongs to, read with the rest of the caller
+    /// on every request (a membership ends on the next one).
+    pub groups: Arc<Vec<String>>,
 }
 
 /// What keeps the caller's token alive.
@@ -230,6 +235,7 @@ impl AppState {
             memory: Memory::new(store.clone()),
             chat: Chat::new(store.clone()),
             channels: Channels::new(store.clone()),
+            groups: Groups::new(store.clone()),
             store,
             authz,
             data_keys,
@@ -311,10 +317,13 @@ impl AppState {
             .get(user_id)
             .map_err(store_err)?
             .ok_or(AuthError::Revoked)?;
+        let groups =
+            crate::domain::groups::groups_of(self.store.as_ref(), &user.id).map_err(store_err)?;
         Ok(AnyCaller::Person(Caller {
             user,
             via,
             token: verified,
+            groups,
         }))
     }
 
@@ -337,20 +346,87 @@ impl AppState {
     /// Decide `request` for `caller`, adding what the store says about them:
     /// whether they finished sign-up and whether they are an admin. Read per
     /// request, so a demotion or reset takes effect at once.
-    pub fn authorize(&self, caller: &Caller, mut request: RequestFacts) -> Result<(), AuthError> {
-        let id = biscuit_auth::builder::string(&caller.user.id);
-        if !caller.user.pending() {
-            request = request.fact("active", [id.clone()]);
-        }
-        if caller.user.is_admin {
-            request = request.fact("admin", [id]);
-        }
+    pub fn authorize(&self, caller: &Caller, request: RequestFacts) -> Result<(), AuthError> {
+        let request = caller_facts(caller, request, true);
         self.authz.authorize(&caller.token, &request)
+    }
+
+    /// Add the groups `user` belongs to (`member`) and, once they finished
+    /// signing up, their being part of everyone (`account`): read per
+    /// request, so leaving a group takes effect on the very next one, and
+    /// part of the facts a decision is remembered for.
+    pub fn with_memberships(
+        &self,
+        mut request: RequestFacts,
+        user: &str,
+        active: bool,
+    ) -> Result<RequestFacts, AuthError> {
+        use biscuit_auth::builder::string;
+        let id = string(user);
+        if active {
+            request = request.fact("account", [id.clone()]);
+        }
+        let groups = crate::domain::groups::groups_of(self.store.as_ref(), user)
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        for group in groups.iter() {
+            let principal = crate::domain::groups::group_principal(group);
+            request = request.fact("member", [string(&principal), id.clone()]);
+        }
+        Ok(request)
+    }
+
+    /// The caller's rank on the agent as the policy derives it from the
+    /// facts their own requests carry (their memberships), admin rights
+    /// counting when `admin`.
+    pub fn caller_rank(
+        &self,
+        agent: &AgentState,
+        caller: &Caller,
+        admin: bool,
+    ) -> Result<i64, AuthError> {
+        let id = &caller.user.id;
+        let live = agent.live();
+        // A membership can only count through a grant to what it names: with
+        // none on this agent, the agent's own ranks (shared by every caller)
+        // already say it.
+        let reached = live.principals.iter().any(|p| match Principal::of(p) {
+            Principal::Everyone => !caller.user.pending(),
+            Principal::Group(group) => caller.groups.iter().any(|g| g == group),
+            Principal::User(_) => false,
+        });
+        if !reached {
+            let admin = (admin && caller.user.is_admin).then_some(id.as_str());
+            return Ok(self
+                .agent_ranks(agent, admin)?
+                .get(id)
+                .copied()
+                .unwrap_or(0));
+        }
+        let request = caller_facts(
+            caller,
+            Self::agent_request("agent:read", agent, id, 0),
+            admin,
+        );
+        Ok(self
+            .authz
+            .ranks(&request)?
+            .iter()
+            .filter(|(_, u, _)| u == id)
+            .map(|(_, _, r)| *r)
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// Seconds since the epoch by the server's clock (what expiring shares
+    /// are judged by).
+    pub fn now(&self) -> i64 {
+        self.config.clock.now()
     }
 
     /// The agent named `name` with its grants, owner name and prebuilt
     /// policy facts: read and built once, then shared by every request until
-    /// a commit writes the agent, one of its grants or its owner's account.
+    /// a commit writes the agent, one of its grants, its owner's account or
+    /// the membership of a group (or everyone) holding one of its grants.
     pub fn agent(&self, name: &str) -> Result<Option<Arc<AgentState>>, DomainError> {
         let loaded = crate::domain::cached(
             self.store.as_ref(),
@@ -365,7 +441,14 @@ impl AppState {
                     Some(bytes) => Some(crate::domain::decode::<User>(&bytes)?.username),
                     None => None,
                 };
-                let state = AgentState::new(agent, grants, owner_name);
+                let (members, deps) = principal_members(engine, &grants, deps)?;
+                let state = AgentState::with_members(
+                    agent,
+                    grants,
+                    owner_name,
+                    members,
+                    self.config.clock.clone(),
+                );
                 Ok((Some(Arc::new(state)), deps.key(owner_key)))
             },
         )?;
@@ -409,20 +492,48 @@ impl AppState {
         .with(&facts)
     }
 
-    /// Effective ranks on the agent, per user, as the policy derives them;
-    /// `admin` names an admin whose admin rights count too.
+    /// Effective ranks on the agent, per user and per principal (what a
+    /// grant confers on its group, or on everyone), as the policy derives
+    /// them from the agent's own facts; `admin` names an admin whose admin
+    /// rights count too. Enough to say whether each grant is in effect; a
+    /// member reached only through a group is in [`Self::reach_ranks`], and
+    /// a caller's own level is [`Self::caller_rank`].
     pub fn agent_ranks(
         &self,
         agent: &AgentState,
         admin: Option<&str>,
     ) -> Result<Arc<HashMap<String, i64>>, AuthError> {
+        let live = agent.live();
+        self.ranks_on(&live.facts, &live.plain_ranks, admin)
+    }
+
+    /// [`Self::agent_ranks`] of everyone the agent reaches: every member of
+    /// a grantee group, every account when it is shared with everyone. For
+    /// saying who can reach it (the fact set grows with them).
+    pub fn reach_ranks(
+        &self,
+        agent: &AgentState,
+        admin: Option<&str>,
+    ) -> Result<Arc<HashMap<String, i64>>, AuthError> {
+        let live = agent.live();
+        self.ranks_on(&live.reach, &live.reach_ranks, admin)
+    }
+
+    fn ranks_on(
+        &self,
+        facts: &Arc<FactSet>,
+        plain: &OnceLock<Arc<HashMap<String, i64>>>,
+        admin: Option<&str>,
+    ) -> Result<Arc<HashMap<String, i64>>, AuthError> {
         if admin.is_none() {
-            if let Some(ranks) = agent.plain_ranks.get() {
+            if let Some(ranks) = plain.get() {
                 return Ok(ranks.clone());
             }
         }
-        // Everyone's ranks: every grant on the agent.
-        let mut request = RequestFacts::new("agent:read").with(&agent.facts);
+        let mut request = RequestFacts::new("agent:read")
+            .fact("granting_rank", [biscuit_auth::builder::int(0)])
+            .fact("no_grant_at_stake", [biscuit_auth::builder::boolean(true)])
+            .with(facts);
         if let Some(admin) = admin {
             request = request.fact("admin", [biscuit_auth::builder::string(admin)]);
         }
@@ -433,7 +544,7 @@ impl AppState {
         }
         let best = Arc::new(best);
         if admin.is_none() {
-            let _ = agent.plain_ranks.set(best.clone());
+            let _ = plain.set(best.clone());
         }
         Ok(best)
     }
@@ -448,66 +559,194 @@ impl AppState {
     }
 }
 
+/// Add what the store says about the caller: whether they finished sign-up,
+/// whether they are an admin (`admin`: if it counts), and what they belong
+/// to: each group (`member`) and, signed up, everyone (`account`). Read per
+/// request and part of the key decisions are remembered under, so leaving a
+/// group counts on the very next request.
+fn caller_facts(caller: &Caller, mut request: RequestFacts, admin: bool) -> RequestFacts {
+    use biscuit_auth::builder::string;
+    let user = &caller.user;
+    let id = string(&user.id);
+    if !user.pending() {
+        request = request
+            .fact("active", [id.clone()])
+            .fact("account", [id.clone()]);
+    }
+    if admin && user.is_admin {
+        request = request.fact("admin", [id.clone()]);
+    }
+    for group in caller.groups.iter() {
+        let principal = crate::domain::groups::group_principal(group);
+        request = request.fact("member", [string(&principal), id.clone()]);
+    }
+    request
+}
+
+/// The members of every principal holding a grant on an agent, as the
+/// policy's facts need them (`member`, `account` in `datalog/agents.dl`):
+/// each grantee group's members, and every account when everyone holds a
+/// grant. What is read joins `deps`, so a membership change (or a new
+/// account, for everyone) rebuilds the agent's facts before it is
+/// acknowledged.
+fn principal_members(
+    engine: &dyn Store,
+    grants: &[Grant],
+    mut deps: crate::store::Deps,
+) -> Result<(HashMap<String, Vec<String>>, crate::store::Deps), DomainError> {
+    use crate::domain::groups::members_in;
+    use crate::domain::keyspace::ACTIVE_PREFIX;
+    let mut members = HashMap::new();
+    for grant in grants {
+        if members.contains_key(&grant.grantee) {
+            continue;
+        }
+        let ids = match grant.principal() {
+            Principal::User(_) => continue,
+            Principal::Group(group) => {
+                deps = deps.prefix(crate::domain::keyspace::group_members_prefix(group));
+                members_in(engine, group)?
+            }
+            Principal::Everyone => {
+                deps = deps.prefix(ACTIVE_PREFIX);
+                engine
+                    .scan(ACTIVE_PREFIX.as_bytes(), None, usize::MAX)?
+                    .into_iter()
+                    .map(|(k, _)| String::from_utf8_lossy(&k[ACTIVE_PREFIX.len()..]).into_owned())
+                    .collect()
+            }
+        };
+        members.insert(grant.grantee.clone(), ids);
+    }
+    Ok((members, deps))
+}
+
 /// An agent as requests about it need it, built once per change.
 pub struct AgentState {
     pub agent: Agent,
+    /// Every grant, expired ones included (they stay listed until removed).
     pub grants: Vec<Grant>,
     /// The owner's username (`None` if the account is gone).
     pub owner_name: Option<String>,
-    /// The agent, its owner and all its grants as policy facts.
-    facts: Arc<FactSet>,
-    /// The agent's facts with only the grants some people draw on, by those
-    /// people (see [`Self::facts_for`]).
-    slices: Mutex<HashMap<Vec<String>, Arc<FactSet>>>,
-    /// Who holds what on it, admins aside.
-    plain_ranks: OnceLock<Arc<HashMap<String, i64>>>,
+    /// The member ids of each group (by principal) holding a grant, and of
+    /// `everyone` when everyone holds one.
+    pub members: HashMap<String, Vec<String>>,
+    clock: Clock,
+    /// The facts as of the clock, rebuilt when a grant in them expires.
+    live: RwLock<Arc<Live>>,
     /// The parts of its JSON that do not depend on who asks, rendered once by
     /// the HTTP layer.
     pub rendered: OnceLock<String>,
 }
 
+/// The policy's view of an agent while no grant in it expires.
+struct Live {
+    /// The first expiry among the grants presented: from then on these
+    /// facts are stale.
+    until: i64,
+    /// The agent, its owner and its unexpired grants as policy facts, with
+    /// the memberships of those the grants draw on (the caller's own are
+    /// added per request, see [`AppState::authorize`]). An expired grant is
+    /// never presented, so the facts (and every decision remembered for
+    /// them) change the moment one runs out.
+    facts: Arc<FactSet>,
+    /// The same with every member of every group holding a grant (and every
+    /// account, when everyone holds one): for saying who holds what, not
+    /// for deciding.
+    reach: Arc<FactSet>,
+    /// The groups (and everyone) its unexpired grants name.
+    principals: Vec<String>,
+    /// Who holds what on it, admins aside: from `facts`, and from `reach`.
+    plain_ranks: OnceLock<Arc<HashMap<String, i64>>>,
+    reach_ranks: OnceLock<Arc<HashMap<String, i64>>>,
+    /// `facts` in parts, for [`AgentState::facts_for`]: the agent's own
+    /// facts, each live grant with its grantee and grantor, and each
+    /// grantor's membership with whose it is.
+    own: Vec<Fact>,
+    grants: Vec<(String, String, Fact)>,
+    memberships: Vec<(String, Fact)>,
+    /// `facts` with only the grants some people draw on, by those people.
+    slices: Mutex<HashMap<Vec<String>, Arc<FactSet>>>,
+}
+
+type Fact = (&'static str, Vec<biscuit_auth::builder::Term>);
+
 impl AgentState {
+    /// An agent whose grants name people only (or none), on the system clock.
     pub fn new(agent: Agent, grants: Vec<Grant>, owner_name: Option<String>) -> Self {
-        let facts = agent_facts(&agent, grants.iter());
+        Self::with_members(agent, grants, owner_name, HashMap::new(), Clock::default())
+    }
+
+    pub fn with_members(
+        agent: Agent,
+        grants: Vec<Grant>,
+        owner_name: Option<String>,
+        members: HashMap<String, Vec<String>>,
+        clock: Clock,
+    ) -> Self {
+        let live = build_live(&agent, &grants, &members, clock.now());
         Self {
             agent,
             grants,
             owner_name,
-            facts: Arc::new(facts),
-            slices: Mutex::new(HashMap::new()),
-            plain_ranks: OnceLock::new(),
+            members,
+            clock,
+            live: RwLock::new(Arc::new(live)),
             rendered: OnceLock::new(),
         }
     }
 
+    /// The agent's policy facts at this moment.
+    pub fn facts(&self) -> Arc<FactSet> {
+        self.live().facts.clone()
+    }
+
     /// The agent's facts with only the grants `people`'s rights can draw
-    /// on: their own, and up the chain those of everyone who granted them.
-    /// agents.dl derives a person's rank from their grants and their
-    /// grantors' ranks and nothing else, so a decision about `people` is
-    /// the same as with every grant presented; and a change to any other
-    /// grant leaves these facts, and every decision remembered on them, as
-    /// they were (a grant to bob does not make alice's decisions run cold).
+    /// on: their own, and up the chain those of everyone who granted them;
+    /// every grant to a group or to everyone (with its grantor's chain),
+    /// since the caller's memberships are only known per request; and the
+    /// memberships of the grantors kept. agents.dl derives a person's rank
+    /// from the grants reaching them and their grantors' ranks and nothing
+    /// else, so a decision about `people` is the same as with every grant
+    /// presented; and a change to any other grant to a person leaves these
+    /// facts, and every decision remembered on them, as they were (a grant
+    /// to bob does not make alice's decisions run cold).
     pub fn facts_for(&self, people: &[&str]) -> Arc<FactSet> {
         const MAX_SLICES: usize = 1024;
+        let live = self.live();
         let key: Vec<String> = people.iter().map(|p| (*p).to_owned()).collect();
-        if let Some(hit) = self.slices.lock().ok().and_then(|s| s.get(&key).cloned()) {
+        if let Some(hit) = live.slices.lock().ok().and_then(|s| s.get(&key).cloned()) {
             return hit;
         }
+        let to_principal = |grantee: &str| !matches!(Principal::of(grantee), Principal::User(_));
         let mut reached: std::collections::HashSet<&str> = people.iter().copied().collect();
         let mut pending: Vec<&str> = people.to_vec();
+        for (grantee, by, _) in &live.grants {
+            if to_principal(grantee) && reached.insert(by) {
+                pending.push(by);
+            }
+        }
         while let Some(who) = pending.pop() {
-            for grant in self.grants.iter().filter(|g| g.grantee == who) {
-                if reached.insert(&grant.granted_by) {
-                    pending.push(&grant.granted_by);
+            for (_, by, _) in live.grants.iter().filter(|(to, _, _)| to == who) {
+                if reached.insert(by) {
+                    pending.push(by);
                 }
             }
         }
-        let drawn_on = self
+        let grants = live
             .grants
             .iter()
-            .filter(|g| reached.contains(g.grantee.as_str()));
-        let set = Arc::new(agent_facts(&self.agent, drawn_on));
-        if let Ok(mut slices) = self.slices.lock() {
+            .filter(|(to, _, _)| to_principal(to) || reached.contains(to.as_str()))
+            .map(|(_, _, fact)| fact.clone());
+        let memberships = live
+            .memberships
+            .iter()
+            .filter(|(id, _)| reached.contains(id.as_str()))
+            .map(|(_, fact)| fact.clone());
+        let set = Arc::new(FactSet::new(
+            live.own.iter().cloned().chain(grants).chain(memberships),
+        ));
+        if let Ok(mut slices) = live.slices.lock() {
             if slices.len() >= MAX_SLICES {
                 slices.clear();
             }
@@ -515,10 +754,32 @@ impl AgentState {
         }
         set
     }
+
+    /// Whether `grant` confers anything now.
+    pub fn live_grant(&self, grant: &Grant) -> bool {
+        grant.live_at(self.clock.now())
+    }
+
+    fn live(&self) -> Arc<Live> {
+        let now = self.clock.now();
+        {
+            let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+            if now < live.until {
+                return live.clone();
+            }
+        }
+        let fresh = Arc::new(build_live(&self.agent, &self.grants, &self.members, now));
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        fresh
+    }
 }
 
-/// The agent, its owner, whether it is active, and `grants`, as policy facts.
-fn agent_facts<'g>(agent: &Agent, grants: impl Iterator<Item = &'g Grant>) -> FactSet {
+fn build_live(
+    agent: &Agent,
+    grants: &[Grant],
+    members: &HashMap<String, Vec<String>>,
+    now: i64,
+) -> Live {
     use biscuit_auth::builder::string;
     let name = string(&agent.name);
     let mut facts = vec![
@@ -529,8 +790,23 @@ fn agent_facts<'g>(agent: &Agent, grants: impl Iterator<Item = &'g Grant>) -> Fa
     if !agent.archived {
         facts.push(("active_agent", vec![name.clone()]));
     }
-    for g in grants {
-        facts.push((
+    let live: Vec<&Grant> = grants.iter().filter(|g| g.live_at(now)).collect();
+    let until = live
+        .iter()
+        .filter_map(|g| g.expires_at)
+        .min()
+        .unwrap_or(i64::MAX);
+    // Whose memberships a decision may need besides the caller's (added
+    // per request): those whose rights a grant draws on, expired grants
+    // included (removing one asks whom its grantor draws on).
+    let drawers: std::collections::HashSet<&str> =
+        grants.iter().map(|g| g.granted_by.as_str()).collect();
+    let own = facts.clone();
+    let mut grant_parts = Vec::new();
+    let mut memberships = Vec::new();
+    let mut everyone_else = Vec::new();
+    for g in &live {
+        let grant: Fact = (
             "grant",
             vec![
                 name.clone(),
@@ -538,150 +814,260 @@ fn agent_facts<'g>(agent: &Agent, grants: impl Iterator<Item = &'g Grant>) -> Fa
                 string(g.level.as_str()),
                 string(&g.granted_by),
             ],
-        ));
+        );
+        facts.push(grant.clone());
+        grant_parts.push((g.grantee.clone(), g.granted_by.clone(), grant));
+        let ids = members.get(&g.grantee).map(Vec::as_slice).unwrap_or(&[]);
+        let principal = string(&g.grantee);
+        for id in ids {
+            let fact = match g.principal() {
+                Principal::User(_) => continue,
+                Principal::Group(_) => ("member", vec![principal.clone(), string(id)]),
+                Principal::Everyone => ("account", vec![string(id)]),
+            };
+            if drawers.contains(id.as_str()) {
+                facts.push(fact.clone());
+                memberships.push((id.clone(), fact));
+            } else {
+                everyone_else.push(fact);
+            }
+        }
     }
-    FactSet::new(facts)
+    let reach = facts.iter().cloned().chain(everyone_else);
+    let principals = live
+        .iter()
+        .filter(|g| !matches!(g.principal(), Principal::User(_)))
+        .map(|g| g.grantee.clone())
+        .collect();
+    Live {
+        until,
+        principals,
+        reach: Arc::new(FactSet::new(reach)),
+        facts: Arc::new(FactSet::new(facts)),
+        plain_ranks: OnceLock::new(),
+        reach_ranks: OnceLock::new(),
+        own,
+        grants: grant_parts,
+        memberships,
+        slices: Mutex::new(HashMap::new()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authz::keys::RootKeys;
-    use crate::authz::tokens;
     use crate::domain::levels::Level;
-    use biscuit_auth::AuthorizerLimits;
-    use proptest::prelude::*;
 
-    const PEOPLE: [&str; 5] = ["p0", "p1", "p2", "p3", "p4"];
-    const OPERATIONS: [&str; 6] = [
-        "agent:read",
-        "agent:update",
-        "agent:share",
-        "agent:unshare",
-        "agent:tokens:mint",
-        "agent:delete",
-    ];
-
-    fn level(i: usize) -> Level {
-        [
-            Level::View,
-            Level::Use,
-            Level::Edit,
-            Level::Manage,
-            Level::Share,
-        ][i]
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
-        /// A decision on the grants a person draws on equals the decision on
-        /// every grant of the agent, whoever asks, whatever is at stake.
-        #[test]
-        fn the_grants_drawn_on_decide_as_all_grants_do(
-            owner in 0usize..5,
-            // Mostly `share`, so chains of sharing several people long are common.
-            grants in prop::collection::vec((0usize..5, prop_oneof![1 => 0usize..4, 3 => Just(4usize)], 0usize..5), 0..12),
-            caller in 0usize..5,
-            admin in prop::option::of(0usize..5),
-            at_stake in prop::option::of(0usize..5),
-            operation in 0usize..OPERATIONS.len(),
-            granting in 0i64..=6,
-        ) {
-            thread_local! {
-                static SETUP: (Policy, RootKeys) = (
-                    Policy::embedded(AuthorizerLimits {
-                        max_time: std::time::Duration::from_secs(10),
-                        ..AuthorizerLimits::default()
-                    })
-                    .expect("policy"),
-                    RootKeys::ephemeral(),
-                );
-            }
-            let agent = Agent {
-                name: "a".into(),
-                owner: PEOPLE[owner].into(),
-                created_at: 0,
-                archived: false,
-                archived_at: None,
-                fields: Default::default(),
-            };
-            let grants: Vec<Grant> = grants
-                .into_iter()
-                .map(|(to, lvl, by)| Grant {
-                    agent: "a".into(),
-                    grantee: PEOPLE[to].into(),
-                    level: level(lvl),
-                    granted_by: PEOPLE[by].into(),
-                    at: 0,
-                })
-                .collect();
-            let state = AgentState::new(agent, grants, None);
-            let caller = PEOPLE[caller];
-            let at_stake = at_stake.map(|i| PEOPLE[i]);
-            SETUP.with(|(policy, keys)| {
-                let token = tokens::mint_session(keys, caller, "s", i64::MAX / 2).expect("mint");
-                let token = tokens::verify(keys, &token).expect("verify");
-                let request = |facts: &Arc<FactSet>| {
-                    let mut request = RequestFacts::new(OPERATIONS[operation])
-                        .fact("granting_rank", [biscuit_auth::builder::int(granting)])
-                        .fact("active", [biscuit_auth::builder::string(caller)]);
-                    request = match at_stake {
-                        Some(by) => request.fact("grant_at_stake", [biscuit_auth::builder::string(by)]),
-                        None => request.fact("no_grant_at_stake", [biscuit_auth::builder::boolean(true)]),
-                    };
-                    if let Some(admin) = admin {
-                        request = request.fact("admin", [biscuit_auth::builder::string(PEOPLE[admin])]);
-                    }
-                    request.with(facts)
-                };
-                let sliced = match at_stake {
-                    Some(by) => state.facts_for(&[caller, by]),
-                    None => state.facts_for(&[caller]),
-                };
-                let all = policy.authorize(&token, &request(&state.facts)).map_err(|e| e.to_string());
-                let drawn_on = policy.authorize(&token, &request(&sliced)).map_err(|e| e.to_string());
-                prop_assert_eq!(all, drawn_on);
-                Ok(())
-            })?;
+    fn grant(grantee: &str, expires_at: Option<i64>) -> Grant {
+        Grant {
+            agent: "a".into(),
+            grantee: grantee.into(),
+            level: Level::Use,
+            granted_by: "olive".into(),
+            at: 0,
+            expires_at,
         }
     }
 
+    /// An expiring grant leaves the facts the moment it runs out, so the
+    /// key remembered decisions are filed under changes with it.
     #[test]
-    fn a_grant_elsewhere_leaves_the_facts_of_a_person_as_they_were() {
-        let agent = || Agent {
+    fn facts_drop_a_grant_when_it_expires() {
+        let clock = Clock::default();
+        let now = clock.now();
+        let agent = Agent {
             name: "a".into(),
-            owner: "owner".into(),
+            owner: "olive".into(),
             created_at: 0,
             archived: false,
             archived_at: None,
             fields: Default::default(),
         };
-        let grant = |to: &str, by: &str| Grant {
-            agent: "a".into(),
-            grantee: to.into(),
-            level: Level::Share,
-            granted_by: by.into(),
-            at: 0,
-        };
-        let before = AgentState::new(agent(), vec![grant("alice", "owner")], None);
-        let after = AgentState::new(
-            agent(),
-            vec![
-                grant("alice", "owner"),
-                grant("bob", "owner"),
-                grant("carol", "alice"),
-            ],
+        let members = HashMap::from([("group:kids".to_owned(), vec!["carol".to_owned()])]);
+        let state = AgentState::with_members(
+            agent,
+            vec![grant("bob", Some(now + 100)), grant("group:kids", None)],
             None,
+            members,
+            clock.clone(),
         );
-        let key = |state: &AgentState, who: &str| {
-            RequestFacts::new("op")
-                .with(&state.facts_for(&[who]))
-                .key()
-                .clone()
-        };
-        assert_eq!(key(&before, "alice"), key(&after, "alice"));
-        assert_ne!(key(&before, "bob"), key(&after, "bob"));
-        // carol draws on alice: alice's grant is among carol's facts.
-        assert_ne!(key(&after, "carol"), key(&after, "bob"));
+        let before = RequestFacts::new("agent:read").with(&state.facts());
+        clock.advance(99);
+        let still = RequestFacts::new("agent:read").with(&state.facts());
+        assert_eq!(before.key(), still.key());
+        clock.advance(1);
+        let after = RequestFacts::new("agent:read").with(&state.facts());
+        assert_ne!(before.key(), after.key());
+        assert!(!state.live_grant(&state.grants[0]));
+        assert!(state.live_grant(&state.grants[1]));
+    }
+
+    mod drawn_on {
+        use super::*;
+        use crate::authz::keys::RootKeys;
+        use crate::authz::tokens;
+        use biscuit_auth::builder::{boolean, int, string};
+        use biscuit_auth::AuthorizerLimits;
+        use proptest::prelude::*;
+
+        const PEOPLE: [&str; 5] = ["p0", "p1", "p2", "p3", "p4"];
+        const PRINCIPALS: [&str; 8] = [
+            "p0", "p1", "p2", "p3", "p4", "group:g0", "group:g1", "everyone",
+        ];
+        const OPERATIONS: [&str; 6] = [
+            "agent:read",
+            "agent:update",
+            "agent:share",
+            "agent:unshare",
+            "agent:tokens:mint",
+            "agent:delete",
+        ];
+
+        fn level(i: usize) -> Level {
+            [
+                Level::View,
+                Level::Use,
+                Level::Edit,
+                Level::Manage,
+                Level::Share,
+            ][i]
+        }
+
+        fn agent(owner: &str) -> Agent {
+            Agent {
+                name: "a".into(),
+                owner: owner.into(),
+                created_at: 0,
+                archived: false,
+                archived_at: None,
+                fields: Default::default(),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+            /// A decision on the grants a person draws on equals the
+            /// decision on every grant of the agent, whoever asks, whatever
+            /// is at stake, through people, groups and everyone.
+            #[test]
+            fn the_grants_drawn_on_decide_as_all_grants_do(
+                owner in 0usize..5,
+                // Mostly `share`, so chains several people long are common.
+                grants in prop::collection::vec(
+                    (0usize..8, prop_oneof![1 => 0usize..4, 3 => Just(4usize)], 0usize..5),
+                    0..12,
+                ),
+                groups in prop::collection::vec(prop::collection::vec(0usize..5, 0..4), 2),
+                caller in 0usize..5,
+                admin in prop::option::of(0usize..5),
+                at_stake in prop::option::of(0usize..5),
+                operation in 0usize..OPERATIONS.len(),
+                granting in 0i64..=6,
+            ) {
+                thread_local! {
+                    static SETUP: (Policy, RootKeys) = (
+                        Policy::embedded(AuthorizerLimits {
+                            max_time: std::time::Duration::from_secs(10),
+                            ..AuthorizerLimits::default()
+                        })
+                        .expect("policy"),
+                        RootKeys::ephemeral(),
+                    );
+                }
+                let grants: Vec<Grant> = grants
+                    .into_iter()
+                    .map(|(to, lvl, by)| Grant {
+                        agent: "a".into(),
+                        grantee: PRINCIPALS[to].into(),
+                        level: level(lvl),
+                        granted_by: PEOPLE[by].into(),
+                        at: 0,
+                        expires_at: None,
+                    })
+                    .collect();
+                let mut members: HashMap<String, Vec<String>> = HashMap::new();
+                for (g, ids) in groups.iter().enumerate() {
+                    members.insert(
+                        format!("group:g{g}"),
+                        ids.iter().map(|i| PEOPLE[*i].to_owned()).collect(),
+                    );
+                }
+                members.insert("everyone".into(), PEOPLE.iter().map(|p| (*p).to_owned()).collect());
+                let state = AgentState::with_members(
+                    agent(PEOPLE[owner]),
+                    grants,
+                    None,
+                    members,
+                    Clock::default(),
+                );
+                let caller = PEOPLE[caller];
+                let at_stake = at_stake.map(|i| PEOPLE[i]);
+                SETUP.with(|(policy, keys)| {
+                    let token = tokens::mint_session(keys, caller, "s", i64::MAX / 2).expect("mint");
+                    let token = tokens::verify(keys, &token).expect("verify");
+                    let request = |facts: &Arc<FactSet>| {
+                        let mut request = RequestFacts::new(OPERATIONS[operation])
+                            .fact("granting_rank", [int(granting)])
+                            .fact("active", [string(caller)])
+                            .fact("account", [string(caller)]);
+                        for (g, ids) in groups.iter().enumerate() {
+                            if ids.iter().any(|i| PEOPLE[*i] == caller) {
+                                request = request
+                                    .fact("member", [string(&format!("group:g{g}")), string(caller)]);
+                            }
+                        }
+                        request = match at_stake {
+                            Some(by) => request.fact("grant_at_stake", [string(by)]),
+                            None => request.fact("no_grant_at_stake", [boolean(true)]),
+                        };
+                        if let Some(admin) = admin {
+                            request = request.fact("admin", [string(PEOPLE[admin])]);
+                        }
+                        request.with(facts)
+                    };
+                    let sliced = match at_stake {
+                        Some(by) => state.facts_for(&[caller, by]),
+                        None => state.facts_for(&[caller]),
+                    };
+                    let all = policy.authorize(&token, &request(&state.facts())).map_err(|e| e.to_string());
+                    let drawn_on = policy.authorize(&token, &request(&sliced)).map_err(|e| e.to_string());
+                    prop_assert_eq!(all, drawn_on);
+                    Ok(())
+                })?;
+            }
+        }
+
+        #[test]
+        fn a_grant_elsewhere_leaves_the_facts_of_a_person_as_they_were() {
+            let grant = |to: &str, by: &str| Grant {
+                agent: "a".into(),
+                grantee: to.into(),
+                level: Level::Share,
+                granted_by: by.into(),
+                at: 0,
+                expires_at: None,
+            };
+            let before = AgentState::new(agent("owner"), vec![grant("alice", "owner")], None);
+            let after = AgentState::new(
+                agent("owner"),
+                vec![
+                    grant("alice", "owner"),
+                    grant("bob", "owner"),
+                    grant("carol", "alice"),
+                ],
+                None,
+            );
+            let key = |state: &AgentState, who: &str| {
+                RequestFacts::new("op")
+                    .with(&state.facts_for(&[who]))
+                    .key()
+                    .clone()
+            };
+            assert_eq!(key(&before, "alice"), key(&after, "alice"));
+            assert_ne!(key(&before, "bob"), key(&after, "bob"));
+            // carol draws on alice: alice's grant is among carol's facts.
+            assert_ne!(key(&after, "carol"), key(&after, "bob"));
+        }
     }
 }

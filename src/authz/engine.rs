@@ -1396,7 +1396,7 @@ impl<'e> World<'e> {
             &mut binding,
             0,
             &mut |binding, _| {
-                if self.passes(query, binding)? && head_terms(query, binding).is_some() {
+                if self.passes(query, binding)? && head_bound(query, binding) {
                     found = true;
                     return Ok(Flow::Stop);
                 }
@@ -1487,6 +1487,15 @@ fn unbind(atom: &Atom, binding: &mut [Option<Term>]) {
             binding[*v] = None;
         }
     }
+}
+
+/// Whether [`head_terms`] would find every head variable bound.
+fn head_bound(rule: &Query, binding: &[Option<Term>]) -> bool {
+    rule.head.iter().all(|slot| match slot {
+        HeadSlot::Const(_) => true,
+        HeadSlot::Var(v) => binding[*v].is_some(),
+        HeadSlot::Unbound => false,
+    })
 }
 
 fn head_terms(rule: &Query, binding: &[Option<Term>]) -> Option<Vec<Term>> {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::audit::AuditEvent;
+use super::groups::{Principal, EVERYONE};
 use super::levels::Level;
 use super::users::User;
 use super::{commit, decode, encode, keyspace, now, retry, DomainError, DomainResult};
@@ -28,6 +29,7 @@ pub const RESERVED_FIELDS: &[&str] = &[
     "archived_at",
     "access",
     "shared_with",
+    "shared_with_everyone",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -55,6 +57,21 @@ pub struct Grant {
     /// admin shared on the owner's behalf.
     pub granted_by: String,
     pub at: i64,
+    /// When the grant stops conferring anything (unix seconds); it stays
+    /// listed, as expired, until removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+impl Grant {
+    /// Whether the grant still confers its level at `now`.
+    pub fn live_at(&self, now: i64) -> bool {
+        self.expires_at.is_none_or(|end| now < end)
+    }
+
+    pub fn principal(&self) -> Principal<'_> {
+        Principal::of(&self.grantee)
+    }
 }
 
 /// A slug, unique on the host: container names derive from it.
@@ -150,20 +167,30 @@ impl Agents {
         grants_in(self.store.as_ref(), name)
     }
 
-    /// Names of the agents a user owns or has been granted: the only agents
-    /// that user could possibly see. Cached until either index changes.
+    /// Names of the agents a user owns or has been granted, directly, through
+    /// a group they belong to or as everyone: the only agents that user could
+    /// possibly see. Cached until one of those indexes changes; the cost is
+    /// the user's own entries, never the host's groups or members.
     pub fn candidates_for(&self, user_id: &str) -> DomainResult<Arc<Vec<String>>> {
         let owned = keyspace::owned_prefix(user_id);
-        let granted = keyspace::granted_prefix(user_id);
         super::cached(self.store.as_ref(), &owned, |engine| {
+            let memberships = keyspace::user_groups_prefix(user_id);
+            let mut principals = vec![user_id.to_owned(), EVERYONE.to_owned()];
+            principals.extend(
+                names_under(engine, &memberships)?
+                    .iter()
+                    .map(|g| super::groups::group_principal(g)),
+            );
             let mut names = names_under(engine, &owned)?;
-            names.extend(names_under(engine, &granted)?);
+            let mut deps = Deps::new().prefix(owned.as_str()).prefix(memberships);
+            for principal in principals {
+                let granted = keyspace::granted_prefix(&principal);
+                names.extend(names_under(engine, &granted)?);
+                deps = deps.prefix(granted);
+            }
             names.sort();
             names.dedup();
-            Ok((
-                names,
-                Deps::new().prefix(owned.as_str()).prefix(granted.as_str()),
-            ))
+            Ok((names, deps))
         })
     }
 
@@ -374,40 +401,55 @@ impl Agents {
     /// Grant (or change) `grantee`'s level. Whether the granter may is the
     /// policy's decision, made before this is called on the grant it saw
     /// (`replaces`); if the grant changed since, nothing is written.
+    #[allow(clippy::too_many_arguments)] // one grant, field by field
     pub async fn grant(
         &self,
         name: &str,
-        grantee: &User,
+        grantee: Grantee<'_>,
         level: Level,
+        expires_at: Option<i64>,
         granted_by: &str,
         replaces: Option<&Grant>,
         event: AuditEvent,
     ) -> DomainResult<Grant> {
         let (agent, _) = self.require(name)?;
-        if agent.owner == grantee.id {
-            return Err(DomainError::Invalid(format!(
-                "{} owns {name} already",
-                grantee.username
-            )));
+        if let Grantee::User(user) = grantee {
+            if agent.owner == user.id {
+                return Err(DomainError::Invalid(format!(
+                    "{} owns {name} already",
+                    user.username
+                )));
+            }
         }
+        let principal = grantee.principal().id();
         let grant = Grant {
             agent: name.to_owned(),
-            grantee: grantee.id.clone(),
+            grantee: principal.clone(),
             level,
             granted_by: granted_by.to_owned(),
             at: now(),
+            expires_at,
         };
-        let key = keyspace::grant(name, &grantee.id);
+        let key = keyspace::grant(name, &principal);
         let mut tx = Transaction::durable();
-        tx.expect(keyspace::agent(name), Expect::Present)
-            .expect(keyspace::user(&grantee.id), Expect::Present)
-            .expect(key.clone(), self.still(&key, replaces)?)
+        tx.expect(keyspace::agent(name), Expect::Present);
+        // The grantee must still exist when the grant is written.
+        match grantee {
+            Grantee::User(user) => {
+                tx.expect(keyspace::user(&user.id), Expect::Present);
+            }
+            Grantee::Group(group) => {
+                tx.expect(keyspace::group(group), Expect::Present);
+            }
+            Grantee::Everyone => {}
+        }
+        tx.expect(key.clone(), self.still(&key, replaces)?)
             .put(key, encode(&grant)?)
-            .put(keyspace::granted(&grantee.id, name), Vec::new());
+            .put(keyspace::granted(&principal, name), Vec::new());
         event.record_into(&mut tx)?;
         match commit(&self.store, tx).await {
             Err(DomainError::Store(StoreError::Conflict)) => Err(DomainError::Conflict(
-                "the agent, the user or the share changed meanwhile; try again".into(),
+                "the agent, the grantee or the share changed meanwhile; try again".into(),
             )),
             other => other,
         }?;
@@ -439,7 +481,10 @@ impl Agents {
             (None, None) => Ok(Expect::Absent),
             (Some(seen), Some(bytes)) => {
                 let now: Grant = decode(&bytes)?;
-                if now.granted_by == seen.granted_by && now.level == seen.level {
+                if now.granted_by == seen.granted_by
+                    && now.level == seen.level
+                    && now.expires_at == seen.expires_at
+                {
                     Ok(Expect::Equals(bytes))
                 } else {
                     Err(DomainError::Conflict(
@@ -499,16 +544,39 @@ impl Agents {
     }
 }
 
+/// Who a new grant is to.
+#[derive(Debug, Clone, Copy)]
+pub enum Grantee<'a> {
+    User(&'a User),
+    /// A group, by name.
+    Group(&'a str),
+    Everyone,
+}
+
+impl Grantee<'_> {
+    pub fn principal(&self) -> Principal<'_> {
+        match self {
+            Grantee::User(user) => Principal::User(&user.id),
+            Grantee::Group(name) => Principal::Group(name),
+            Grantee::Everyone => Principal::Everyone,
+        }
+    }
+}
+
 /// Where one link of a grant chain gets its rights from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     /// The agent's owner: the chain ends here.
     Owner,
-    /// A grant on the agent, drawing on `granted_by`'s rights.
+    /// A grant on the agent, to the user or to a group or everyone they
+    /// belong to (`to`, the grant's principal), drawing on `granted_by`'s
+    /// rights.
     Grant {
+        to: String,
         level: Level,
         granted_by: String,
         at: i64,
+        expires_at: Option<i64>,
         in_effect: bool,
     },
     /// The user holds no grant and does not own the agent: the chain breaks.
@@ -524,8 +592,9 @@ pub struct Link {
     pub source: Source,
 }
 
-/// How one person reaches an agent: owning it, as an admin, and through the
-/// grant they hold with everyone it draws on, up to the owner.
+/// How one person reaches an agent: owning it, as an admin, and through
+/// each grant that names them or a group (or everyone) they belong to, with
+/// everyone it draws on, up to the owner.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reach {
     pub user: String,
@@ -534,73 +603,134 @@ pub struct Reach {
     pub owner: bool,
     /// The rank admins hold as such, for an admin.
     pub admin_rank: Option<i64>,
-    /// Their grant first, then the grantor's source, and so on.
-    pub chain: Vec<Link>,
+    /// One chain per grant reaching them: that grant first, then the
+    /// grantor's source, and so on. Their own grant comes first, then those
+    /// to their groups, then everyone's.
+    pub chains: Vec<Vec<Link>>,
 }
 
-/// Everyone who reaches `agent`: its owner, every grantee (also those whose
-/// grant is not in effect) and every admin. `ranks` are the effective ranks
-/// the policy derives without admin rights, which decide whether a grant is
-/// in effect; `admins` pairs each admin with their effective rank and
-/// `admin_rank` is what being an admin alone gives. Unordered.
-pub fn reach(
-    agent: &Agent,
-    grants: &[Grant],
-    ranks: &HashMap<String, i64>,
-    admins: &[(String, i64)],
-    admin_rank: i64,
-) -> Vec<Reach> {
-    let by_grantee: HashMap<&str, &Grant> =
-        grants.iter().map(|g| (g.grantee.as_str(), g)).collect();
+/// What [`reach`] needs besides the grants: who holds what as the policy
+/// derives it and who belongs to what.
+pub struct Reaching<'a> {
+    /// Effective ranks without admin rights, by user id and by principal
+    /// (what a group or everyone's grant confers), which decide whether a
+    /// grant is in effect.
+    pub ranks: &'a HashMap<String, i64>,
+    /// Each admin with their effective rank.
+    pub admins: &'a [(String, i64)],
+    /// What being an admin alone gives.
+    pub admin_rank: i64,
+    /// The members of each group (by principal) that holds a grant, and
+    /// `everyone`'s when everyone does.
+    pub members: &'a HashMap<String, Vec<String>>,
+    /// The clock expiring grants are read against.
+    pub now: i64,
+}
+
+/// Everyone who reaches `agent`: its owner, every grantee and member of a
+/// grantee group (also those whose grant is not in effect) and every admin.
+/// Unordered.
+pub fn reach(agent: &Agent, grants: &[Grant], with: &Reaching) -> Vec<Reach> {
     let mut out: BTreeMap<&str, Reach> = BTreeMap::new();
+    let members = grants
+        .iter()
+        .filter_map(|g| with.members.get(&g.grantee))
+        .flatten();
     let people = std::iter::once(agent.owner.as_str())
-        .chain(grants.iter().map(|g| g.grantee.as_str()))
-        .chain(admins.iter().map(|(id, _)| id.as_str()));
+        .chain(
+            grants
+                .iter()
+                .filter(|g| matches!(g.principal(), Principal::User(_)))
+                .map(|g| g.grantee.as_str()),
+        )
+        .chain(members.map(String::as_str))
+        .chain(with.admins.iter().map(|(id, _)| id.as_str()));
     for user in people {
         if out.contains_key(user) {
             continue;
         }
-        let admin = admins.iter().find(|(id, _)| id == user);
+        let admin = with.admins.iter().find(|(id, _)| id == user);
         let rank = match admin {
             Some((_, rank)) => *rank,
-            None => ranks.get(user).copied().unwrap_or(0),
+            None => with.ranks.get(user).copied().unwrap_or(0),
         };
+        let chains = reaching(grants, with, user)
+            .into_iter()
+            .map(|grant| grant_chain(agent, grants, with, user, grant))
+            .collect();
         out.insert(
             user,
             Reach {
                 user: user.to_owned(),
                 rank,
                 owner: agent.owner == user,
-                admin_rank: admin.map(|_| admin_rank),
-                chain: grant_chain(agent, &by_grantee, ranks, user),
+                admin_rank: admin.map(|_| with.admin_rank),
+                chains,
             },
         );
     }
     out.into_values().collect()
 }
 
-/// The chain from `user`'s own grant up to the owner (empty when they hold
-/// no grant).
+/// The grants that name `user` or a principal they belong to: their own,
+/// then their groups', then everyone's.
+fn reaching<'g>(grants: &'g [Grant], with: &Reaching, user: &str) -> Vec<&'g Grant> {
+    let belongs = |g: &Grant| {
+        with.members
+            .get(&g.grantee)
+            .is_some_and(|m| m.iter().any(|u| u == user))
+    };
+    let order = |g: &Grant| match g.principal() {
+        Principal::User(_) => 0,
+        Principal::Group(_) => 1,
+        Principal::Everyone => 2,
+    };
+    let mut found: Vec<&Grant> = grants
+        .iter()
+        .filter(|g| g.grantee == user || belongs(g))
+        .collect();
+    found.sort_by_key(|g| (order(g), g.grantee.as_str()));
+    found
+}
+
+/// Where `user`'s rights come from when they draw a grant: the live grant
+/// reaching them that confers the most (their own first on a tie).
+fn best_source<'g>(grants: &'g [Grant], with: &Reaching, user: &str) -> Option<&'g Grant> {
+    let mut best: Option<&Grant> = None;
+    for grant in reaching(grants, with, user) {
+        if grant.live_at(with.now) && best.is_none_or(|b| grant.level > b.level) {
+            best = Some(grant);
+        }
+    }
+    best
+}
+
+/// The chain from `first`, a grant reaching `user`, up to the owner.
 fn grant_chain(
     agent: &Agent,
-    by_grantee: &HashMap<&str, &Grant>,
-    ranks: &HashMap<String, i64>,
+    grants: &[Grant],
+    with: &Reaching,
     user: &str,
+    first: &Grant,
 ) -> Vec<Link> {
     let mut chain = Vec::new();
     let mut seen = HashSet::new();
     let mut current = user;
-    let mut next = by_grantee.get(user).copied();
+    let mut next = Some(first);
     while let Some(grant) = next {
         seen.insert(current);
         chain.push(Link {
             user: current.to_owned(),
             source: Source::Grant {
+                to: grant.grantee.clone(),
                 level: grant.level,
                 granted_by: grant.granted_by.clone(),
                 at: grant.at,
-                // As the shares list says it: the grantee holds what was granted.
-                in_effect: ranks.get(current).copied().unwrap_or(0) >= grant.level.rank(),
+                expires_at: grant.expires_at,
+                // As the shares list says it: the grantee holds what was
+                // granted, and the grant has not run out.
+                in_effect: grant.live_at(with.now)
+                    && with.ranks.get(&grant.grantee).copied().unwrap_or(0) >= grant.level.rank(),
             },
         });
         current = grant.granted_by.as_str();
@@ -609,7 +739,7 @@ fn grant_chain(
         } else if current == agent.owner {
             Source::Owner
         } else {
-            next = by_grantee.get(current).copied();
+            next = best_source(grants, with, current);
             match next {
                 Some(_) => continue,
                 None => Source::Nothing,
@@ -646,6 +776,7 @@ mod reach_tests {
             level,
             granted_by: by.into(),
             at: 1,
+            expires_at: None,
         }
     }
 
@@ -667,29 +798,87 @@ mod reach_tests {
             grant("y", Level::Share, "x"),
         ];
         let held = ranks(&[("olive", 6), ("bob", 5), ("carol", 1)]);
-        let all = reach(&agent(), &grants, &held, &[("root".into(), 4)], 4);
+        let members = HashMap::new();
+        let with = Reaching {
+            ranks: &held,
+            admins: &[("root".into(), 4)],
+            admin_rank: 4,
+            members: &members,
+            now: 10,
+        };
+        let all = reach(&agent(), &grants, &with);
         assert_eq!(all.len(), 7);
         let carol = find(&all, "carol");
         assert_eq!(carol.rank, 1);
-        let users: Vec<&str> = carol.chain.iter().map(|l| l.user.as_str()).collect();
+        let users: Vec<&str> = carol.chains[0].iter().map(|l| l.user.as_str()).collect();
         assert_eq!(users, ["carol", "bob", "olive"]);
-        assert_eq!(carol.chain[2].source, Source::Owner);
+        assert_eq!(carol.chains[0][2].source, Source::Owner);
         let dan = find(&all, "dan");
         assert_eq!(dan.rank, 0);
         assert!(matches!(
-            dan.chain[0].source,
+            dan.chains[0][0].source,
             Source::Grant {
                 in_effect: false,
                 ..
             }
         ));
-        assert_eq!(dan.chain[1].source, Source::Nothing);
+        assert_eq!(dan.chains[0][1].source, Source::Nothing);
         let x = find(&all, "x");
-        assert_eq!(x.chain.last().unwrap().source, Source::Cycle);
-        assert_eq!(x.chain.len(), 3);
+        assert_eq!(x.chains[0].last().unwrap().source, Source::Cycle);
+        assert_eq!(x.chains[0].len(), 3);
         let olive = find(&all, "olive");
-        assert!(olive.owner && olive.chain.is_empty() && olive.admin_rank.is_none());
+        assert!(olive.owner && olive.chains.is_empty() && olive.admin_rank.is_none());
         let root = find(&all, "root");
         assert_eq!((root.rank, root.admin_rank), (4, Some(4)));
+    }
+
+    #[test]
+    fn chains_come_through_groups_and_everyone_and_say_when_they_run_out() {
+        let mut expiring = grant("group:kids", Level::Use, "bob");
+        expiring.expires_at = Some(10);
+        let grants = [
+            grant("group:family", Level::Share, "olive"),
+            grant("carol", Level::View, "bob"),
+            expiring,
+            grant("everyone", Level::View, "olive"),
+        ];
+        let members = HashMap::from([
+            ("group:family".to_owned(), vec!["bob".to_owned()]),
+            ("group:kids".to_owned(), vec!["carol".to_owned()]),
+            (
+                "everyone".to_owned(),
+                vec!["bob".into(), "carol".into(), "olive".into()],
+            ),
+        ]);
+        let held = ranks(&[
+            ("olive", 6),
+            ("bob", 5),
+            ("carol", 1),
+            ("group:family", 5),
+            ("everyone", 1),
+        ]);
+        let with = Reaching {
+            ranks: &held,
+            admins: &[],
+            admin_rank: 4,
+            members: &members,
+            now: 10,
+        };
+        let all = reach(&agent(), &grants, &with);
+        // Her own grant first, then her groups', then everyone's.
+        let carol = find(&all, "carol");
+        let firsts: Vec<&Source> = carol.chains.iter().map(|c| &c[0].source).collect();
+        assert!(matches!(firsts[0], Source::Grant { to, .. } if to == "carol"));
+        assert!(
+            matches!(firsts[1], Source::Grant { to, in_effect: false, expires_at: Some(10), .. } if to == "group:kids")
+        );
+        assert!(matches!(firsts[2], Source::Grant { to, in_effect: true, .. } if to == "everyone"));
+        // bob draws on his group's grant: the chain says so.
+        let above = &carol.chains[0][1];
+        assert_eq!(above.user, "bob");
+        assert!(matches!(&above.source, Source::Grant { to, .. } if to == "group:family"));
+        assert_eq!(carol.chains[0][2].source, Source::Owner);
+        // Members of a group with a grant are listed even with nothing else.
+        assert_eq!(find(&all, "bob").chains.len(), 2);
     }
 }

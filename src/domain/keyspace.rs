@@ -214,3 +214,23 @@ pub fn chat_last(user: &str, channel: &str) -> String {
 pub fn legacy_session(digest_hex: &str) -> String {
     format!("lsess/{digest_hex}")
 }
+
+/// A group of people agents can be shared with, by name.
+pub fn group(name: &str) -> String {
+    format!("group/{name}")
+}
+pub const GROUP_PREFIX: &str = "group/";
+/// A group's members, by user id.
+pub fn group_member(group: &str, user: &str) -> String {
+    format!("gmember/{group}/{user}")
+}
+pub fn group_members_prefix(group: &str) -> String {
+    format!("gmember/{group}/")
+}
+/// The groups a user belongs to: what reaches them is one prefix scan.
+pub fn user_group(user: &str, group: &str) -> String {
+    format!("ugroup/{user}/{group}")
+}
+pub fn user_groups_prefix(user: &str) -> String {
+    format!("ugroup/{user}/")
+}

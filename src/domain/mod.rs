@@ -7,6 +7,7 @@ pub mod audit;
 pub mod channels;
 pub mod chat;
 pub mod delegations;
+pub mod groups;
 pub mod keyspace;
 pub mod levels;
 pub mod memory;
@@ -149,6 +150,8 @@ pub fn check_record(key: &[u8], value: &[u8]) -> Result<(), String> {
         "lsess" => as_::<sessions::LegacySession>(value),
         "agent" => as_::<agents::Agent>(value),
         "grant" => as_::<agents::Grant>(value),
+        "group" => as_::<groups::Group>(value),
+        "gmember" => as_::<groups::Membership>(value),
         "deleg" => as_::<delegations::Delegation>(value),
         "audit" => as_::<audit::AuditEvent>(value),
         "secret" => as_::<secrets::Secret>(value),

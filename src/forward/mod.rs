@@ -163,6 +163,9 @@ pub struct Allowed {
     /// The agent and the caller's effective level on it, on agent routes.
     pub agent: Option<(String, Level)>,
     pub assertion: Arc<str>,
+    /// The groups the person belongs to, by name (read per request, like
+    /// everything the decision used).
+    pub groups: Arc<Vec<String>>,
 }
 
 /// The table and the assertion cache, built at start-up.
@@ -225,6 +228,7 @@ impl Forward {
             operation: operation.to_owned(),
             agent,
             assertion,
+            groups: caller.groups.clone(),
         })))
     }
 }
@@ -262,9 +266,7 @@ fn decide_on_agent(
         }
         Err(e) => return Err(e.into()),
     }
-    let admin = caller.user.is_admin.then_some(caller.user.id.as_str());
-    let ranks = state.agent_ranks(&loaded, admin)?;
-    let mut rank = ranks.get(&caller.user.id).copied().unwrap_or(0);
+    let mut rank = state.caller_rank(&loaded, caller, true)?;
     if let Via::Delegation(delegation) = &caller.via {
         // A delegated token exercises at most the level it was minted with.
         rank = rank.min(delegation.level.rank());

@@ -16,9 +16,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::authz::AuthError;
-use crate::domain::agents::{Agent, Grant, Link, Reach, Source};
+use crate::domain::agents::{Agent, Grant, Grantee, Link, Reach, Reaching, Source};
 use crate::domain::audit::AuditEvent;
 use crate::domain::channels::Runtime;
+use crate::domain::groups::{Group, Principal, EVERYONE};
 use crate::domain::levels::Level;
 use crate::domain::users::User;
 use crate::domain::DomainError;
@@ -37,7 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/agents/{name}/shares", get(list_shares).post(share))
         .route("/api/agents/{name}/access", get(list_access))
         .route(
-            "/api/agents/{name}/shares/{username}",
+            "/api/agents/{name}/shares/{grantee}",
             axum::routing::delete(unshare),
         )
         .route(
@@ -80,6 +81,17 @@ pub fn decide_on_grant(
     grantor: Option<&str>,
 ) -> ApiResult<()> {
     let request = AppState::grant_request(operation, loaded, &caller.user.id, granting, grantor);
+    decide_request(state, caller, operation, loaded, request)
+}
+
+/// [`decide`] for a request already built (a share names its grantee).
+fn decide_request(
+    state: &AppState,
+    caller: &Caller,
+    operation: &str,
+    loaded: &AgentState,
+    request: crate::authz::policy::RequestFacts,
+) -> ApiResult<()> {
     match state.authorize(caller, request) {
         Ok(()) => Ok(()),
         Err(AuthError::Denied(reason)) => {
@@ -145,6 +157,47 @@ impl<'a> Names<'a> {
         self.known.insert(id.to_owned(), v.clone());
         Ok(v)
     }
+
+    /// A grant's grantee as the API names it: the field `user` (`{id,
+    /// username}`), `group` (its name) or `everyone` (`true`).
+    fn grantee(&mut self, grantee: &str) -> ApiResult<(&'static str, Value)> {
+        Ok(match Principal::of(grantee) {
+            Principal::User(id) => ("user", self.user(id)?),
+            Principal::Group(name) => ("group", json!(name)),
+            Principal::Everyone => ("everyone", json!(true)),
+        })
+    }
+}
+
+/// Whether `grant` holds now: not expired, and its grantee holds what it
+/// grants (its grantor still has the rights).
+fn effective(loaded: &AgentState, ranks: &HashMap<String, i64>, grant: &Grant) -> bool {
+    loaded.live_grant(grant)
+        && ranks.get(&grant.grantee).copied().unwrap_or(0) >= grant.level.rank()
+}
+
+/// One grant as the API shows it.
+fn share_json(
+    names: &mut Names,
+    loaded: &AgentState,
+    ranks: &HashMap<String, i64>,
+    g: &Grant,
+) -> ApiResult<Value> {
+    let (field, grantee) = names.grantee(&g.grantee)?;
+    let mut out = json!({
+        field: grantee,
+        "level": g.level,
+        "granted_by": names.user(&g.granted_by)?,
+        "at": g.at,
+        "expires_at": g.expires_at,
+        "expired": !loaded.live_grant(g),
+        "effective": effective(loaded, ranks, g),
+    });
+    if field != "user" {
+        // Clients that predate groups read `user`; it names no one here.
+        out["user"] = Value::Null;
+    }
+    Ok(out)
 }
 
 fn shares_json(
@@ -155,15 +208,7 @@ fn shares_json(
     loaded
         .grants
         .iter()
-        .map(|g| {
-            Ok(json!({
-                "user": names.user(&g.grantee)?,
-                "level": g.level,
-                "granted_by": names.user(&g.granted_by)?,
-                "at": g.at,
-                "effective": ranks.get(&g.grantee).copied().unwrap_or(0) >= g.level.rank(),
-            }))
-        })
+        .map(|g| share_json(names, loaded, ranks, g))
         .collect()
 }
 
@@ -178,6 +223,7 @@ fn rendered(loaded: &AgentState) -> ApiResult<&str> {
     // Added per request (and never stored in fields; imports included).
     out.remove("access");
     out.remove("shared_with");
+    out.remove("shared_with_everyone");
     out.insert("name".into(), json!(agent.name));
     out.insert(
         "owner".into(),
@@ -204,7 +250,7 @@ fn view(
     caller: &Caller,
     loaded: &AgentState,
 ) -> ApiResult<String> {
-    let (access, ranks) = access_and_ranks(state, caller, loaded)?;
+    let access = access(state, caller, loaded)?;
     let mut out = String::with_capacity(512);
     out.push_str(rendered(loaded)?);
     out.push_str(",\"access\":");
@@ -216,7 +262,26 @@ fn view(
         }
         None => out.push_str("null"),
     }
+    // Everyone on the host sees that it is shared with everyone (and how
+    // far), whether or not they may read the shares.
+    let everyone = loaded
+        .grants
+        .iter()
+        .filter(|g| g.grantee == EVERYONE && loaded.live_grant(g))
+        .map(|g| g.level)
+        .max();
+    out.push_str(",\"shared_with_everyone\":");
+    match everyone {
+        Some(level) => {
+            out.push('"');
+            out.push_str(level.as_str());
+            out.push('"');
+        }
+        None => out.push_str("null"),
+    }
     if allowed(state, caller, "agent:shares:read", loaded, 0)? {
+        let admin = caller.user.is_admin.then_some(caller.user.id.as_str());
+        let ranks = state.agent_ranks(loaded, admin)?;
         let shares = shares_json(names, loaded, &ranks)?;
         out.push_str(",\"shared_with\":");
         out.push_str(
@@ -228,28 +293,15 @@ fn view(
     Ok(out)
 }
 
-/// Everyone's rank on an agent, by user id.
-type Ranks = Arc<HashMap<String, i64>>;
-
-/// The level the caller's token exercises on the agent, and everyone's ranks.
-fn access_and_ranks(
-    state: &AppState,
-    caller: &Caller,
-    loaded: &AgentState,
-) -> ApiResult<(Option<Level>, Ranks)> {
-    let admin = caller.user.is_admin.then_some(caller.user.id.as_str());
-    let ranks = state.agent_ranks(loaded, admin)?;
-    let mut rank = ranks.get(&caller.user.id).copied().unwrap_or(0);
+/// The level the caller's token exercises on the agent (`None`: none),
+/// derived from the facts their own requests carry.
+pub fn access(state: &AppState, caller: &Caller, loaded: &AgentState) -> ApiResult<Option<Level>> {
+    let mut rank = state.caller_rank(loaded, caller, true)?;
     if let Via::Delegation(delegation) = &caller.via {
         // A delegated token exercises at most the level it was minted with.
         rank = rank.min(delegation.level.rank());
     }
-    Ok((Level::from_rank(rank), ranks))
-}
-
-/// The level the caller's token exercises on the agent (`None`: none).
-pub fn access(state: &AppState, caller: &Caller, loaded: &AgentState) -> ApiResult<Option<Level>> {
-    Ok(access_and_ranks(state, caller, loaded)?.0)
+    Ok(Level::from_rank(rank))
 }
 
 /// Whether the caller may list agents at all: the first decision of
@@ -350,8 +402,7 @@ fn on_behalf(
     if !caller.user.is_admin || loaded.agent.owner == caller.user.id {
         return Ok(None);
     }
-    let own = state.agent_ranks(loaded, None)?;
-    let holds = own.get(&caller.user.id).copied().unwrap_or(0);
+    let holds = state.caller_rank(loaded, caller, false)?;
     Ok((holds < needs.rank()).then(|| loaded.agent.owner.clone()))
 }
 
@@ -501,19 +552,17 @@ pub(crate) async fn update_agent(
     caller: &Caller,
     name: &str,
     changes: Map<String, Value>,
-) -> ApiResult<AgentState> {
+) -> ApiResult<Arc<AgentState>> {
     let loaded = load(state, name)?;
     decide(state, caller, "agent:update", &loaded, 0)?;
     let behalf = on_behalf(state, caller, &loaded, Level::Edit)?;
     let event = AuditEvent::new(Some(&caller.user.id), "agent.update", name)
         .on_behalf_of(behalf.as_deref())
         .detail(json!({ "fields": changes.keys().collect::<Vec<_>>() }));
-    let agent = state.agents.update(name, changes, event).await?;
-    Ok(AgentState::new(
-        agent,
-        loaded.grants.clone(),
-        loaded.owner_name.clone(),
-    ))
+    state.agents.update(name, changes, event).await?;
+    // Read back through the cache (the commit dropped it), with the
+    // memberships its facts need.
+    load(state, name)
 }
 
 async fn remove(
@@ -625,13 +674,42 @@ pub(crate) struct UserRef {
     pub username: Option<String>,
 }
 
+/// Who a share is with, as the shares list shows it.
+pub(crate) enum SharedWith {
+    User(UserRef),
+    Group(String),
+    Everyone,
+}
+
+impl SharedWith {
+    /// How a path (and the console's share form) names it: see
+    /// [`ShareTo::parse`]. `None` for an account that is gone.
+    pub fn key(&self) -> Option<String> {
+        match self {
+            SharedWith::User(user) => user.username.as_ref().map(|name| {
+                if ShareTo::parse(name) == ShareTo::User(name.clone()) {
+                    name.clone()
+                } else {
+                    format!("user:{name}")
+                }
+            }),
+            SharedWith::Group(name) => Some(format!("group:{name}")),
+            SharedWith::Everyone => Some(EVERYONE.to_owned()),
+        }
+    }
+}
+
 /// One grant on an agent as the shares list shows it.
 pub(crate) struct Share {
-    pub user: UserRef,
+    pub with: SharedWith,
     pub level: Level,
     pub granted_by: UserRef,
     pub at: i64,
-    /// Whether the grant holds now (its grantor still has the rights).
+    pub expires_at: Option<i64>,
+    /// Whether it ran out (it stays listed until removed).
+    pub expired: bool,
+    /// Whether the grant holds now (not expired, its grantor still has the
+    /// rights).
     pub effective: bool,
 }
 
@@ -657,12 +735,19 @@ pub(crate) fn shares(
         .grants
         .iter()
         .map(|g| {
+            let with = match g.principal() {
+                Principal::User(id) => SharedWith::User(user(id)?),
+                Principal::Group(group) => SharedWith::Group(group.to_owned()),
+                Principal::Everyone => SharedWith::Everyone,
+            };
             Ok(Share {
-                user: user(&g.grantee)?,
+                with,
                 level: g.level,
                 granted_by: user(&g.granted_by)?,
                 at: g.at,
-                effective: ranks.get(&g.grantee).copied().unwrap_or(0) >= g.level.rank(),
+                expires_at: g.expires_at,
+                expired: !loaded.live_grant(g),
+                effective: effective(&loaded, &ranks, g),
             })
         })
         .collect::<ApiResult<Vec<_>>>()?;
@@ -674,21 +759,13 @@ async fn list_shares(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let (_, shares) = shares(&state, &caller, &name)?;
-    let user = |u: &UserRef| json!({ "id": u.id, "username": u.username });
-    let shares: Vec<Value> = shares
-        .iter()
-        .map(|s| {
-            json!({
-                "user": user(&s.user),
-                "level": s.level,
-                "granted_by": user(&s.granted_by),
-                "at": s.at,
-                "effective": s.effective,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "shares": shares })))
+    let loaded = load(&state, &name)?;
+    decide(&state, &caller, "agent:shares:read", &loaded, 0)?;
+    let ranks = state.agent_ranks(&loaded, None)?;
+    let mut names = Names::new(&state);
+    Ok(Json(
+        json!({ "shares": shares_json(&mut names, &loaded, &ranks)? }),
+    ))
 }
 
 /// `limit` and `cursor`, for listings paged by [`Page`].
@@ -707,16 +784,22 @@ const ACCESS_LISTING: &str = "access";
 fn who_reaches(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Vec<(String, Reach)>> {
     let loaded = load(state, name)?;
     decide(state, caller, "agent:access:read", &loaded, 0)?;
-    let ranks = state.agent_ranks(&loaded, None)?;
+    let ranks = state.reach_ranks(&loaded, None)?;
     let admin_rank = state.admin_rank(&loaded)?;
     let mut admins = Vec::new();
     for user in state.accounts.list()?.into_iter().filter(|u| u.is_admin) {
-        let held = state.agent_ranks(&loaded, Some(&user.id))?;
+        let held = state.reach_ranks(&loaded, Some(&user.id))?;
         let rank = held.get(&user.id).copied().unwrap_or(0);
         admins.push((user.id, rank));
     }
-    let everyone =
-        crate::domain::agents::reach(&loaded.agent, &loaded.grants, &ranks, &admins, admin_rank);
+    let with = Reaching {
+        ranks: &ranks,
+        admins: &admins,
+        admin_rank,
+        members: &loaded.members,
+        now: state.now(),
+    };
+    let everyone = crate::domain::agents::reach(&loaded.agent, &loaded.grants, &with);
     let mut keyed = Vec::with_capacity(everyone.len());
     for reach in everyone {
         let key = match state.accounts.get(&reach.user)? {
@@ -729,25 +812,51 @@ fn who_reaches(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Vec<(
     Ok(keyed)
 }
 
+/// A grant in a chain: what it gives, who drew it, and, when it names a
+/// group or everyone rather than the person, which.
+fn grant_fields(names: &mut Names, source: &Source) -> ApiResult<Option<Map<String, Value>>> {
+    let Source::Grant {
+        to,
+        level,
+        granted_by,
+        at,
+        expires_at,
+        in_effect,
+    } = source
+    else {
+        return Ok(None);
+    };
+    let mut out = Map::new();
+    let kind = match Principal::of(to) {
+        Principal::User(_) => "grant",
+        Principal::Group(group) => {
+            out.insert("group".into(), json!(group));
+            "group"
+        }
+        Principal::Everyone => {
+            out.insert("everyone".into(), json!(true));
+            "everyone"
+        }
+    };
+    out.insert("kind".into(), json!(kind));
+    out.insert("level".into(), json!(level));
+    out.insert("granted_by".into(), names.user(granted_by)?);
+    out.insert("at".into(), json!(at));
+    out.insert("expires_at".into(), json!(expires_at));
+    out.insert("in_effect".into(), json!(in_effect));
+    Ok(Some(out))
+}
+
 fn link_json(names: &mut Names, link: &Link) -> ApiResult<Value> {
     let user = names.user(&link.user)?;
+    if let Some(mut grant) = grant_fields(names, &link.source)? {
+        grant.insert("user".into(), user);
+        return Ok(Value::Object(grant));
+    }
     Ok(match &link.source {
         Source::Owner => json!({ "user": user, "kind": "owner", "level": Level::Owner }),
-        Source::Grant {
-            level,
-            granted_by,
-            at,
-            in_effect,
-        } => json!({
-            "user": user,
-            "kind": "grant",
-            "level": level,
-            "granted_by": names.user(granted_by)?,
-            "at": at,
-            "in_effect": in_effect,
-        }),
         Source::Nothing => json!({ "user": user, "kind": "none" }),
-        Source::Cycle => json!({ "user": user, "kind": "cycle" }),
+        Source::Cycle | Source::Grant { .. } => json!({ "user": user, "kind": "cycle" }),
     })
 }
 
@@ -759,26 +868,17 @@ fn reach_json(names: &mut Names, reach: &Reach) -> ApiResult<Value> {
     if let Some(rank) = reach.admin_rank {
         via.push(json!({ "kind": "admin", "level": Level::from_rank(rank) }));
     }
-    if let Some((own, above)) = reach.chain.split_first() {
-        if let Source::Grant {
-            level,
-            granted_by,
-            at,
-            in_effect,
-        } = &own.source
-        {
+    for chain in &reach.chains {
+        let Some((own, above)) = chain.split_first() else {
+            continue;
+        };
+        if let Some(mut grant) = grant_fields(names, &own.source)? {
             let draws_on = above
                 .iter()
                 .map(|link| link_json(names, link))
                 .collect::<ApiResult<Vec<_>>>()?;
-            via.push(json!({
-                "kind": "grant",
-                "level": level,
-                "granted_by": names.user(granted_by)?,
-                "at": at,
-                "in_effect": in_effect,
-                "draws_on": draws_on,
-            }));
+            grant.insert("draws_on".into(), Value::Array(draws_on));
+            via.push(Value::Object(grant));
         }
     }
     Ok(json!({
@@ -821,10 +921,73 @@ async fn list_access(
     Ok((headers, Json(json!({ "access": access }))))
 }
 
+/// Who a share is with, as a request names it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShareTo {
+    /// A person, by username.
+    User(String),
+    /// A group, by name.
+    Group(String),
+    Everyone,
+}
+
+impl ShareTo {
+    /// As a path segment (`/shares/{grantee}`) and the console's share form
+    /// name it: `group:<name>`, `everyone`, `user:<username>` or a bare
+    /// username (usernames hold no `:`, so `user:everyone` is the person
+    /// named everyone).
+    pub fn parse(text: &str) -> ShareTo {
+        if text == EVERYONE {
+            ShareTo::Everyone
+        } else if let Some(group) = text.strip_prefix("group:") {
+            ShareTo::Group(group.to_owned())
+        } else {
+            ShareTo::User(text.strip_prefix("user:").unwrap_or(text).to_owned())
+        }
+    }
+}
+
+/// A share's grantee, found.
+pub(crate) enum Target {
+    User(User),
+    Group(Group),
+    Everyone,
+}
+
+impl Target {
+    fn grantee(&self) -> Grantee<'_> {
+        match self {
+            Target::User(user) => Grantee::User(user),
+            Target::Group(group) => Grantee::Group(&group.name),
+            Target::Everyone => Grantee::Everyone,
+        }
+    }
+
+    fn principal(&self) -> String {
+        self.grantee().principal().id()
+    }
+}
+
 #[derive(Deserialize)]
 struct ShareBody {
-    user: String,
+    user: Option<String>,
+    group: Option<String>,
+    everyone: Option<bool>,
     level: String,
+    expires_at: Option<i64>,
+}
+
+impl ShareBody {
+    fn to(&self) -> ApiResult<ShareTo> {
+        match (&self.user, &self.group, self.everyone) {
+            (Some(user), None, None | Some(false)) => Ok(ShareTo::User(user.clone())),
+            (None, Some(group), None | Some(false)) => Ok(ShareTo::Group(group.clone())),
+            (None, None, Some(true)) => Ok(ShareTo::Everyone),
+            _ => Err(ApiError::BadRequest(
+                "name one grantee: \"user\", \"group\" or \"everyone\": true".into(),
+            )),
+        }
+    }
 }
 
 async fn share(
@@ -833,132 +996,222 @@ async fn share(
     Path(name): Path<String>,
     Json(body): Json<ShareBody>,
 ) -> ApiResult<Json<Value>> {
-    let grant = share_agent(&state, &caller, &name, &body.user, &body.level).await?;
+    let to = body.to()?;
+    let grant = share_agent(&state, &caller, &name, &to, &body.level, body.expires_at).await?;
+    let loaded = load(&state, &name)?;
+    let ranks = state.agent_ranks(&loaded, None)?;
     let mut names = Names::new(&state);
     Ok(Json(json!({
         "ok": true,
-        "share": {
-            "user": names.user(&grant.grantee)?,
-            "level": grant.level,
-            "granted_by": names.user(&grant.granted_by)?,
-            "at": grant.at,
-        }
+        "share": share_json(&mut names, &loaded, &ranks, &grant)?,
     })))
 }
 
-/// Share the agent with the user named `user` at `level` (a level's name),
-/// or change the level of the grant they hold.
+/// Share the agent with `to` at `level` (a level's name) until `expires_at`
+/// (unix seconds; `None`: until removed), or change the grant they hold.
 pub(crate) async fn share_agent(
     state: &AppState,
     caller: &Caller,
     name: &str,
-    user: &str,
+    to: &ShareTo,
     level: &str,
+    expires_at: Option<i64>,
 ) -> ApiResult<Grant> {
     let level = Level::parse_grantable(level)?;
+    if expires_at.is_some_and(|end| end <= state.now()) {
+        return Err(ApiError::BadRequest(
+            "expires_at must be in the future (unix seconds)".into(),
+        ));
+    }
     let loaded = load(state, name)?;
-    authorize_share(state, caller, &loaded, level)?;
-    let (grantee, replaces) = authorize_grantee(state, caller, &loaded, level, user)?;
+    authorize_share(state, caller, &loaded, level, Some(to))?;
+    let (target, replaces) = authorize_grantee(state, caller, &loaded, level, to)?;
     // An admin without the rights of their own shares on the owner's behalf:
     // the grant draws on the owner's rights.
     let behalf = on_behalf(state, caller, &loaded, Level::Share)?;
     let granted_by = behalf.clone().unwrap_or_else(|| caller.user.id.clone());
-    let event = AuditEvent::new(Some(&caller.user.id), "agent.share", name)
+    let mut event = AuditEvent::new(Some(&caller.user.id), "agent.share", name)
         .on_behalf_of(behalf.as_deref())
-        .concerning(&grantee.id)
-        .detail(json!({ "level": level }));
+        .detail(share_detail(&target, level, expires_at));
+    if let Target::User(user) = &target {
+        event = event.concerning(&user.id);
+    }
     Ok(state
         .agents
-        .grant(name, &grantee, level, &granted_by, replaces, event)
+        .grant(
+            name,
+            target.grantee(),
+            level,
+            expires_at,
+            &granted_by,
+            replaces,
+            event,
+        )
         .await?)
 }
 
-/// The first decision of a share: may the caller share the agent at `level`.
+/// What the audit log records of a share or its removal: the level, the
+/// expiry, and the group or everyone when it names one.
+fn share_detail(target: &Target, level: Level, expires_at: Option<i64>) -> Value {
+    let mut detail = json!({ "level": level });
+    if let Some(end) = expires_at {
+        detail["expires_at"] = json!(end);
+    }
+    match target {
+        Target::User(_) => {}
+        Target::Group(group) => detail["group"] = json!(group.name),
+        Target::Everyone => detail["everyone"] = json!(true),
+    }
+    detail
+}
+
+/// A share or unshare decision: `grantee("everyone")` joins the facts for
+/// a share with everyone, whose level the policy caps.
+fn share_request(
+    operation: &str,
+    loaded: &AgentState,
+    caller: &Caller,
+    granting: i64,
+    grantor: Option<&str>,
+    to: Option<&ShareTo>,
+) -> crate::authz::policy::RequestFacts {
+    let request = AppState::grant_request(operation, loaded, &caller.user.id, granting, grantor);
+    match to {
+        Some(ShareTo::Everyone) => {
+            request.fact("grantee", [biscuit_auth::builder::string(EVERYONE)])
+        }
+        _ => request,
+    }
+}
+
+/// The first decision of a share: may the caller share the agent at `level`
+/// (with `to`, when known).
 pub(crate) fn authorize_share(
     state: &AppState,
     caller: &Caller,
     loaded: &AgentState,
     level: Level,
+    to: Option<&ShareTo>,
 ) -> ApiResult<()> {
-    decide(state, caller, "agent:share", loaded, level.rank())
+    let request = share_request("agent:share", loaded, caller, level.rank(), None, to);
+    decide_request(state, caller, "agent:share", loaded, request)
 }
 
 /// The rest of a share's decisions, once [`authorize_share`] allowed it: the
-/// user named `user` exists and is not the caller, and a grant they already
-/// hold (which the share replaces, and which belongs to whoever drew it) is
-/// one the caller may replace. Answers the grantee and that grant.
+/// grantee exists (a person other than the caller, or a group the caller
+/// may see), and a grant it already holds (which the share replaces, and
+/// which belongs to whoever drew it) is one the caller may replace. Answers
+/// the grantee and that grant.
 pub(crate) fn authorize_grantee<'a>(
     state: &AppState,
     caller: &Caller,
     loaded: &'a AgentState,
     level: Level,
-    user: &str,
-) -> ApiResult<(User, Option<&'a Grant>)> {
-    let grantee = find_user(state, user)?;
-    if grantee.id == caller.user.id {
-        return Err(ApiError::BadRequest(
-            "you cannot share an agent with yourself".into(),
-        ));
-    }
-    let replaces = loaded.grants.iter().find(|g| g.grantee == grantee.id);
+    to: &ShareTo,
+) -> ApiResult<(Target, Option<&'a Grant>)> {
+    let target = match to {
+        ShareTo::User(username) => {
+            let grantee = find_user(state, username)?;
+            if grantee.id == caller.user.id {
+                return Err(ApiError::BadRequest(
+                    "you cannot share an agent with yourself".into(),
+                ));
+            }
+            Target::User(grantee)
+        }
+        ShareTo::Group(group) => Target::Group(super::groups::visible(state, caller, group)?),
+        ShareTo::Everyone => Target::Everyone,
+    };
+    let principal = target.principal();
+    let replaces = loaded.grants.iter().find(|g| g.grantee == principal);
     if let Some(existing) = replaces {
-        decide_on_grant(
-            state,
-            caller,
+        let request = share_request(
             "agent:share",
             loaded,
+            caller,
             level.rank(),
             Some(&existing.granted_by),
-        )?;
+            Some(to),
+        );
+        decide_request(state, caller, "agent:share", loaded, request)?;
     }
-    Ok((grantee, replaces))
+    Ok((target, replaces))
+}
+
+/// The expiry of the grant `to` holds on the agent now (`None`: none, or
+/// no grant), for changes that keep it.
+pub(crate) fn current_expiry(state: &AppState, name: &str, to: &ShareTo) -> ApiResult<Option<i64>> {
+    let loaded = load(state, name)?;
+    let principal = match to {
+        ShareTo::User(username) => state.accounts.find(username)?.map(|u| u.id),
+        ShareTo::Group(group) => Some(crate::domain::groups::group_principal(group)),
+        ShareTo::Everyone => Some(EVERYONE.to_owned()),
+    };
+    Ok(principal
+        .and_then(|p| loaded.grants.iter().find(|g| g.grantee == p))
+        .and_then(|g| g.expires_at))
 }
 
 async fn unshare(
     State(state): State<AppState>,
     caller: Caller,
-    Path((name, username)): Path<(String, String)>,
+    Path((name, grantee)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    unshare_agent(&state, &caller, &name, &username).await?;
+    unshare_agent(&state, &caller, &name, &ShareTo::parse(&grantee)).await?;
     Ok(Json(json!({ "ok": true })))
 }
 
-/// Remove the grant the user named `username` holds on the agent; for the
-/// grantee themselves, leave it.
+/// Remove the grant `from` holds on the agent; for the grantee themselves,
+/// leave it.
 pub(crate) async fn unshare_agent(
     state: &AppState,
     caller: &Caller,
     name: &str,
-    username: &str,
+    from: &ShareTo,
 ) -> ApiResult<()> {
     let loaded = load(state, name)?;
-    let (grant, leaving) = authorize_unshare(state, caller, &loaded, username)?;
+    let (grant, leaving) = authorize_unshare(state, caller, &loaded, from)?;
     let behalf = if leaving {
         None
     } else {
         on_behalf(state, caller, &loaded, Level::Share)?
     };
-    let event = AuditEvent::new(Some(&caller.user.id), "agent.unshare", name)
+    let mut detail = json!({ "level": grant.level });
+    match grant.principal() {
+        Principal::User(_) => {}
+        Principal::Group(group) => detail["group"] = json!(group),
+        Principal::Everyone => detail["everyone"] = json!(true),
+    }
+    if let Some(end) = grant.expires_at {
+        detail["expires_at"] = json!(end);
+        detail["expired"] = json!(!loaded.live_grant(grant));
+    }
+    let mut event = AuditEvent::new(Some(&caller.user.id), "agent.unshare", name)
         .on_behalf_of(behalf.as_deref())
-        .concerning(&grant.grantee)
-        .detail(json!({ "level": grant.level }));
+        .detail(detail);
+    if let Principal::User(id) = grant.principal() {
+        event = event.concerning(id);
+    }
     state.agents.revoke(name, grant, event).await?;
     Ok(())
 }
 
-/// The decisions of an unshare: the grant the user named `username` holds,
-/// and whether the caller is leaving (it is their own grant) or may remove
-/// it (it is one they answer for). Answers the grant and whether leaving.
+/// The decisions of an unshare: the grant `from` holds, and whether the
+/// caller is leaving (it is their own grant) or may remove it (it is one
+/// they answer for). Answers the grant and whether leaving. A group's or
+/// everyone's grant is never left: a member leaves the group instead.
 pub(crate) fn authorize_unshare<'a>(
     state: &AppState,
     caller: &Caller,
     loaded: &'a AgentState,
-    username: &str,
+    from: &ShareTo,
 ) -> ApiResult<(&'a Grant, bool)> {
-    let grantee = state.accounts.find(username)?;
-    let grant = grantee
-        .as_ref()
-        .and_then(|u| loaded.grants.iter().find(|g| g.grantee == u.id));
+    let principal = match from {
+        ShareTo::User(username) => state.accounts.find(username)?.map(|u| u.id),
+        ShareTo::Group(group) => Some(crate::domain::groups::group_principal(group)),
+        ShareTo::Everyone => Some(EVERYONE.to_owned()),
+    };
+    let grant = principal.and_then(|p| loaded.grants.iter().find(|g| g.grantee == p));
     let Some(grant) = grant else {
         // Say "no such grant" only to those who may read the shares.
         decide(state, caller, "agent:shares:read", loaded, 0)?;

@@ -774,6 +774,7 @@ pub(crate) async fn delete_account(
             state
                 .agents
                 .stage_user_removal(tx, &user.id, delete_agents)?;
+            state.groups.stage_user_removal(tx, &user.id)?;
             state.delegations.stage_issuer_removal(tx, &user.id)?;
             // Their private data goes with them.
             state.memory.stage_owner_removal(tx, &user.id)?;

@@ -197,16 +197,18 @@ fn on_agent(
         "agent:share" => {
             let level = level.unwrap_or(Level::View);
             let loaded = load(state, agent)?;
-            agents::authorize_share(state, caller, &loaded, level)?;
-            if let Some(user) = user {
-                agents::authorize_grantee(state, caller, &loaded, level, user)?;
+            let to = user.map(agents::ShareTo::parse);
+            agents::authorize_share(state, caller, &loaded, level, to.as_ref())?;
+            if let Some(to) = &to {
+                agents::authorize_grantee(state, caller, &loaded, level, to)?;
             }
             Ok(())
         }
         "agent:unshare" | "agent:leave" => {
             let loaded = load(state, agent)?;
             let user = user.unwrap_or(&caller.user.username);
-            agents::authorize_unshare(state, caller, &loaded, user).map(drop)
+            agents::authorize_unshare(state, caller, &loaded, &agents::ShareTo::parse(user))
+                .map(drop)
         }
         "agent:chat" => super::chat::authorize_talk(state, caller, agent),
         "agent:channel" => super::channels::authorize_channel(state, caller, agent),

@@ -162,14 +162,24 @@ fn identity(allowed: &crate::forward::Allowed) -> Response {
         &["remote-email", "x-auth-request-email", "x-forwarded-email"],
         email(&user.email),
     );
-    let groups = if user.is_admin {
+    // Group names are slugs, never `users` or `admins` (see
+    // `domain::groups`), so no group reads as one of those.
+    let mut groups = String::from(if user.is_admin {
         "users,admins"
     } else {
         "users"
-    };
+    });
+    // As many as fit: a header over the limit would be left out whole,
+    // taking `users` with it.
+    for group in allowed.groups.iter() {
+        if groups.len() + 1 + group.len() <= MAX_HEADER_VALUE {
+            groups.push(',');
+            groups.push_str(group);
+        }
+    }
     set(
         &["remote-groups", "x-auth-request-groups"],
-        Some(HeaderValue::from_static(groups)),
+        encoded(&groups),
     );
     set(&["x-tessera-user-id"], encoded(&user.id));
     set(&["x-tessera-operation"], encoded(&allowed.operation));

@@ -11,6 +11,7 @@ pub mod check;
 pub mod csrf;
 pub mod extract;
 pub mod forward;
+pub mod groups;
 mod health;
 pub mod memory;
 pub mod metrics;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(forward::routes())
         .merge(agents::routes())
+        .merge(groups::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
         .merge(secrets::routes())

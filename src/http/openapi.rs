@@ -79,7 +79,7 @@ const FORWARD_HEADERS: &[(&str, &str)] = &[
         "the full name (percent-encoded beyond printable ASCII)",
     ),
     ("Remote-Email", "the email"),
-    ("Remote-Groups", "`users`, or `users,admins`"),
+    ("Remote-Groups", "`users`, or `users,admins` for admins, then the name of each group the person belongs to, comma-separated"),
     ("X-Auth-Request-User", "the username"),
     ("X-Auth-Request-Email", "the email"),
     ("X-Auth-Request-Groups", "as Remote-Groups"),
@@ -590,18 +590,34 @@ fn inventory() -> Vec<Op> {
             "agents",
             "Share at a level, or change a share's level",
         )
-        .needs("share, at most your own level; or admin. A grant belongs to its grantor")
-        .body(object(&[("user", string()), ("level", level())]))
+        .needs("share, at most your own level; or admin. A grant belongs to its grantor. Everyone: at most `use` (the policy's cap)")
+        .body(json!({
+            "type": "object",
+            "description": "one grantee: `user` (a username), `group` (a group's name, one you see) or `everyone: true` (every account, present and future); `expires_at` (unix seconds, in the future) ends what it confers, without removing it",
+            "properties": {
+                "user": {"type": "string"},
+                "group": {"type": "string"},
+                "everyone": {"const": true},
+                "level": {"$ref": "#/components/schemas/Level"},
+                "expires_at": {"type": "integer"}
+            },
+            "required": ["level"],
+            "oneOf": [
+                {"required": ["user"]},
+                {"required": ["group"]},
+                {"required": ["everyone"]}
+            ]
+        }))
         .ok(object(&[("ok", boolean()), ("share", schema_ref("Share"))]))
         .errors(&[409]),
         op(
             "DELETE",
-            "/api/agents/{name}/shares/{username}",
+            "/api/agents/{name}/shares/{grantee}",
             "agents",
-            "Revoke a share, or leave",
+            "Revoke a share, or leave: `{grantee}` is a username (or `user:<username>`), `group:<name>` or `everyone`",
         )
         .needs(
-            "the grantor or anyone their authority draws on, the owner, an admin, or the grantee",
+            "the grantor or anyone their authority draws on, the owner, an admin, or the grantee (a person; members leave a group instead)",
         )
         .ok(ok_flag())
         .errors(&[409]),
@@ -634,6 +650,42 @@ fn inventory() -> Vec<Op> {
         )
         .needs("signed in, seeing the agent")
         .body(object(&[("can_read_user_memory", boolean())]))
+        .ok(ok_flag()),
+        // Groups.
+        op("GET", "/api/groups", "groups", "Your groups (owned or joined); admins: all")
+            .needs("signed in, at your own session")
+            .ok(object(&[("groups", list_of(schema_ref("Group")))])),
+        op("POST", "/api/groups", "groups", "Create a group; you own it and are its first member")
+            .needs("admin, or anyone unless the operator turned that off (--no-user-groups)")
+            .body(object(&[("name", string()), ("display_name?", string())]))
+            .ok(object(&[("ok", boolean()), ("group", schema_ref("Group"))]))
+            .errors(&[409]),
+        op("GET", "/api/groups/{name}", "groups", "A group with its members")
+            .needs("a member, the owner or an admin")
+            .ok(schema_ref("Group")),
+        op(
+            "DELETE",
+            "/api/groups/{name}",
+            "groups",
+            "Delete a group with its memberships and every share with it",
+        )
+        .needs("the owner or an admin")
+        .ok(object(&[("ok", boolean()), ("status", json!({"const": "deleted"})), ("name", string())])),
+        op(
+            "PUT",
+            "/api/groups/{name}/members/{username}",
+            "groups",
+            "Add a member (again: no change)",
+        )
+        .needs("the owner or an admin")
+        .ok(object(&[("ok", boolean()), ("added", boolean())])),
+        op(
+            "DELETE",
+            "/api/groups/{name}/members/{username}",
+            "groups",
+            "Remove a member, or leave; their access through the group ends at once",
+        )
+        .needs("the owner or an admin; a member for themselves")
         .ok(ok_flag()),
         // Delegated tokens and the audit log.
         op(
@@ -1027,8 +1079,29 @@ fn pages() -> Vec<Op> {
         page("POST", "/console/agents/{name}/delete", "Delete").body(form(&["confirm"])),
         page("GET", "/console/agents/{name}/leave", "(to the agent)"),
         page("POST", "/console/agents/{name}/leave", "Give up a share").body(form(&[])),
+        page("GET", "/console/groups", "My groups (all, for admins)"),
+        page("POST", "/console/groups", "Create a group")
+            .body(form(&["name", "display_name"])),
+        page("GET", "/console/groups/{name}", "A group: its members and what is shared with it"),
+        page("GET", "/console/groups/{name}/members", "(to the group)"),
+        page("POST", "/console/groups/{name}/members", "Add a member").body(form(&["user"])),
+        page(
+            "GET",
+            "/console/groups/{name}/members/{user}/delete",
+            "(to the group)",
+        ),
+        page(
+            "POST",
+            "/console/groups/{name}/members/{user}/delete",
+            "Remove a member, or leave",
+        )
+        .body(form(&[])),
+        page("GET", "/console/groups/{name}/delete", "(to the group)"),
+        page("POST", "/console/groups/{name}/delete", "Delete the group")
+            .body(form(&[])),
         page("GET", "/console/agents/{name}/shares", "(to the agent)"),
-        page("POST", "/console/agents/{name}/shares", "Share").body(form(&["user", "level"])),
+        page("POST", "/console/agents/{name}/shares", "Share with a username, `group:<name>` or `everyone`, until removed or `expires_in` seconds from now")
+            .body(form(&["user", "level", "expires_in"])),
         page(
             "GET",
             "/console/agents/{name}/shares/{user}",
@@ -1324,6 +1397,7 @@ fn components() -> Value {
                     "owner": {"$ref": "#/components/schemas/Principal"},
                     "access": {"$ref": "#/components/schemas/Level"},
                     "archived": {"type": "boolean"},
+                    "shared_with_everyone": {"oneOf": [{"$ref": "#/components/schemas/Level"}, {"type": "null"}]},
                     "shared_with": {"type": "array", "items": {"$ref": "#/components/schemas/Share"}}
                 },
                 "required": ["name"],
@@ -1336,22 +1410,43 @@ fn components() -> Value {
                     "user": {"$ref": "#/components/schemas/Principal"},
                     "level": {"oneOf": [{"$ref": "#/components/schemas/Level"}, {"type": "null"}]},
                     "via": {"type": "array", "items": {"type": "object", "properties": {
-                        "kind": {"enum": ["owner", "admin", "grant"]},
+                        "kind": {"enum": ["owner", "admin", "grant", "group", "everyone"]},
                         "level": {"$ref": "#/components/schemas/Level"},
+                        "group": {"type": "string"},
+                        "everyone": {"const": true},
                         "granted_by": {"$ref": "#/components/schemas/Principal"},
                         "at": {"type": "integer"},
+                        "expires_at": {"type": ["integer", "null"]},
                         "in_effect": {"type": "boolean"},
                         "draws_on": {"type": "array", "items": {"type": "object"}}
                     }, "required": ["kind"], "additionalProperties": true}}
                 },
                 "required": ["user", "level", "via"]
             },
-            "Share": object(&[
-                ("user", schema_ref("Principal")),
-                ("level", level()),
-                ("granted_by", schema_ref("Principal")),
-                ("at", integer()),
-                ("effective", boolean()),
+            "Share": {
+                "type": "object",
+                "description": "one grant: to `user`, or to a `group` (then `user` is null), or to `everyone`",
+                "properties": {
+                    "user": {"oneOf": [{"$ref": "#/components/schemas/Principal"}, {"type": "null"}]},
+                    "group": {"type": "string"},
+                    "everyone": {"const": true},
+                    "level": {"$ref": "#/components/schemas/Level"},
+                    "granted_by": {"$ref": "#/components/schemas/Principal"},
+                    "at": {"type": "integer"},
+                    "expires_at": {"type": ["integer", "null"]},
+                    "expired": {"type": "boolean"},
+                    "effective": {"type": "boolean"}
+                },
+                "required": ["user", "level", "granted_by", "at", "expires_at", "expired", "effective"]
+            },
+            "Group": object(&[
+                ("name", string()),
+                ("display_name", string()),
+                ("owner", principal.clone()),
+                ("created_at", integer()),
+                ("member", boolean()),
+                ("manage", boolean()),
+                ("members?", list_of(principal.clone())),
             ]),
             "TokenRecord": object(&[
                 ("id", string()),
@@ -1552,7 +1647,7 @@ pub fn document() -> Value {
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
         },
         "tags": [
-            {"name": "health"}, {"name": "auth"}, {"name": "forward-auth"}, {"name": "accounts"}, {"name": "agents"},
+            {"name": "health"}, {"name": "auth"}, {"name": "forward-auth"}, {"name": "accounts"}, {"name": "agents"}, {"name": "groups"},
             {"name": "tokens"}, {"name": "audit"}, {"name": "memory"}, {"name": "chat"},
             {"name": "secrets"}, {"name": "channels"}, {"name": "pages"}, {"name": "console"}
         ],

@@ -243,8 +243,15 @@ fn released(state: &AppState, runtime: &AgentCaller) -> ApiResult<Vec<Value>> {
     let loaded = load(state, &runtime.agent)?;
     let mut out = Vec::new();
     for (owner, name) in state.secrets.bound_to(&runtime.agent)? {
-        let request = AppState::agent_request("secrets:release", &loaded, &owner, 0)
-            .fact("data_owner", [string(&owner)]);
+        // The owner's memberships count as theirs would on their own
+        // requests: what a group gives them is what lets the secret out.
+        let active = state.accounts.get(&owner)?.is_some_and(|u| !u.pending());
+        let request = state.with_memberships(
+            AppState::agent_request("secrets:release", &loaded, &owner, 0)
+                .fact("data_owner", [string(&owner)]),
+            &owner,
+            active,
+        )?;
         match state.authorize_agent(runtime, request) {
             Ok(()) => {}
             Err(AuthError::Denied(_)) => continue,

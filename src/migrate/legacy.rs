@@ -254,6 +254,17 @@ pub fn import(
         current = doc["current_user_id"].as_str().map(str::to_owned);
         for u in doc["users"].as_array().cloned().unwrap_or_default() {
             let s = |k: &str| u[k].as_str().unwrap_or("").to_owned();
+            // A grant names a user by id, a group as `group:<name>` and
+            // everyone as `everyone`: an id read either way would be given
+            // what was shared with others.
+            let id = s("id");
+            if id == crate::domain::groups::EVERYONE || id.contains(':') {
+                imp.skip(
+                    "users",
+                    format!("user id {id:?} is reserved for sharing with groups or everyone"),
+                );
+                continue;
+            }
             let invite = u["pending_invite"].as_str().map(|code| {
                 let invited_at = u["invited_at"].as_i64().unwrap_or(now);
                 Ok::<_, String>(Invite {

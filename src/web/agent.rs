@@ -137,7 +137,14 @@ pub struct Field {
 }
 
 pub struct ShareRow {
+    /// How the share's grantee is named in its forms' paths: a username,
+    /// `group:<name>` or `everyone`.
     pub username: String,
+    /// Who it is with, as shown.
+    pub label: String,
+    /// When it runs out, if it does.
+    pub expires: Option<String>,
+    pub expired: bool,
     pub level: &'static str,
     pub granted_by: String,
     pub at: String,
@@ -196,6 +203,8 @@ pub struct View {
     pub shares: Option<Vec<ShareRow>>,
     /// Levels I may share at (empty: no share form).
     pub share_levels: Vec<Opt>,
+    /// The groups I see, offered as share targets.
+    pub my_groups: Vec<String>,
     /// I hold a grant I may give up.
     pub can_leave: bool,
     /// Levels I may mint a token at (empty: no mint form).
@@ -383,6 +392,14 @@ fn build(state: &AppState, caller: &Caller, name: &str) -> ApiResult<View> {
         can_transfer: may("agent:transfer")?,
         can_delete: may("agent:delete")?,
         shares,
+        my_groups: if share_levels.is_empty() {
+            Vec::new()
+        } else {
+            crate::http::groups::listed(state, caller)?
+                .into_iter()
+                .map(|g| g.name)
+                .collect()
+        },
         share_levels: level_options(&share_levels, Some(Level::View)),
         can_leave,
         token_levels: level_options(&token_levels, Some(Level::View)),
@@ -414,9 +431,10 @@ fn share_rows(state: &AppState, caller: &Caller, loaded: &AgentState) -> ApiResu
     let mut rows = Vec::with_capacity(shares.len());
     for share in shares {
         let by = share.granted_by.id.as_str();
-        let mine = share.user.id == caller.user.id;
+        let mine = matches!(&share.with, api::SharedWith::User(u) if u.id == caller.user.id);
         // A grantee whose account is gone cannot be named in a form.
-        let named = share.user.username.is_some() && !mine;
+        let key = share.with.key();
+        let named = key.is_some() && !mine;
         let relevel = if named {
             levels_where(|l| {
                 Ok(allowed(state, caller, "agent:share", loaded, l.rank())?
@@ -434,11 +452,19 @@ fn share_rows(state: &AppState, caller: &Caller, loaded: &AgentState) -> ApiResu
                 share.level.rank(),
                 Some(by),
             )?;
-        rows.push(ShareRow {
-            username: share
-                .user
+        let label = match &share.with {
+            api::SharedWith::User(u) => u
                 .username
+                .clone()
                 .unwrap_or_else(|| "(deleted user)".into()),
+            api::SharedWith::Group(group) => format!("group {group}"),
+            api::SharedWith::Everyone => "everyone on this host".into(),
+        };
+        rows.push(ShareRow {
+            username: key.unwrap_or_default(),
+            label,
+            expires: share.expires_at.map(when),
+            expired: share.expired,
             level: share.level.as_str(),
             granted_by: share
                 .granted_by
@@ -737,7 +763,8 @@ async fn leave(
     Person(caller): Person,
     Path(name): Path<String>,
 ) -> Response {
-    let result = api::unshare_agent(&state, &caller, &name, &caller.user.username)
+    let me = api::ShareTo::User(caller.user.username.clone());
+    let result = api::unshare_agent(&state, &caller, &name, &me)
         .await
         .map(|()| Next::Go("/console?ok=left".into()));
     finish(&state, &csrf, &caller, &name, result).await
@@ -749,6 +776,9 @@ struct ShareForm {
     user: String,
     #[serde(default)]
     level: String,
+    /// Seconds from now until the share runs out; empty or 0: never.
+    #[serde(default)]
+    expires_in: String,
 }
 
 async fn share(
@@ -758,9 +788,22 @@ async fn share(
     Path(name): Path<String>,
     PageForm(form): PageForm<ShareForm>,
 ) -> Response {
-    let result = api::share_agent(&state, &caller, &name, form.user.trim(), &form.level)
-        .await
-        .map(|_| done(&name, "shared"));
+    let expires_at = match form.expires_in.trim() {
+        "" | "0" => Ok(None),
+        secs => secs
+            .parse::<i64>()
+            .ok()
+            .filter(|s| *s > 0)
+            .map(|s| Some(state.now().saturating_add(s)))
+            .ok_or_else(|| ApiError::BadRequest("choose when the share runs out".into())),
+    };
+    let to = api::ShareTo::parse(form.user.trim());
+    let result = match expires_at {
+        Ok(expires_at) => api::share_agent(&state, &caller, &name, &to, &form.level, expires_at)
+            .await
+            .map(|_| done(&name, "shared")),
+        Err(e) => Err(e),
+    };
     finish(&state, &csrf, &caller, &name, result).await
 }
 
@@ -777,9 +820,14 @@ async fn reshare(
     Path((name, user)): Path<(String, String)>,
     PageForm(form): PageForm<LevelForm>,
 ) -> Response {
-    let result = api::share_agent(&state, &caller, &name, &user, &form.level)
-        .await
-        .map(|_| done(&name, "shared"));
+    // Changing the level keeps the share's expiry.
+    let to = api::ShareTo::parse(&user);
+    let result = match api::current_expiry(&state, &name, &to) {
+        Ok(expires_at) => api::share_agent(&state, &caller, &name, &to, &form.level, expires_at)
+            .await
+            .map(|_| done(&name, "shared")),
+        Err(e) => Err(e),
+    };
     finish(&state, &csrf, &caller, &name, result).await
 }
 
@@ -789,7 +837,7 @@ async fn unshare(
     Person(caller): Person,
     Path((name, user)): Path<(String, String)>,
 ) -> Response {
-    let result = api::unshare_agent(&state, &caller, &name, &user)
+    let result = api::unshare_agent(&state, &caller, &name, &api::ShareTo::parse(&user))
         .await
         .map(|()| {
             if user.eq_ignore_ascii_case(&caller.user.username) {

@@ -35,6 +35,9 @@ pub struct Row {
     pub owner: String,
     pub level: &'static str,
     pub archived: bool,
+    /// The level everyone on this host holds through a share with
+    /// everyone, when it is shared so.
+    pub everyone: Option<&'static str>,
 }
 
 #[derive(Template)]
@@ -121,6 +124,13 @@ fn rows(
                 .unwrap_or_else(|| "(deleted user)".into()),
             level: level.map_or("none", |l| l.as_str()),
             archived: agent.archived,
+            everyone: loaded
+                .grants
+                .iter()
+                .filter(|g| g.grantee == crate::domain::groups::EVERYONE && loaded.live_grant(g))
+                .map(|g| g.level)
+                .max()
+                .map(|l| l.as_str()),
         });
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));

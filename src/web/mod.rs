@@ -12,6 +12,7 @@ pub mod account;
 pub mod admin;
 pub mod agent;
 pub mod agents;
+pub mod groups;
 pub mod inspect;
 pub mod memory;
 pub mod secrets;
@@ -40,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/static/app.js", get(script))
         .merge(signin::routes())
         .merge(agents::routes())
+        .merge(groups::routes())
         .merge(account::routes())
         .merge(admin::routes())
         .merge(memory::routes())

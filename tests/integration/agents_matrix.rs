@@ -28,9 +28,17 @@ enum Who {
     Narrowed,
     Revoked,
     Expired,
+    /// A member of a group olive shared with at this level.
+    Member(&'static str),
+    /// Someone taken out of a group olive shared with at `share`.
+    FormerMember,
+    /// Anyone on the host, the agent being shared with everyone at `use`.
+    Everyone,
+    /// A grant at `share` from olive that has run out.
+    ExpiredGrant,
 }
 
-const COLUMNS: [Who; 21] = [
+const COLUMNS: [Who; 29] = [
     Who::Owner,
     Who::Admin,
     Who::Stranger,
@@ -52,6 +60,14 @@ const COLUMNS: [Who; 21] = [
     Who::Narrowed,
     Who::Revoked,
     Who::Expired,
+    Who::Member("view"),
+    Who::Member("use"),
+    Who::Member("edit"),
+    Who::Member("manage"),
+    Who::Member("share"),
+    Who::FormerMember,
+    Who::Everyone,
+    Who::ExpiredGrant,
 ];
 
 #[derive(Clone, Copy, Debug)]
@@ -72,20 +88,21 @@ enum Route {
 
 /// Expected status per column, in `COLUMNS` order:
 ///   owner admin stranger | direct v u e m s | reshared v u e m s | token v u e m s | narrowed revoked expired
+///   | group member v u e m s | former member, everyone (use), expired grant
 #[rustfmt::skip]
-const MATRIX: &[(Route, [u16; 21])] = &[
-    (Route::Read,       [200, 200, 404,  200, 200, 200, 200, 200,  200, 200, 200, 200, 200,  200, 200, 200, 200, 200,  200, 401, 401]),
-    (Route::List,       [200, 200, 404,  200, 200, 200, 200, 200,  200, 200, 200, 200, 200,  200, 200, 200, 200, 200,  200, 401, 401]),
-    (Route::Update,     [200, 200, 404,  403, 403, 200, 200, 200,  403, 403, 200, 200, 200,  403, 403, 200, 200, 200,  403, 401, 401]),
-    (Route::Archive,    [200, 200, 404,  403, 403, 403, 200, 200,  403, 403, 403, 200, 200,  403, 403, 403, 200, 200,  403, 401, 401]),
-    (Route::Restore,    [200, 200, 404,  403, 403, 403, 200, 200,  403, 403, 403, 200, 200,  403, 403, 403, 200, 200,  403, 401, 401]),
-    (Route::SharesRead, [200, 200, 404,  403, 403, 403, 403, 200,  403, 403, 403, 403, 200,  403, 403, 403, 403, 403,  403, 401, 401]),
-    (Route::Share,      [200, 200, 404,  403, 403, 403, 403, 200,  403, 403, 403, 403, 200,  403, 403, 403, 403, 403,  403, 401, 401]),
+const MATRIX: &[(Route, [u16; 29])] = &[
+    (Route::Read,       [200, 200, 404,  200, 200, 200, 200, 200,  200, 200, 200, 200, 200,  200, 200, 200, 200, 200,  200, 401, 401,  200, 200, 200, 200, 200,  404, 200, 404]),
+    (Route::List,       [200, 200, 404,  200, 200, 200, 200, 200,  200, 200, 200, 200, 200,  200, 200, 200, 200, 200,  200, 401, 401,  200, 200, 200, 200, 200,  404, 200, 404]),
+    (Route::Update,     [200, 200, 404,  403, 403, 200, 200, 200,  403, 403, 200, 200, 200,  403, 403, 200, 200, 200,  403, 401, 401,  403, 403, 200, 200, 200,  404, 403, 404]),
+    (Route::Archive,    [200, 200, 404,  403, 403, 403, 200, 200,  403, 403, 403, 200, 200,  403, 403, 403, 200, 200,  403, 401, 401,  403, 403, 403, 200, 200,  404, 403, 404]),
+    (Route::Restore,    [200, 200, 404,  403, 403, 403, 200, 200,  403, 403, 403, 200, 200,  403, 403, 403, 200, 200,  403, 401, 401,  403, 403, 403, 200, 200,  404, 403, 404]),
+    (Route::SharesRead, [200, 200, 404,  403, 403, 403, 403, 200,  403, 403, 403, 403, 200,  403, 403, 403, 403, 403,  403, 401, 401,  403, 403, 403, 403, 200,  404, 403, 404]),
+    (Route::Share,      [200, 200, 404,  403, 403, 403, 403, 200,  403, 403, 403, 403, 200,  403, 403, 403, 403, 403,  403, 401, 401,  403, 403, 403, 403, 200,  404, 403, 404]),
     // tina's grant is olive's: sharers below her cannot remove it.
-    (Route::Unshare,    [200, 200, 404,  403, 403, 403, 403, 403,  403, 403, 403, 403, 403,  403, 403, 403, 403, 403,  403, 401, 401]),
-    (Route::MintToken,  [200, 200, 404,  403, 403, 403, 200, 200,  403, 403, 403, 200, 200,  403, 403, 403, 403, 403,  403, 401, 401]),
-    (Route::Transfer,   [200, 200, 404,  403, 403, 403, 403, 403,  403, 403, 403, 403, 403,  403, 403, 403, 403, 403,  403, 401, 401]),
-    (Route::Delete,     [200, 403, 404,  403, 403, 403, 403, 403,  403, 403, 403, 403, 403,  403, 403, 403, 403, 403,  403, 401, 401]),
+    (Route::Unshare,    [200, 200, 404,  403, 403, 403, 403, 403,  403, 403, 403, 403, 403,  403, 403, 403, 403, 403,  403, 401, 401,  403, 403, 403, 403, 403,  404, 403, 404]),
+    (Route::MintToken,  [200, 200, 404,  403, 403, 403, 200, 200,  403, 403, 403, 200, 200,  403, 403, 403, 403, 403,  403, 401, 401,  403, 403, 403, 200, 200,  404, 403, 404]),
+    (Route::Transfer,   [200, 200, 404,  403, 403, 403, 403, 403,  403, 403, 403, 403, 403,  403, 403, 403, 403, 403,  403, 401, 401,  403, 403, 403, 403, 403,  404, 403, 404]),
+    (Route::Delete,     [200, 403, 404,  403, 403, 403, 403, 403,  403, 403, 403, 403, 403,  403, 403, 403, 403, 403,  403, 401, 401,  403, 403, 403, 403, 403,  404, 403, 404]),
 ];
 
 /// One host: `olive` owns `helper`; `alice` is the admin; `tina` holds a
@@ -176,6 +193,48 @@ impl World {
                 assert_eq!(r.status, StatusCode::OK);
                 minted["token"].as_str().unwrap().to_owned()
             }
+            Who::Member(level) => {
+                let t = self.user("mia").await;
+                self.team(&["mia"]).await;
+                share_with(app, &self.olive, json!({"group": "team"}), level).await;
+                t
+            }
+            Who::FormerMember => {
+                let t = self.user("fred").await;
+                self.team(&["fred"]).await;
+                share_with(app, &self.olive, json!({"group": "team"}), "share").await;
+                assert_eq!(
+                    app.get("/api/agents/helper", &t).await.status,
+                    StatusCode::OK
+                );
+                let r = app
+                    .delete("/api/groups/team/members/fred", &self.olive)
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+                t
+            }
+            Who::Everyone => {
+                share_with(app, &self.olive, json!({"everyone": true}), "use").await;
+                self.user("eve").await
+            }
+            Who::ExpiredGrant => {
+                let t = self.user("xena").await;
+                let until = app.state.now() + 60;
+                let r = app
+                    .post(
+                        "/api/agents/helper/shares",
+                        &self.olive,
+                        json!({"user": "xena", "level": "share", "expires_at": until}),
+                    )
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+                assert_eq!(
+                    app.get("/api/agents/helper", &t).await.status,
+                    StatusCode::OK
+                );
+                app.state.config.clock.advance(61);
+                t
+            }
             Who::Expired => {
                 // A live record, but a token whose own expiry has passed.
                 let minted = self.token("share", 3600).await;
@@ -187,6 +246,27 @@ impl World {
                     .mint_delegated(&olive.id, id, "helper", 5, past)
                     .unwrap()
             }
+        }
+    }
+
+    /// olive's group `team`, with `members`.
+    async fn team(&self, members: &[&str]) {
+        let r = self
+            .app
+            .post("/api/groups", &self.olive, json!({"name": "team"}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        for member in members {
+            let r = self
+                .app
+                .call(
+                    Method::PUT,
+                    &format!("/api/groups/team/members/{member}"),
+                    Auth::Bearer(&self.olive),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         }
     }
 
@@ -277,6 +357,17 @@ async fn share(app: &TestApp, by: &str, user: &str, level: &str) {
         r.status,
         StatusCode::OK,
         "{by} shares with {user}: {}",
+        r.body
+    );
+}
+
+async fn share_with(app: &TestApp, by: &str, mut to: Value, level: &str) {
+    to["level"] = json!(level);
+    let r = app.post("/api/agents/helper/shares", by, to.clone()).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{by} shares with {to}: {}",
         r.body
     );
 }

@@ -17,6 +17,7 @@ mod data_dir;
 mod delegation;
 mod forward_auth;
 mod grantors;
+mod groups;
 mod legacy_import;
 mod legacy_replay;
 mod login_limits;

@@ -2,11 +2,11 @@
 //! change, exactly the decisions that could change are evaluated again,
 //! counted by the authorizer, and they come out as the change says.
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use serde_json::json;
 use tessera::state::AppState;
 
-use crate::helpers::TestApp;
+use crate::helpers::{Auth, TestApp};
 
 const AGENTS: [&str; 2] = ["ada", "bea"];
 const OPERATIONS: [&str; 2] = ["agent:read", "agent:update"];
@@ -149,6 +149,47 @@ async fn after_each_change_only_the_decisions_it_could_change_run_again() {
     assert_eq!(cold, 0);
     assert!(!allowed(&d, "carol agent:update bea"));
     assert!(allowed(&d, "carol agent:update ada"));
+
+    // A group: sharing with it changes what everyone's decisions on ada
+    // are presented (a person's memberships are only known per request, so
+    // every grant to a group is among everyone's facts); joining it changes
+    // the joiner's decisions only, everywhere (their memberships are part
+    // of every request of theirs); leaving it takes them back to facts
+    // decided before, remembered and right.
+    let r = w
+        .app
+        .post("/api/groups", w.token("olga"), json!({"name": "family"}))
+        .await;
+    w.ok(r).await;
+    let (_, cold) = w.decide_all();
+    assert_eq!(cold, 4, "olga's, who is the group's first member");
+    let r = w
+        .app
+        .post(
+            "/api/agents/ada/shares",
+            w.token("olga"),
+            json!({"group": "family", "level": "edit"}),
+        )
+        .await;
+    w.ok(r).await;
+    let (_, cold) = w.decide_all();
+    assert_eq!(cold, 10, "every person's decisions on ada");
+    let membership = |method: Method| {
+        w.app.call(
+            method,
+            "/api/groups/family/members/dave",
+            Auth::Bearer(w.token("olga")),
+            None,
+        )
+    };
+    w.ok(membership(Method::PUT).await).await;
+    let (d, cold) = w.decide_all();
+    assert_eq!(cold, 4, "dave's, on both agents");
+    assert!(allowed(&d, "dave agent:update ada"));
+    w.ok(membership(Method::DELETE).await).await;
+    let (d, cold) = w.decide_all();
+    assert_eq!(cold, 0);
+    assert!(!allowed(&d, "dave agent:read ada"));
 
     // Deleting bea: decisions on ada stay remembered (bea's are gone).
     let r = w.app.delete("/api/agents/bea", w.token("olga")).await;

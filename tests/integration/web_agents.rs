@@ -1056,3 +1056,96 @@ async fn shares_say_whether_they_hold() {
     // olive may still take it away: it draws on someone below her.
     assert!(page.actions().contains(&w.path("/shares/zed/delete")));
 }
+
+/// Groups in the console: create one, add a member, share an agent with it
+/// for a while and with everyone, see both on the pages, and leave.
+#[tokio::test]
+async fn groups_and_expiring_shares_in_the_console() {
+    let app = TestApp::new();
+    let admin = app.setup_admin().await;
+    let olga = app.add_user(&admin, "olga", "olga-password").await;
+    let bob = app.add_user(&admin, "bob", "bob-password").await;
+    let carol = app.add_user(&admin, "carol", "carol-password").await;
+    let r = app.post("/api/agents", &olga, json!({"name": "ada"})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let p = post(
+        &app,
+        "/console/groups",
+        &olga,
+        &[("name", "family"), ("display_name", "The family")],
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.html);
+    assert_eq!(p.location(), "/console/groups/family?ok=created");
+    let p = post(
+        &app,
+        "/console/groups/family/members",
+        &olga,
+        &[("user", "bob")],
+    )
+    .await;
+    assert_eq!(p.location(), "/console/groups/family?ok=added");
+    let p = get(&app, "/console/groups/family", &bob).await;
+    p.assert_html();
+    assert!(p.html.contains("bob") && p.html.contains("The family"));
+    // bob may leave, not remove olga or delete the group.
+    assert!(p
+        .form("/console/groups/family/members/bob/delete")
+        .is_some());
+    assert!(p
+        .form("/console/groups/family/members/olga/delete")
+        .is_none());
+    assert!(p.form("/console/groups/family/delete").is_none());
+    // The agent page offers the group and everyone as share targets.
+    let p = get(&app, "/console/agents/ada", &olga).await;
+    assert!(p.html.contains("group:family"), "{}", p.html);
+    let p = post(
+        &app,
+        "/console/agents/ada/shares",
+        &olga,
+        &[
+            ("user", "group:family"),
+            ("level", "use"),
+            ("expires_in", "3600"),
+        ],
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.html);
+    let p = post(
+        &app,
+        "/console/agents/ada/shares",
+        &olga,
+        &[("user", "everyone"), ("level", "view"), ("expires_in", "0")],
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.html);
+    let p = get(&app, "/console/agents/ada", &olga).await;
+    assert!(p.html.contains("group family"), "{}", p.html);
+    assert!(p.html.contains("everyone on this host"), "{}", p.html);
+    assert!(p
+        .form("/console/agents/ada/shares/group:family/delete")
+        .is_some());
+    // Changing the level keeps the expiry.
+    let p = post(
+        &app,
+        "/console/agents/ada/shares/group:family",
+        &olga,
+        &[("level", "edit")],
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.html);
+    let grants = app.state.agents.grants("ada").unwrap();
+    let group = grants.iter().find(|g| g.grantee == "group:family").unwrap();
+    assert!(group.expires_at.is_some());
+    let p = get(&app, "/console/groups/family", &bob).await;
+    assert!(p.html.contains("/console/agents/ada"), "{}", p.html);
+    // carol, in no group, sees the agent marked as shared with everyone.
+    let p = get(&app, "/console", &carol).await;
+    assert!(p.html.contains("shared with everyone (view)"), "{}", p.html);
+    let p = get(&app, "/console", &bob).await;
+    assert!(p.html.contains("level-edit"), "{}", p.html);
+    let p = post(&app, "/console/groups/family/members/bob/delete", &bob, &[]).await;
+    assert_eq!(p.location(), "/console/groups?ok=left");
+    let p = get(&app, "/console", &bob).await;
+    assert!(p.html.contains("level-view"), "{}", p.html);
+}
