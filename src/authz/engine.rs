@@ -841,12 +841,22 @@ impl Engine {
     /// Every fact named `predicate` the policy derives from `facts` alone
     /// (no token, no clock), as `Authorizer::query` over an unauthenticated
     /// authorizer returns them.
+    ///
+    /// Only the server's own facts take part (no token, nothing a holder
+    /// wrote), and they grow with the host (everyone's accounts, a large
+    /// group's members): the fact limit grows with them, so that saying who
+    /// reaches an agent shared with everyone works on a host of any size.
     pub fn derive<'f>(
         &self,
         facts: impl IntoIterator<Item = (&'f str, &'f [builder::Term])>,
         predicate: &str,
     ) -> Result<Vec<Vec<builder::Term>>, TokenError> {
         let started = Instant::now();
+        let facts: Vec<_> = facts.into_iter().collect();
+        let limits = AuthorizerLimits {
+            max_facts: self.limits.max_facts.saturating_add(4 * facts.len() as u64),
+            ..self.limits.clone()
+        };
         let nothing = PreparedToken {
             engine: self.id,
             strings: Vec::new(),
@@ -862,7 +872,7 @@ impl Engine {
                 .collect::<Result<Vec<_>, _>>()?;
             world.add(AUTHORIZER, name, terms);
         }
-        world.run(&self.limits, started)?;
+        world.run(&limits, started)?;
         let name = world.intern(predicate);
         let mut found: BTreeSet<&Vec<Term>> = BTreeSet::new();
         if let Some(policy_facts) = self.facts.get(&name) {

@@ -582,4 +582,9 @@ async fn everyone_on_a_large_host_is_decided_on_the_callers_facts() {
     let r = f.app.get("/api/agents/ada", &f.olga).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["shared_with"][0]["effective"], true);
+    // Who reaches it: every account, through everyone.
+    let r = f.app.get("/api/agents/ada/access?limit=200", &f.olga).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["access"].as_array().unwrap().len(), 200);
+    assert!(r.headers.get("link").is_some(), "more pages follow");
 }
