@@ -214,3 +214,8 @@ pub fn chat_last(user: &str, channel: &str) -> String {
 pub fn legacy_session(digest_hex: &str) -> String {
     format!("lsess/{digest_hex}")
 }
+
+/// A person's second factors (TOTP, recovery codes), one record.
+pub fn factors(user: &str) -> String {
+    format!("factors/{user}")
+}
