@@ -68,6 +68,8 @@ pub struct Config {
     /// Lifetime of the `X-Tessera-Assertion` minted for each allowed
     /// forward-auth request.
     pub assertion_ttl: Duration,
+    /// Who must have a second factor until an admin changes it (issue 14).
+    pub second_factor_required: crate::domain::factors::Requirement,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +124,7 @@ impl Config {
             home: "/console".into(),
             routes: None,
             assertion_ttl: Duration::from_secs(60),
+            second_factor_required: Default::default(),
         }
     }
 

@@ -58,6 +58,7 @@ pub struct Inner {
     pub memory: Memory,
     pub chat: Chat,
     pub channels: Channels,
+    pub factors: crate::domain::factors::Factors,
     pub limiter: RateLimiter,
     pub metrics: crate::http::metrics::Metrics,
     /// Forward auth: the host's route table and the assertion cache.
@@ -79,6 +80,10 @@ pub struct Caller {
     pub user: Arc<User>,
     pub via: Via,
     pub token: Arc<Verified>,
+    /// The login session record, read for this request (`None` for a
+    /// delegated or bot token): how far signing in got, how, and when a
+    /// second factor was last verified.
+    pub session: Option<Arc<sessions::Session>>,
 }
 
 /// What keeps the caller's token alive.
@@ -222,6 +227,7 @@ impl AppState {
             },
         );
         let limiter = RateLimiter::new(config.rate_limit.clone());
+        let second_factor_required = config.second_factor_required;
         Ok(Self(Arc::new(Inner {
             config,
             agents: Agents::new(store.clone()),
@@ -230,6 +236,7 @@ impl AppState {
             memory: Memory::new(store.clone()),
             chat: Chat::new(store.clone()),
             channels: Channels::new(store.clone()),
+            factors: crate::domain::factors::Factors::new(store.clone(), second_factor_required),
             store,
             authz,
             data_keys,
@@ -248,11 +255,14 @@ impl AppState {
         let at = now();
         let verified = self.authz.verify(token, at)?;
         let store_err = |e: DomainError| AuthError::Internal(e.to_string());
+        let mut record = None;
         let via = match &verified.claims {
             Claims::Session { user, session, .. } => {
-                sessions::live(self.store.as_ref(), session, user, at)
-                    .map_err(store_err)?
-                    .ok_or(AuthError::Revoked)?;
+                record = Some(
+                    sessions::live(self.store.as_ref(), session, user, at)
+                        .map_err(store_err)?
+                        .ok_or(AuthError::Revoked)?,
+                );
                 Via::Session(session.clone())
             }
             Claims::Delegated {
@@ -315,6 +325,7 @@ impl AppState {
             user,
             via,
             token: verified,
+            session: record,
         }))
     }
 
@@ -343,9 +354,48 @@ impl AppState {
             request = request.fact("active", [id.clone()]);
         }
         if caller.user.is_admin {
-            request = request.fact("admin", [id]);
+            request = request.fact("admin", [id.clone()]);
+        }
+        if let Some(session) = &caller.session {
+            request = self.session_facts(caller, session, id, request)?;
         }
         self.authz.authorize(&caller.token, &request)
+    }
+
+    /// What a login session adds (second factors, issue 14): its stage and
+    /// how it was established, from the session record (the server's own
+    /// facts, which no token block can forge); and for the operations the
+    /// policy names as step-up ones, whether the person has a second factor
+    /// and how many seconds ago this session last verified one.
+    fn session_facts(
+        &self,
+        caller: &Caller,
+        session: &sessions::Session,
+        id: biscuit_auth::builder::Term,
+        mut request: RequestFacts,
+    ) -> Result<RequestFacts, AuthError> {
+        use crate::domain::sessions::Stage;
+        use biscuit_auth::builder::{int, string};
+        request = request.fact("established", [string(session.method.as_str())]);
+        match session.stage {
+            Stage::Complete => {}
+            Stage::SecondFactor => request = request.fact("second_factor_pending", [id.clone()]),
+            Stage::Enrol => request = request.fact("must_enrol", [id.clone()]),
+        }
+        if self.authz.is_step_up(request.operation()) {
+            let factors = self
+                .factors
+                .of(&caller.user.id)
+                .map_err(|e| AuthError::Internal(e.to_string()))?;
+            if factors.any() {
+                // Never verified in this session: older than any window.
+                let age = session.factor_at.map_or(i64::MAX, |t| now() - t);
+                request = request
+                    .fact("has_second_factor", [id])
+                    .fact("second_factor_age", [int(age)]);
+            }
+        }
+        Ok(request)
     }
 
     /// The agent named `name` with its grants, owner name and prebuilt

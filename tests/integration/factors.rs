@@ -1,0 +1,474 @@
+//! Second factors (issue 14): TOTP enrolment and sign-in, recovery codes,
+//! the halfway session, step-up, the admin requirement and reset.
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use tessera::domain::factors::{hotp, step_of};
+
+const BOB_PASSWORD: &str = "bob-password-123";
+
+fn now() -> i64 {
+    tessera::domain::now()
+}
+
+/// The TOTP code of `secret` (base32) for the step `offset` steps from now.
+fn code(secret: &str, offset: i64) -> String {
+    let raw = data_encoding::BASE32_NOPAD
+        .decode(secret.as_bytes())
+        .expect("base32 secret");
+    let step = step_of(now()) + offset;
+    format!("{:06}", hotp(&raw, step as u64, 6).unwrap())
+}
+
+/// Enrol TOTP at `token`'s session; the secret and the recovery codes.
+async fn enrol(app: &TestApp, token: &str) -> (String, Vec<String>) {
+    let (secret, codes, _) = enrol_with(app, token).await;
+    (secret, codes)
+}
+
+/// [`enrol`], with the code that confirmed it.
+async fn enrol_with(app: &TestApp, token: &str) -> (String, Vec<String>, String) {
+    let begun = app.post("/auth/factors/totp", token, json!({})).await;
+    assert_eq!(begun.status, StatusCode::OK, "{}", begun.body);
+    let secret = begun.body["secret"].as_str().unwrap().to_owned();
+    let url = begun.body["otpauth_url"].as_str().unwrap();
+    assert!(url.starts_with("otpauth://totp/tessera%3A"), "{url}");
+    assert!(url.contains(&format!("secret={secret}")), "{url}");
+    assert!(url.contains("algorithm=SHA1&digits=6&period=30"), "{url}");
+    let first = code(&secret, 0);
+    let confirmed = app
+        .post("/auth/factors/totp/confirm", token, json!({"code": first}))
+        .await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.body);
+    let codes: Vec<String> = confirmed.body["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    (secret, codes, first)
+}
+
+/// Sign in with the password and then `second`; the full session's token.
+async fn sign_in(app: &TestApp, user: &str, password: &str, second: &str) -> Value {
+    let first = app.login(user, password).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(
+        first.body["needs_second_factor"],
+        json!(true),
+        "{}",
+        first.body
+    );
+    let done = app
+        .post(
+            "/auth/second-factor",
+            &first.token(),
+            json!({"code": second}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    done.body
+}
+
+/// Make the session behind `token` have verified its last factor `secs`
+/// ago (as if that much time had passed).
+fn age_factor(app: &TestApp, token: &str, secs: i64) {
+    use tessera::authz::tokens::{verify, Claims};
+    let claims = verify(app.state.authz.keys(), token).unwrap().claims;
+    let Claims::Session { session, .. } = claims else {
+        panic!("not a session token")
+    };
+    let key = format!("session/{session}");
+    let mut record: Value =
+        serde_json::from_slice(&app.state.store.get(key.as_bytes()).unwrap().unwrap()).unwrap();
+    if record.get("factor_at").is_some_and(|v| !v.is_null()) {
+        record["factor_at"] = json!(now() - secs);
+    }
+    let mut tx = tessera::store::Transaction::durable();
+    tx.put(key, serde_json::to_vec(&record).unwrap());
+    app.state.store.commit(&tx).unwrap();
+}
+
+#[tokio::test]
+async fn totp_sign_in_takes_two_steps_and_a_code_works_once() {
+    let app = TestApp::new();
+    let admin = app.setup_admin().await;
+    let bob = app.add_user(&admin, "bob", BOB_PASSWORD).await;
+    let (secret, _, spent) = enrol_with(&app, &bob).await;
+
+    let listed = app.get("/auth/factors", &bob).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.body["factors"][0]["kind"], "totp");
+    assert_eq!(listed.body["factors"][1]["remaining"], 10);
+    assert!(!listed.text.contains(&secret), "the list shows no secret");
+
+    // The password step: a halfway session, no user in the answer.
+    let first = app.login("bob", BOB_PASSWORD).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.body["ok"], json!(true));
+    assert_eq!(first.body["needs_second_factor"], json!(true));
+    assert_eq!(first.body["factors"], json!(["totp", "recovery_code"]));
+    assert!(first.body.get("user").is_none(), "{}", first.body);
+    assert!(first.set_cookie().is_some());
+    let halfway = first.token();
+    for path in ["/auth/me", "/api/agents", "/auth/factors", "/api/secrets"] {
+        let r = app.get(path, &halfway).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.body);
+    }
+
+    // Wrong, and the code already spent at enrolment: refused.
+    let wrong = app
+        .post("/auth/second-factor", &halfway, json!({"code": "000000"}))
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
+    let replay = app
+        .post("/auth/second-factor", &halfway, json!({"code": spent}))
+        .await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED, "{}", replay.body);
+
+    // The next step's code (one step of skew): signed in in full.
+    let next = code(&secret, 1);
+    let done = app
+        .post("/auth/second-factor", &halfway, json!({"code": next}))
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(done.body["user"]["username"], "bob");
+    assert!(done.set_cookie().is_some());
+    let full = done.token();
+    assert_eq!(app.get("/auth/me", &full).await.status, StatusCode::OK);
+    // The halfway token ended with the step it was for.
+    assert_eq!(
+        app.get("/auth/me", &halfway).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The same code does not open a second sign-in.
+    let again = app.login("bob", BOB_PASSWORD).await.token();
+    let r = app
+        .post("/auth/second-factor", &again, json!({"code": next}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    // A halfway session may still sign out.
+    let out = app
+        .call(
+            axum::http::Method::POST,
+            "/auth/logout",
+            Auth::Bearer(&again),
+            None,
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.get("/auth/me", &again).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // An account without a factor keeps the legacy answer.
+    let alice = app.login("alice", ADMIN_PASSWORD).await;
+    assert_eq!(alice.status, StatusCode::OK);
+    assert_eq!(alice.body["user"]["username"], "alice");
+    assert!(alice.body.get("needs_second_factor").is_none());
+}
+
+#[tokio::test]
+async fn recovery_codes_work_once_and_their_use_is_shown_at_the_next_sign_in() {
+    let app = TestApp::new();
+    let admin = app.setup_admin().await;
+    let bob = app.add_user(&admin, "bob", BOB_PASSWORD).await;
+    let (secret, codes) = enrol(&app, &bob).await;
+
+    // Typed in capitals without the dash: still the code.
+    let typed = codes[0].replace('-', "").to_uppercase();
+    let used = sign_in(&app, "bob", BOB_PASSWORD, &typed).await;
+    assert!(
+        used.get("recovery_codes_used").is_none(),
+        "the sign-in that used it is not the one told: {used}"
+    );
+    let first = app.login("bob", BOB_PASSWORD).await.token();
+    let r = app
+        .post("/auth/second-factor", &first, json!({"code": codes[0]}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a code works once");
+
+    let listed = app.get("/auth/factors", &bob).await;
+    assert_eq!(listed.body["factors"][1]["remaining"], 9);
+
+    // The next full sign-in hears of it, once.
+    let next = sign_in(&app, "bob", BOB_PASSWORD, &code(&secret, 1)).await;
+    assert_eq!(next["recovery_codes_used"].as_array().unwrap().len(), 1);
+    let after = sign_in(&app, "bob", BOB_PASSWORD, &codes[1]).await;
+    assert!(after.get("recovery_codes_used").is_none(), "{after}");
+
+    let audit = app.get("/api/audit", &admin).await;
+    assert!(
+        audit.text.contains("auth.recovery_code_used"),
+        "{}",
+        audit.text
+    );
+}
+
+#[tokio::test]
+async fn wrong_codes_count_toward_the_login_limits() {
+    let app = TestApp::with_config(|c| c.rate_limit.per_account = 3);
+    let admin = app.setup_admin().await;
+    let bob = app.add_user(&admin, "bob", BOB_PASSWORD).await;
+    enrol(&app, &bob).await;
+    let halfway = app.login("bob", BOB_PASSWORD).await.token();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = app
+            .post("/auth/second-factor", &halfway, json!({"code": "000000"}))
+            .await;
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses[0], StatusCode::UNAUTHORIZED);
+    assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+}
+
+/// Each step-up operation at alice's (an admin's) session: its status.
+/// (Changing the password ends every other session, so it is tried on its
+/// own, last.)
+async fn step_up_ops(app: &TestApp, token: &str) -> Vec<(&'static str, StatusCode)> {
+    let mut out = Vec::new();
+    let r = app.get("/api/secrets/key", token).await;
+    out.push(("reveal a secret", r.status));
+    let r = app
+        .post(
+            "/api/tokens",
+            token,
+            json!({"agent": "helper", "level": "manage", "expires_in": 600}),
+        )
+        .await;
+    out.push(("mint at manage", r.status));
+    let r = app
+        .post(
+            "/api/admin/backup",
+            token,
+            json!({"password": ADMIN_PASSWORD}),
+        )
+        .await;
+    out.push(("download a backup", r.status));
+    let r = app.delete("/auth/users/bob/sessions", token).await;
+    out.push(("admin: end bob's sessions", r.status));
+    let r = app
+        .post("/auth/users", token, json!({"username": "carol"}))
+        .await;
+    out.push(("admin: invite", r.status));
+    if r.status == StatusCode::OK {
+        app.delete("/auth/users/carol", token).await;
+    }
+    out
+}
+
+fn all(ops: &[(&'static str, StatusCode)], want: StatusCode) {
+    for (op, status) in ops {
+        assert_eq!(*status, want, "{op}: {ops:?}");
+    }
+}
+
+#[tokio::test]
+async fn step_up_asks_for_a_recent_factor_at_sessions_of_each_kind() {
+    let app = TestApp::new();
+    let alice = app.setup_admin().await;
+    app.add_user(&alice, "bob", BOB_PASSWORD).await;
+    let r = app
+        .post("/api/secrets", &alice, json!({"name": "key", "value": "v"}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = app
+        .post("/api/agents", &alice, json!({"name": "helper"}))
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    // A session opened before enrolment, and a delegated token.
+    let before = app.login("alice", ADMIN_PASSWORD).await.token();
+    let delegated = app
+        .post(
+            "/api/tokens",
+            &alice,
+            json!({"agent": "helper", "level": "manage", "expires_in": 3600}),
+        )
+        .await;
+    assert_eq!(delegated.status, StatusCode::OK, "{}", delegated.body);
+    let delegated = delegated.token();
+    let delegated_rights = rights(&app, &delegated).await;
+
+    // Without a factor nothing is asked.
+    all(&step_up_ops(&app, &before).await, StatusCode::OK);
+
+    let (secret, codes) = enrol(&app, &alice).await;
+    // The enrolling session just verified one.
+    all(&step_up_ops(&app, &alice).await, StatusCode::OK);
+
+    // Established by password alone, before enrolment: refused until a step-up.
+    all(&step_up_ops(&app, &before).await, StatusCode::FORBIDDEN);
+    assert_eq!(app.get("/auth/me", &before).await.status, StatusCode::OK);
+    let r = app
+        .post("/auth/second-factor", &before, json!({"code": codes[0]}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    all(&step_up_ops(&app, &before).await, StatusCode::OK);
+
+    // password+totp, and by recovery code: allowed while recent, refused
+    // 15 minutes on, allowed again after a step-up.
+    let totp = sign_in(&app, "alice", ADMIN_PASSWORD, &code(&secret, 1)).await;
+    let recovery = sign_in(&app, "alice", ADMIN_PASSWORD, &codes[1]).await;
+    for (kind, body, step_up) in [
+        ("password+totp", totp, &codes[2]),
+        ("recovery code", recovery, &codes[3]),
+    ] {
+        let token = body["token"].as_str().unwrap().to_owned();
+        all(&step_up_ops(&app, &token).await, StatusCode::OK);
+        age_factor(&app, &token, 14 * 60);
+        all(&step_up_ops(&app, &token).await, StatusCode::OK);
+        age_factor(&app, &token, 16 * 60);
+        let refused = step_up_ops(&app, &token).await;
+        all(&refused, StatusCode::FORBIDDEN);
+        // Minting below manage is no step-up operation.
+        let r = app
+            .post(
+                "/api/tokens",
+                &token,
+                json!({"agent": "helper", "level": "use", "expires_in": 600}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{kind}: {}", r.body);
+        let r = app
+            .post("/auth/second-factor", &token, json!({"code": step_up}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{kind}: {}", r.body);
+        all(&step_up_ops(&app, &token).await, StatusCode::OK);
+    }
+
+    // Factor removal is a step-up operation too.
+    let token = app.login("alice", ADMIN_PASSWORD).await.token();
+    let done = app
+        .post("/auth/second-factor", &token, json!({"code": codes[4]}))
+        .await
+        .token();
+    age_factor(&app, &done, 16 * 60);
+    let listed = app.get("/auth/factors", &done).await;
+    let id = listed.body["factors"][0]["id"].as_str().unwrap().to_owned();
+    let r = app.delete(&format!("/auth/factors/{id}"), &done).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let change = json!({"current": ADMIN_PASSWORD, "new": ADMIN_PASSWORD});
+    let r = app
+        .post("/auth/users/alice/password", &done, change.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+
+    // The delegated token minted before enrolment: exactly its old rights.
+    assert_eq!(rights(&app, &delegated).await, delegated_rights);
+
+    let r = app
+        .post("/auth/second-factor", &done, json!({"code": codes[5]}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = app.post("/auth/users/alice/password", &done, change).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = app.delete(&format!("/auth/factors/{id}"), &done).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // No factor left: the password alone signs in, recovery codes went too.
+    let plain = app.login("alice", ADMIN_PASSWORD).await;
+    assert_eq!(plain.body["user"]["username"], "alice", "{}", plain.body);
+    assert_eq!(
+        app.get("/auth/factors", &done).await.body["factors"],
+        json!([])
+    );
+}
+
+/// What a token may do, as statuses of a fixed set of requests.
+async fn rights(app: &TestApp, token: &str) -> Vec<StatusCode> {
+    let mut out = Vec::new();
+    for path in [
+        "/api/agents/helper",
+        "/api/agents",
+        "/api/secrets",
+        "/api/secrets/key",
+        "/auth/me",
+    ] {
+        out.push(app.get(path, token).await.status);
+    }
+    out.push(
+        app.post(
+            "/api/tokens",
+            token,
+            json!({"agent": "helper", "level": "manage", "expires_in": 60}),
+        )
+        .await
+        .status,
+    );
+    out
+}
+
+#[tokio::test]
+async fn a_required_factor_gives_a_session_that_can_only_enrol() {
+    let app = TestApp::new();
+    let admin = app.setup_admin().await;
+    app.add_user(&admin, "bob", BOB_PASSWORD).await;
+    let r = app.get("/auth/settings/second-factor", &admin).await;
+    assert_eq!(r.body["required"], "nobody");
+    let r = app
+        .post(
+            "/auth/settings/second-factor",
+            &admin,
+            json!({"required": "everyone"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let bob = app.get("/auth/settings/second-factor", &admin).await;
+    assert_eq!(bob.body["required"], "everyone");
+
+    let first = app.login("bob", BOB_PASSWORD).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.body["needs_enrolment"], json!(true), "{}", first.body);
+    let token = first.token();
+    assert_eq!(
+        app.get("/api/agents", &token).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get("/auth/factors", &token).await.status,
+        StatusCode::OK
+    );
+    enrol(&app, &token).await;
+    assert_eq!(app.get("/api/agents", &token).await.status, StatusCode::OK);
+
+    // Only admins may change the setting.
+    let r = app
+        .post(
+            "/auth/settings/second-factor",
+            &token,
+            json!({"required": "nobody"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn an_admin_reset_clears_the_factors() {
+    let app = TestApp::new();
+    let admin = app.setup_admin().await;
+    let bob = app.add_user(&admin, "bob", BOB_PASSWORD).await;
+    enrol(&app, &bob).await;
+    let reset = app.post("/auth/users/bob/reset", &admin, json!({})).await;
+    assert_eq!(reset.status, StatusCode::OK, "{}", reset.body);
+    let code = reset.body["invite_code"].as_str().unwrap();
+    let done = app
+        .anon_post(
+            "/auth/complete",
+            json!({"username": "bob", "invite_code": code, "password": "new-password-456"}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let again = app.login("bob", "new-password-456").await;
+    assert_eq!(again.body["user"]["username"], "bob", "{}", again.body);
+    assert!(again.body.get("needs_second_factor").is_none());
+    let audit = app.get("/api/audit", &admin).await;
+    assert!(
+        audit.text.contains("\"factors_cleared\":true"),
+        "{}",
+        audit.text
+    );
+}
