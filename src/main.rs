@@ -151,6 +151,11 @@ enum Command {
         #[command(subcommand)]
         action: StoreAction,
     },
+    /// Accounts, with the server stopped.
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
     /// Print the OpenAPI 3.1 description of the HTTP API (what
     /// `/openapi.json` serves; `docs/openapi.json` is this output).
     Openapi,
@@ -163,6 +168,18 @@ enum Command {
         /// Replace an existing store and keys.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Remove every second factor of a user and end their sessions, for
+    /// someone locked out (the last admin, say); they sign in with their
+    /// password alone afterwards.
+    ResetFactors {
+        #[command(flatten)]
+        data: DataArg,
+        username: String,
     },
 }
 
@@ -322,6 +339,15 @@ fn main() -> ExitCode {
                 "store verified: revision {} ({} acknowledged), {} records, every one decodes",
                 v.proof.revision, v.proof.acknowledged, v.records
             )
+        }),
+        Command::Users {
+            action: UsersAction::ResetFactors { data, username },
+        } => tessera::maintenance::reset_factors(&Config::new(data.data), &username).map(|had| {
+            if had {
+                println!("removed the second factors of {username} and ended their sessions");
+            } else {
+                println!("{username} had no second factor; their sessions are ended");
+            }
         }),
         Command::Openapi => {
             print!("{}", tessera::http::openapi::document_text());

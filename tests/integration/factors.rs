@@ -472,3 +472,78 @@ async fn an_admin_reset_clears_the_factors() {
         audit.text
     );
 }
+
+/// `tessera users reset-factors` on a stopped server: the locked-out last
+/// admin signs in with the password alone afterwards. Refused while the
+/// server runs (the store lock).
+#[test]
+fn the_offline_reset_clears_factors_on_a_stopped_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let server = start(dir.path());
+    let (status, body) = http(
+        server.addr,
+        "POST",
+        "/auth/setup",
+        None,
+        Some(&json!({"username": "alice", "password": ADMIN_PASSWORD})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    let (status, body) = http(
+        server.addr,
+        "POST",
+        "/auth/factors/totp",
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let secret = body["secret"].as_str().unwrap().to_owned();
+    let (status, body) = http(
+        server.addr,
+        "POST",
+        "/auth/factors/totp/confirm",
+        Some(&token),
+        Some(&json!({"code": code(&secret, 0)})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let login = json!({"username": "alice", "password": ADMIN_PASSWORD});
+    let (_, body) = http(server.addr, "POST", "/auth/login", None, Some(&login));
+    assert_eq!(body["needs_second_factor"], json!(true), "{body}");
+
+    let reset = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["users", "reset-factors", "--data", &data, "alice"])
+            .env("RUST_LOG", "warn")
+            .env_remove("TESSERA_DATA")
+            .output()
+            .unwrap()
+    };
+    let running = reset();
+    assert!(!running.status.success(), "refused while the server runs");
+    stop(server);
+
+    let out = reset();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed the second factors of alice"));
+
+    let server = start(dir.path());
+    // Her old session ended with the reset.
+    let (status, _) = http(server.addr, "GET", "/auth/me", Some(&token), None);
+    assert_eq!(status, 401);
+    let (status, body) = http(server.addr, "POST", "/auth/login", None, Some(&login));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["username"], "alice", "{body}");
+    assert!(body.get("needs_second_factor").is_none(), "{body}");
+    let token = body["token"].as_str().unwrap();
+    let (_, audit) = http(server.addr, "GET", "/api/audit", Some(token), None);
+    assert!(
+        audit.to_string().contains("user.reset_factors_offline"),
+        "{audit}"
+    );
+    stop(server);
+}
