@@ -211,7 +211,25 @@ pub(crate) async fn signed_in(
         logged_in.session.expires_at,
     )?;
     let cookie = session_cookie(state, &token, &logged_in.session)?;
+    // Recovery codes used since the person last signed in: they hear of it
+    // now, once (a use they did not make is a stolen code). Not at a
+    // sign-in by recovery code, which may be the very one they should hear
+    // of.
+    let recovery_used = if logged_in.session.stage == Stage::Complete
+        && logged_in.session.method != sessions::Method::RecoveryCode
+    {
+        state
+            .factors
+            .take_unseen_recovery_uses(&logged_in.user.id)
+            .await?
+    } else {
+        Vec::new()
+    };
     let mut resp = match redirect_to {
+        // A browser is shown the use on its factor page instead of `to`.
+        Some(_) if !recovery_used.is_empty() => {
+            redirect("/console/account/factors?ok=recovery_used")
+        }
         Some(to) => redirect(&to),
         None => {
             let mut body = match logged_in.session.stage {
@@ -237,20 +255,8 @@ pub(crate) async fn signed_in(
             if logged_in.needs_onboarding {
                 body["needs_onboarding"] = json!(true);
             }
-            if logged_in.session.stage == Stage::Complete
-                && logged_in.session.method != sessions::Method::RecoveryCode
-            {
-                // Recovery codes used since the person last signed in: they
-                // hear of it now, once (a use they did not make is a stolen
-                // code). Not at a sign-in by recovery code, which may be the
-                // very one they should hear of.
-                let used = state
-                    .factors
-                    .take_unseen_recovery_uses(&logged_in.user.id)
-                    .await?;
-                if !used.is_empty() {
-                    body["recovery_codes_used"] = json!(used);
-                }
+            if !recovery_used.is_empty() {
+                body["recovery_codes_used"] = json!(recovery_used);
             }
             Json(body).into_response()
         }

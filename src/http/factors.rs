@@ -3,14 +3,17 @@
 //! admin setting of who must have one. The work is in
 //! `domain::factors`; the decisions are the policy's (datalog/auth.dl).
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{attempt, authorize, record, signed_in, subjects};
+use super::auth::{attempt, authorize, record, redirect, signed_in, subjects};
 use super::extract::ClientAddr;
 use crate::authz::policy::RequestFacts;
 use crate::domain::audit::AuditEvent;
@@ -103,11 +106,37 @@ async fn second_factor(
     State(state): State<AppState>,
     caller: Caller,
     addr: ClientAddr,
-    Json(body): Json<CodeBody>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> ApiResult<Response> {
-    let code = body.code.unwrap_or_default();
+    // The second-step page posts a form (answered with redirects, like the
+    // sign-in form); API clients send JSON.
+    let from_form = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let code = if from_form {
+        serde_urlencoded::from_bytes::<CodeBody>(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid form body: {e}")))?
+            .code
+    } else {
+        serde_json::from_slice::<CodeBody>(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+            .code
+    }
+    .unwrap_or_default();
     let was = session_of(&caller)?.stage;
-    let (session, _) = verify_code(&state, &caller, &addr, &code).await?;
+    let session = match verify_code(&state, &caller, &addr, &code).await {
+        Ok((session, _)) => session,
+        Err(e) if from_form => {
+            let why = match e {
+                ApiError::RateLimited { .. } => "limited",
+                _ => "1",
+            };
+            return Ok(redirect(&format!("/auth/second-factor?error={why}")));
+        }
+        Err(e) => return Err(e),
+    };
     if was == Stage::SecondFactor {
         // Now signed in: the full session, answered as login answers it.
         let logged_in = LoggedIn {
@@ -115,7 +144,11 @@ async fn second_factor(
             session,
             needs_onboarding: false,
         };
-        return signed_in(&state, &logged_in, None).await;
+        let to = from_form.then(|| state.config.home.clone());
+        return signed_in(&state, &logged_in, to).await;
+    }
+    if from_form {
+        return Ok(redirect("/console/account/factors?ok=verified"));
     }
     Ok(Json(json!({ "ok": true, "factor_verified_at": session.factor_at })).into_response())
 }

@@ -338,7 +338,7 @@ fn inventory() -> Vec<Op> {
             "auth",
             "The second sign-in step, or a step-up: a TOTP or recovery code",
         )
-        .needs("a session halfway through signing in (answered with the full session, as login answers), or a signed-in one (step-up: the session counts as having just verified a factor); wrong codes count toward the login limits")
+        .needs("a session halfway through signing in (answered with the full session, as login answers), or a signed-in one (step-up: the session counts as having just verified a factor); wrong codes count toward the login limits. The second-step page posts a form instead, answered with 303s")
         .body(object(&[("code", string())]))
         .ok(json!({"oneOf": [
             session_answer.clone(),
@@ -1083,6 +1083,11 @@ fn pages() -> Vec<Op> {
             "The first-run page (only while no user exists)",
         ),
         signed_out("GET", "/auth/onboarding", "Finishing an invitation"),
+        signed_out(
+            "GET",
+            "/auth/second-factor",
+            "The second sign-in step (a session halfway through signing in)",
+        ),
         page("GET", "/console", "My agents").query("q", string(), "filter by name"),
         page("GET", "/console/agents", "(to /console)"),
         page("POST", "/console/agents", "Create an agent").body(form(&[
@@ -1291,6 +1296,37 @@ fn pages() -> Vec<Op> {
             "POST",
             "/console/account/sessions/others",
             "Sign out everywhere else",
+        )
+        .body(form(&[])),
+        page(
+            "GET",
+            "/console/account/factors",
+            "My second factors: add, verify (step-up), remove",
+        ),
+        page(
+            "POST",
+            "/console/account/factors/totp",
+            "Start adding an authenticator app: its QR code and key, on this answer",
+        )
+        .answer(Answer::Page)
+        .body(form(&[])),
+        page(
+            "POST",
+            "/console/account/factors/totp/confirm",
+            "Confirm the authenticator app with a code: the recovery codes, shown once on this answer",
+        )
+        .answer(Answer::Page)
+        .body(form(&["code"])),
+        page(
+            "POST",
+            "/console/account/factors/verify",
+            "Verify a code (step-up for 15 minutes)",
+        )
+        .body(form(&["code"])),
+        page(
+            "POST",
+            "/console/account/factors/{id}/remove",
+            "Remove a second factor (step-up)",
         )
         .body(form(&[])),
         page("GET", "/console/inspect", "The token inspector"),

@@ -547,3 +547,170 @@ fn the_offline_reset_clears_factors_on_a_stopped_server() {
     );
     stop(server);
 }
+
+/// A browser's form post with the session cookie and the form token.
+fn form_post(
+    path: &str,
+    session: Option<&str>,
+    form: &str,
+) -> axum::http::Request<axum::body::Body> {
+    let cookies = match session {
+        Some(s) => format!("taos_session={s}; csrf_token={TEST_CSRF}"),
+        None => format!("csrf_token={TEST_CSRF}"),
+    };
+    axum::http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("cookie", cookies)
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from(format!(
+            "{form}&csrf_token={TEST_CSRF}"
+        )))
+        .unwrap()
+}
+
+fn page_get(path: &str, session: &str) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::builder()
+        .uri(path)
+        .header(
+            "cookie",
+            format!("taos_session={session}; csrf_token={TEST_CSRF}"),
+        )
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+fn location(r: &Response) -> &str {
+    r.headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn cookie_token(r: &Response) -> String {
+    r.set_cookie()
+        .expect("a session cookie")
+        .trim_start_matches("taos_session=")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The console: enrol from the factor page (QR code and key, confirm, the
+/// recovery codes once), sign in through the second-step page, remove.
+#[tokio::test]
+async fn the_pages_enrol_sign_in_in_two_steps_and_remove() {
+    let app = TestApp::new();
+    let admin = app.setup_admin().await;
+    let bob = app.add_user(&admin, "bob", BOB_PASSWORD).await;
+
+    let r = app.send(page_get("/console/account/factors", &bob)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains("You have no second factor"), "{}", r.text);
+    let r = app
+        .send(form_post("/console/account/factors/totp", Some(&bob), ""))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains("<svg"), "the QR code is inline SVG");
+    let secret = r
+        .text
+        .split(r#"<code id="totp-secret">"#)
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap()
+        .to_owned();
+    let r = app
+        .send(form_post(
+            "/console/account/factors/totp/confirm",
+            Some(&bob),
+            "code=123",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let r = app
+        .send(form_post(
+            "/console/account/factors/totp/confirm",
+            Some(&bob),
+            &format!("code={}", code(&secret, 0)),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains("shown only now"), "{}", r.text);
+    let recovery: Vec<String> = r
+        .text
+        .split("<li><code>")
+        .skip(1)
+        .map(|s| s.split('<').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(recovery.len(), 10);
+
+    // Sign in with the form: the password leads to the second step.
+    let r = app
+        .send(form_post(
+            "/auth/login",
+            None,
+            &format!("username=bob&password={BOB_PASSWORD}"),
+        ))
+        .await;
+    assert_eq!(
+        (r.status, location(&r)),
+        (StatusCode::SEE_OTHER, "/auth/second-factor")
+    );
+    let halfway = cookie_token(&r);
+    // Console pages send a halfway session to the step left.
+    let r = app.send(page_get("/console", &halfway)).await;
+    assert_eq!(location(&r), "/auth/second-factor");
+    let r = app.send(page_get("/auth/second-factor", &halfway)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text.contains(r#"action="/auth/second-factor""#));
+    let r = app
+        .send(form_post(
+            "/auth/second-factor",
+            Some(&halfway),
+            "code=000000",
+        ))
+        .await;
+    assert_eq!(location(&r), "/auth/second-factor?error=1");
+    let r = app
+        .send(form_post(
+            "/auth/second-factor",
+            Some(&halfway),
+            &format!("code={}", recovery[0]),
+        ))
+        .await;
+    assert_eq!(
+        (r.status, location(&r)),
+        (StatusCode::SEE_OTHER, "/console")
+    );
+    let full = cookie_token(&r);
+    let r = app.send(page_get("/console/account/factors", &full)).await;
+    assert!(r.text.contains("Recovery codes (9 left)"), "{}", r.text);
+    let id = r
+        .text
+        .split("/console/account/factors/")
+        .filter_map(|s| s.split("/remove").next())
+        .find(|s| !s.contains('"') && *s != "recovery" && !s.is_empty())
+        .unwrap()
+        .to_owned();
+
+    // Stale: removal is refused with the reason, a code opens it again.
+    age_factor(&app, &full, 16 * 60);
+    let path = format!("/console/account/factors/{id}/remove");
+    let r = app.send(form_post(&path, Some(&full), "")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert!(r.text.contains("verify a code below first"), "{}", r.text);
+    let r = app
+        .send(form_post(
+            "/console/account/factors/verify",
+            Some(&full),
+            &format!("code={}", recovery[1]),
+        ))
+        .await;
+    assert_eq!(location(&r), "/console/account/factors?ok=verified");
+    let r = app.send(form_post(&path, Some(&full), "")).await;
+    assert_eq!(location(&r), "/console/account/factors?ok=removed");
+    let r = app.send(page_get("/console/account/factors", &full)).await;
+    assert!(r.text.contains("You have no second factor"), "{}", r.text);
+}
