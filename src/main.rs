@@ -107,6 +107,17 @@ enum Command {
             default_value = "60"
         )]
         assertion_ttl: NonZeroU64,
+        /// Who must have a second factor until an admin changes it in the
+        /// console or with POST /auth/settings/second-factor (the stored
+        /// setting wins): nobody, admins or everyone.
+        #[arg(
+            long,
+            env = "TESSERA_SECOND_FACTOR_REQUIRED",
+            value_name = "WHO",
+            default_value = "nobody",
+            value_parser = ["nobody", "admins", "everyone"]
+        )]
+        second_factor_required: String,
         /// Seconds requests in flight get to finish on shutdown.
         #[arg(
             long,
@@ -275,6 +286,7 @@ fn main() -> ExitCode {
             shutdown_timeout,
             routes,
             assertion_ttl,
+            second_factor_required,
         } => {
             let mut config = Config::new(data.data);
             config.listen = listen;
@@ -290,7 +302,13 @@ fn main() -> ExitCode {
             config.shutdown_timeout = Duration::from_secs(shutdown_timeout);
             config.routes = routes;
             config.assertion_ttl = Duration::from_secs(assertion_ttl.get());
-            serve(config)
+            match tessera::domain::factors::Requirement::parse(&second_factor_required) {
+                Ok(required) => {
+                    config.second_factor_required = required;
+                    serve(config)
+                }
+                Err(e) => Err(e.to_string()),
+            }
         }
         Command::Migrate {
             action: MigrateAction::Status { data },

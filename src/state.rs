@@ -224,6 +224,7 @@ impl AppState {
                 session_ttl: config.session_ttl,
                 long_session_ttl: config.long_session_ttl,
                 invite_ttl: config.invite_ttl,
+                second_factor_required: config.second_factor_required,
             },
         );
         let limiter = RateLimiter::new(config.rate_limit.clone());

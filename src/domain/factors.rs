@@ -265,10 +265,7 @@ impl Factors {
     /// Who must have a second factor: the stored setting, else the
     /// configured default.
     pub fn requirement(&self) -> DomainResult<Requirement> {
-        match self.store.get(REQUIREMENT_KEY.as_bytes())? {
-            Some(bytes) => decode(&bytes),
-            None => Ok(self.default_requirement),
-        }
+        requirement(self.store.as_ref(), self.default_requirement)
     }
 
     pub async fn set_requirement(
@@ -518,6 +515,14 @@ impl Factors {
     /// account deletion, the offline reset command); whether they had any.
     pub fn stage_clear(&self, tx: &mut Transaction, user: &str) -> DomainResult<bool> {
         stage_clear(self.store.as_ref(), tx, user)
+    }
+}
+
+/// The stored requirement, else `default`.
+pub fn requirement(store: &dyn Store, default: Requirement) -> DomainResult<Requirement> {
+    match store.get(REQUIREMENT_KEY.as_bytes())? {
+        Some(bytes) => decode(&bytes),
+        None => Ok(default),
     }
 }
 

@@ -68,6 +68,10 @@ pub struct AccountSettings {
     pub session_ttl: Duration,
     pub long_session_ttl: Duration,
     pub invite_ttl: Duration,
+    /// Who must have a second factor unless an admin set it (see
+    /// `factors::Requirement`): a person finishing an invite then has none
+    /// and gets a session that can only enrol.
+    pub second_factor_required: super::factors::Requirement,
 }
 
 /// Profile fields supplied at setup or invite completion.
@@ -510,7 +514,17 @@ impl Accounts {
             if let Some(email) = &email {
                 current.email = email.clone();
             }
-            let session = Session::new(&current.id, ttl, long_lived);
+            let must_enrol = super::factors::requirement(
+                self.store.as_ref(),
+                self.settings.second_factor_required,
+            )?
+            .applies_to(current.is_admin);
+            let stage = if must_enrol {
+                sessions::Stage::Enrol
+            } else {
+                sessions::Stage::Complete
+            };
+            let session = Session::new(&current.id, ttl, long_lived).at_stage(stage);
             let mut tx = Transaction::durable();
             sessions::revoke_all_into(self.store.as_ref(), &mut tx, &current.id, None)?;
             Self::stage_update(&mut tx, &current, read_as)?;

@@ -435,6 +435,23 @@ async fn a_required_factor_gives_a_session_that_can_only_enrol() {
     enrol(&app, &token).await;
     assert_eq!(app.get("/api/agents", &token).await.status, StatusCode::OK);
 
+    // An invite completed now opens a session that must enrol too.
+    let invite = app
+        .post("/auth/users", &admin, json!({"username": "carol"}))
+        .await;
+    let done = app
+        .anon_post(
+            "/auth/complete",
+            json!({"username": "carol", "invite_code": invite.body["invite_code"], "password": "carol-password-1"}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(done.body["needs_enrolment"], json!(true), "{}", done.body);
+    assert_eq!(
+        app.get("/api/agents", &done.token()).await.status,
+        StatusCode::FORBIDDEN
+    );
+
     // Only admins may change the setting.
     let r = app
         .post(
@@ -713,4 +730,24 @@ async fn the_pages_enrol_sign_in_in_two_steps_and_remove() {
     assert_eq!(location(&r), "/console/account/factors?ok=removed");
     let r = app.send(page_get("/console/account/factors", &full)).await;
     assert!(r.text.contains("You have no second factor"), "{}", r.text);
+}
+
+/// The configured default applies until an admin stores a setting.
+#[tokio::test]
+async fn the_configured_default_asks_admins_to_enrol() {
+    let app = TestApp::with_config(|c| {
+        c.second_factor_required = tessera::domain::factors::Requirement::Admins
+    });
+    let admin = app.setup_admin().await;
+    app.add_user(&admin, "bob", BOB_PASSWORD).await;
+    let alice = app.login("alice", ADMIN_PASSWORD).await;
+    assert_eq!(alice.body["needs_enrolment"], json!(true), "{}", alice.body);
+    let bob = app.login("bob", BOB_PASSWORD).await;
+    assert_eq!(bob.body["user"]["username"], "bob", "{}", bob.body);
+    let r = app
+        .get("/auth/settings/second-factor", &alice.token())
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "an enrol-only session");
+    let r = app.get("/auth/settings/second-factor", &admin).await;
+    assert_eq!(r.body["required"], "admins");
 }
