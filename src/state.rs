@@ -42,6 +42,10 @@ pub enum StartError {
     Routes(#[from] crate::forward::table::TableError),
 }
 
+/// Why a step-up operation was refused, when a recent second factor is
+/// what it lacks.
+pub const STEP_UP_NEEDED: &str = "this needs a second factor verified at this session within the last 15 minutes: send a code to POST /auth/second-factor (in the console: Account, Second factors)";
+
 /// Cheap to clone: one `Arc`.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -349,7 +353,31 @@ impl AppState {
     /// Decide `request` for `caller`, adding what the store says about them:
     /// whether they finished sign-up and whether they are an admin. Read per
     /// request, so a demotion or reset takes effect at once.
-    pub fn authorize(&self, caller: &Caller, mut request: RequestFacts) -> Result<(), AuthError> {
+    pub fn authorize(&self, caller: &Caller, request: RequestFacts) -> Result<(), AuthError> {
+        match self.decide(caller, request.clone(), false) {
+            // Refused where a factor verified just now would be allowed: the
+            // step-up is what is missing, and the person is told so.
+            Err(AuthError::Denied(reason)) => match self.decide(caller, request, true) {
+                Ok(()) => Err(AuthError::Denied(STEP_UP_NEEDED.into())),
+                Err(_) => Err(AuthError::Denied(reason)),
+            },
+            decided => decided,
+        }
+    }
+
+    /// Whether a page should offer `request`: as [`Self::authorize`], but as
+    /// if a second factor had just been verified, so controls behind a
+    /// step-up stay in view (using one asks for the code, in words).
+    pub fn offers(&self, caller: &Caller, request: RequestFacts) -> bool {
+        self.decide(caller, request, true).is_ok()
+    }
+
+    fn decide(
+        &self,
+        caller: &Caller,
+        mut request: RequestFacts,
+        assume_recent_factor: bool,
+    ) -> Result<(), AuthError> {
         let id = biscuit_auth::builder::string(&caller.user.id);
         if !caller.user.pending() {
             request = request.fact("active", [id.clone()]);
@@ -358,7 +386,7 @@ impl AppState {
             request = request.fact("admin", [id.clone()]);
         }
         if let Some(session) = &caller.session {
-            request = self.session_facts(caller, session, id, request)?;
+            request = self.session_facts(caller, session, id, request, assume_recent_factor)?;
         }
         self.authz.authorize(&caller.token, &request)
     }
@@ -374,6 +402,7 @@ impl AppState {
         session: &sessions::Session,
         id: biscuit_auth::builder::Term,
         mut request: RequestFacts,
+        assume_recent_factor: bool,
     ) -> Result<RequestFacts, AuthError> {
         use crate::domain::sessions::Stage;
         use biscuit_auth::builder::{int, string};
@@ -383,14 +412,18 @@ impl AppState {
             Stage::SecondFactor => request = request.fact("second_factor_pending", [id.clone()]),
             Stage::Enrol => request = request.fact("must_enrol", [id.clone()]),
         }
-        if self.authz.is_step_up(request.operation()) {
+        if self.authz.is_step_up(request.operation()) && session.stage == Stage::Complete {
             let factors = self
                 .factors
                 .of(&caller.user.id)
                 .map_err(|e| AuthError::Internal(e.to_string()))?;
             if factors.any() {
                 // Never verified in this session: older than any window.
-                let age = session.factor_at.map_or(i64::MAX, |t| now() - t);
+                let age = match session.factor_at {
+                    _ if assume_recent_factor => 0,
+                    Some(at) => now() - at,
+                    None => i64::MAX,
+                };
                 request = request
                     .fact("has_second_factor", [id])
                     .fact("second_factor_age", [int(age)]);

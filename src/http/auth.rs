@@ -316,15 +316,16 @@ fn on_account(state: &AppState, operation: &str, username: &str) -> ApiResult<Re
 }
 
 /// Whether `caller` may do `operation` on the account `username`: a page
-/// offers a control only when the route behind it would allow it.
+/// offers a control only when the route behind it would allow it (after a
+/// step-up, if it asks for one).
 pub(crate) fn allowed_on_account(
     state: &AppState,
     caller: &Caller,
     operation: &str,
     username: &str,
 ) -> bool {
-    on_account(state, operation, username)
-        .is_ok_and(|facts| authorize(state, caller, facts).is_ok())
+    // Offered behind a step-up too: using it then asks for a code.
+    on_account(state, operation, username).is_ok_and(|facts| state.offers(caller, facts))
 }
 
 async fn status(

@@ -178,12 +178,6 @@ async fn show(
 
 async fn failed(state: &AppState, csrf: &CsrfToken, caller: &Caller, error: ApiError) -> Response {
     let (status, text) = explain(error).await;
-    // The refusal a person with a factor meets most is the step-up's.
-    let text = if status == StatusCode::FORBIDDEN {
-        format!("{text}. If you have a second factor, verify a code below first")
-    } else {
-        text
-    };
     render(state, csrf, caller, None, Some(sentence(&text)), status).await
 }
 

@@ -352,6 +352,31 @@ async fn step_up_asks_for_a_recent_factor_at_sessions_of_each_kind() {
     let id = listed.body["factors"][0]["id"].as_str().unwrap().to_owned();
     let r = app.delete(&format!("/auth/factors/{id}"), &done).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(
+        r.error()
+            .contains("needs a second factor verified at this session"),
+        "the refusal says what is missing: {}",
+        r.body
+    );
+    // A page still offers what a step-up would allow.
+    let page = app
+        .send(
+            axum::http::Request::builder()
+                .uri("/console/admin")
+                .header(
+                    "cookie",
+                    format!("taos_session={done}; csrf_token={TEST_CSRF}"),
+                )
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.text.contains("/console/admin/users/bob/reset"),
+        "{}",
+        page.text
+    );
     let change = json!({"current": ADMIN_PASSWORD, "new": ADMIN_PASSWORD});
     let r = app
         .post("/auth/users/alice/password", &done, change.clone())
@@ -717,7 +742,12 @@ async fn the_pages_enrol_sign_in_in_two_steps_and_remove() {
     let path = format!("/console/account/factors/{id}/remove");
     let r = app.send(form_post(&path, Some(&full), "")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
-    assert!(r.text.contains("verify a code below first"), "{}", r.text);
+    assert!(
+        r.text
+            .contains("needs a second factor verified at this session"),
+        "{}",
+        r.text
+    );
     let r = app
         .send(form_post(
             "/console/account/factors/verify",
