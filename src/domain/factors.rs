@@ -31,6 +31,9 @@ const TOTP_SKEW: i64 = 1;
 /// 160 bits, the HMAC-SHA-1 key length RFC 4226 recommends.
 const TOTP_SECRET_BYTES: usize = 20;
 pub const RECOVERY_CODES: usize = 10;
+/// How long a session halfway through signing in (password right, code
+/// still to come) lives.
+pub const SECOND_STEP_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 /// Issuer shown by authenticator apps.
 const ISSUER: &str = "tessera";
 
@@ -390,12 +393,16 @@ impl Factors {
     /// recovery code) and, in the same write that spends it, either replace
     /// a halfway session with a complete one or mark `session` as having
     /// just verified a factor. Wrong codes are `InvalidCredentials`.
+    ///
+    /// `full_ttl` is the lifetime of the session a second step opens (the
+    /// halfway one lived only [`SECOND_STEP_TTL`]).
     pub async fn verify(
         &self,
         keys: &DataKeys,
         session: &Session,
         code: &str,
         at: i64,
+        full_ttl: std::time::Duration,
     ) -> DomainResult<Verified> {
         let user = session.user_id.as_str();
         retry(&self.store, || {
@@ -428,12 +435,7 @@ impl Factors {
                 Stage::SecondFactor => {
                     // A new session id once the person is fully signed in,
                     // so the halfway token is worth nothing afterwards.
-                    let ttl = session.expires_at - session.created_at;
-                    let mut fresh = Session::new(
-                        user,
-                        std::time::Duration::from_secs(ttl.max(0) as u64),
-                        session.long_lived,
-                    );
+                    let mut fresh = Session::new(user, full_ttl, session.long_lived);
                     fresh.method = match used {
                         Used::Totp => Method::PasswordTotp,
                         Used::RecoveryCode => Method::RecoveryCode,

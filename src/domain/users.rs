@@ -392,6 +392,13 @@ impl Accounts {
             }
             user.last_login_at = Some(now());
             let stage = factors.stage_after_password(&user.id, user.is_admin)?;
+            // A halfway session is for typing one code: it lives minutes,
+            // not the days of the session the code will open.
+            let ttl = if stage == sessions::Stage::SecondFactor {
+                ttl.min(super::factors::SECOND_STEP_TTL)
+            } else {
+                ttl
+            };
             let session = Session::new(&user.id, ttl, long_lived).at_stage(stage);
             let mut tx = Transaction::durable();
             Self::stage_update(&mut tx, &user, read_as)?;

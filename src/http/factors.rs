@@ -64,9 +64,15 @@ pub(crate) async fn verify_code(
     let session = session_of(caller)?;
     let who = subjects(addr, Some(caller.user.username.clone()));
     attempt(state, &who)?;
+    let settings = state.accounts.settings();
+    let full_ttl = if session.long_lived {
+        settings.long_session_ttl
+    } else {
+        settings.session_ttl
+    };
     let verified = match state
         .factors
-        .verify(&state.data_keys, session, code, now())
+        .verify(&state.data_keys, session, code, now(), full_ttl)
         .await
     {
         Ok(verified) => verified,

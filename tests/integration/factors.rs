@@ -113,6 +113,18 @@ async fn totp_sign_in_takes_two_steps_and_a_code_works_once() {
     assert_eq!(first.body["factors"], json!(["totp", "recovery_code"]));
     assert!(first.body.get("user").is_none(), "{}", first.body);
     assert!(first.set_cookie().is_some());
+    let lifetime = |token: &str| {
+        use tessera::authz::tokens::verify;
+        verify(app.state.authz.keys(), token)
+            .unwrap()
+            .claims
+            .expires_at()
+            - now()
+    };
+    assert!(
+        lifetime(&first.token()) <= 10 * 60,
+        "a halfway session lives minutes"
+    );
     let halfway = first.token();
     for path in ["/auth/me", "/api/agents", "/auth/factors", "/api/secrets"] {
         let r = app.get(path, &halfway).await;
@@ -138,6 +150,10 @@ async fn totp_sign_in_takes_two_steps_and_a_code_works_once() {
     assert_eq!(done.body["user"]["username"], "bob");
     assert!(done.set_cookie().is_some());
     let full = done.token();
+    assert!(
+        lifetime(&full) > 24 * 60 * 60,
+        "the full session lives days"
+    );
     assert_eq!(app.get("/auth/me", &full).await.status, StatusCode::OK);
     // The halfway token ended with the step it was for.
     assert_eq!(
