@@ -11,7 +11,8 @@ use crate::store::{SledStore, Store};
 
 const ROTATION_MARKER: &str = "data-rotation.pending";
 
-/// Re-encrypt every secret under a new data key. Safe to interrupt and rerun:
+/// Re-encrypt every secret (and every TOTP secret) under a new data key.
+/// Safe to interrupt and rerun:
 /// the new key is written (and remembered in a marker file) before any secret
 /// moves, each secret moves in its own atomic write, and a rerun resumes with
 /// the same key instead of making another. `limit` bounds how many secrets
@@ -46,9 +47,14 @@ pub fn rotate_data_key_in(
     let keys = DataKeys::load_or_create(keys_dir).map_err(|e| e.to_string())?;
     keys.get(target).map_err(|e| e.to_string())?;
     let secrets = Secrets::new(store.clone());
-    let moved = secrets
+    let mut moved = secrets
         .reseal_all(&keys, target, limit)
         .map_err(|e| e.to_string())?;
+    // Second factors' TOTP secrets are sealed under the same key.
+    if moved < limit {
+        moved += crate::domain::factors::reseal_all(store.as_ref(), &keys, target, limit - moved)
+            .map_err(|e| e.to_string())?;
+    }
     store.flush().map_err(|e| e.to_string())?;
     let done = moved < limit;
     if done {

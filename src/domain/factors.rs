@@ -528,6 +528,50 @@ pub fn requirement(store: &dyn Store, default: Requirement) -> DomainResult<Requ
     }
 }
 
+/// Re-seal every TOTP secret not under `key_id` with it (data key
+/// rotation, with the server stopped), at most `limit` people's; how many
+/// were re-sealed. Each person's record is its own guarded write.
+pub fn reseal_all(
+    store: &dyn Store,
+    keys: &DataKeys,
+    key_id: u32,
+    limit: usize,
+) -> DomainResult<usize> {
+    let mut moved = 0;
+    for (key, bytes) in store.scan(keyspace::FACTORS_PREFIX.as_bytes(), None, usize::MAX)? {
+        if moved >= limit {
+            break;
+        }
+        let user = String::from_utf8_lossy(&key[keyspace::FACTORS_PREFIX.len()..]).into_owned();
+        let mut set: FactorSet = decode(&bytes)?;
+        let mut changed = false;
+        for totp in [set.totp.as_mut(), set.pending_totp.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if totp.sealed.key_id != key_id {
+                let aad = totp_aad(&user, &totp.id);
+                let secret = open_bound(keys, &aad, &totp.sealed)?;
+                totp.sealed = seal_bound(keys, key_id, &aad, &secret)?;
+                changed = true;
+            }
+        }
+        if !changed {
+            continue;
+        }
+        let mut tx = Transaction::durable();
+        tx.expect(key.clone(), Expect::Equals(bytes))
+            .put(key, encode(&set)?);
+        match store.commit(&tx) {
+            Ok(()) => moved += 1,
+            // Changed meanwhile: whoever changed it sealed it afresh.
+            Err(crate::store::StoreError::Conflict) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(moved)
+}
+
 /// See [`Factors::stage_clear`]; for offline tools holding a bare store.
 pub fn stage_clear(store: &dyn Store, tx: &mut Transaction, user: &str) -> DomainResult<bool> {
     let key = keyspace::factors(user);

@@ -219,3 +219,4 @@ pub fn legacy_session(digest_hex: &str) -> String {
 pub fn factors(user: &str) -> String {
     format!("factors/{user}")
 }
+pub const FACTORS_PREFIX: &str = "factors/";
