@@ -68,6 +68,8 @@ pub struct Config {
     /// Lifetime of the `X-Tessera-Assertion` minted for each allowed
     /// forward-auth request.
     pub assertion_ttl: Duration,
+    /// Who must have a second factor until an admin changes it (issue 14).
+    pub second_factor_required: crate::domain::factors::Requirement,
     /// Whether people may create groups of their own (admins always may).
     pub user_groups: bool,
     /// The time expiring shares are judged by.
@@ -149,6 +151,7 @@ impl Config {
             assertion_ttl: Duration::from_secs(60),
             user_groups: true,
             clock: Clock::default(),
+            second_factor_required: Default::default(),
         }
     }
 

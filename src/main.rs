@@ -107,6 +107,17 @@ enum Command {
             default_value = "60"
         )]
         assertion_ttl: NonZeroU64,
+        /// Who must have a second factor until an admin changes it in the
+        /// console or with POST /auth/settings/second-factor (the stored
+        /// setting wins): nobody, admins or everyone.
+        #[arg(
+            long,
+            env = "TESSERA_SECOND_FACTOR_REQUIRED",
+            value_name = "WHO",
+            default_value = "nobody",
+            value_parser = ["nobody", "admins", "everyone"]
+        )]
+        second_factor_required: String,
         /// Seconds requests in flight get to finish on shutdown.
         #[arg(
             long,
@@ -159,6 +170,11 @@ enum Command {
         #[command(subcommand)]
         action: StoreAction,
     },
+    /// Accounts, with the server stopped.
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
     /// Print the OpenAPI 3.1 description of the HTTP API (what
     /// `/openapi.json` serves; `docs/openapi.json` is this output).
     Openapi,
@@ -171,6 +187,18 @@ enum Command {
         /// Replace an existing store and keys.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Remove every second factor of a user and end their sessions, for
+    /// someone locked out (the last admin, say); they sign in with their
+    /// password alone afterwards.
+    ResetFactors {
+        #[command(flatten)]
+        data: DataArg,
+        username: String,
     },
 }
 
@@ -267,6 +295,7 @@ fn main() -> ExitCode {
             routes,
             assertion_ttl,
             user_groups,
+            second_factor_required,
         } => {
             let mut config = Config::new(data.data);
             config.listen = listen;
@@ -283,7 +312,13 @@ fn main() -> ExitCode {
             config.routes = routes;
             config.assertion_ttl = Duration::from_secs(assertion_ttl.get());
             config.user_groups = user_groups;
-            serve(config)
+            match tessera::domain::factors::Requirement::parse(&second_factor_required) {
+                Ok(required) => {
+                    config.second_factor_required = required;
+                    serve(config)
+                }
+                Err(e) => Err(e.to_string()),
+            }
         }
         Command::Migrate {
             action: MigrateAction::Status { data },
@@ -332,6 +367,15 @@ fn main() -> ExitCode {
                 "store verified: revision {} ({} acknowledged), {} records, every one decodes",
                 v.proof.revision, v.proof.acknowledged, v.records
             )
+        }),
+        Command::Users {
+            action: UsersAction::ResetFactors { data, username },
+        } => tessera::maintenance::reset_factors(&Config::new(data.data), &username).map(|had| {
+            if had {
+                println!("removed the second factors of {username} and ended their sessions");
+            } else {
+                println!("{username} had no second factor; their sessions are ended");
+            }
         }),
         Command::Openapi => {
             print!("{}", tessera::http::openapi::document_text());

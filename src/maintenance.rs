@@ -11,7 +11,8 @@ use crate::store::{SledStore, Store};
 
 const ROTATION_MARKER: &str = "data-rotation.pending";
 
-/// Re-encrypt every secret under a new data key. Safe to interrupt and rerun:
+/// Re-encrypt every secret (and every TOTP secret) under a new data key.
+/// Safe to interrupt and rerun:
 /// the new key is written (and remembered in a marker file) before any secret
 /// moves, each secret moves in its own atomic write, and a rerun resumes with
 /// the same key instead of making another. `limit` bounds how many secrets
@@ -46,15 +47,51 @@ pub fn rotate_data_key_in(
     let keys = DataKeys::load_or_create(keys_dir).map_err(|e| e.to_string())?;
     keys.get(target).map_err(|e| e.to_string())?;
     let secrets = Secrets::new(store.clone());
-    let moved = secrets
+    let mut moved = secrets
         .reseal_all(&keys, target, limit)
         .map_err(|e| e.to_string())?;
+    // Second factors' TOTP secrets are sealed under the same key.
+    if moved < limit {
+        moved += crate::domain::factors::reseal_all(store.as_ref(), &keys, target, limit - moved)
+            .map_err(|e| e.to_string())?;
+    }
     store.flush().map_err(|e| e.to_string())?;
     let done = moved < limit;
     if done {
         std::fs::remove_file(&marker).map_err(|e| format!("{}: {e}", marker.display()))?;
     }
     Ok((target, moved, done))
+}
+
+/// `tessera users reset-factors`: remove every second factor of `username`
+/// and end their sessions, with the server stopped, for a person (the last
+/// admin, say) locked out by a lost phone and spent recovery codes. The
+/// password stays: they sign in with it alone afterwards. Audited, with no
+/// actor. Returns whether they had any factor.
+pub fn reset_factors(config: &Config, username: &str) -> Result<bool, String> {
+    use crate::domain::{audit::AuditEvent, factors, keyspace, sessions, users};
+    use crate::store::Transaction;
+    // Opened as the server opens it: the store lock refuses a running
+    // server's directory, and keys that are not the store's are refused.
+    let (store, _, _) = crate::AppState::open_data_dir(config).map_err(|e| e.to_string())?;
+    let name = users::normalize_username(username).map_err(|e| e.to_string())?;
+    let id = store
+        .get(keyspace::username(&name).as_bytes())
+        .map_err(|e| e.to_string())?
+        .map(|id| String::from_utf8_lossy(&id).into_owned())
+        .ok_or_else(|| format!("no user named {name}"))?;
+    let mut tx = Transaction::durable();
+    let had = factors::stage_clear(store.as_ref(), &mut tx, &id).map_err(|e| e.to_string())?;
+    let ended =
+        sessions::revoke_all_into(store.as_ref(), &mut tx, &id, None).map_err(|e| e.to_string())?;
+    AuditEvent::new(None, "user.reset_factors_offline", &name)
+        .concerning(&id)
+        .detail(serde_json::json!({ "factors_cleared": had, "sessions_ended": ended }))
+        .record_into(&mut tx)
+        .map_err(|e| e.to_string())?;
+    store.commit(&tx).map_err(|e| e.to_string())?;
+    store.flush().map_err(|e| e.to_string())?;
+    Ok(had)
 }
 
 /// What `tessera store verify` established.

@@ -43,6 +43,10 @@ pub enum StartError {
     Routes(#[from] crate::forward::table::TableError),
 }
 
+/// Why a step-up operation was refused, when a recent second factor is
+/// what it lacks.
+pub const STEP_UP_NEEDED: &str = "this needs a second factor verified at this session within the last 15 minutes: send a code to POST /auth/second-factor (in the console: Account, Second factors)";
+
 /// Cheap to clone: one `Arc`.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -60,6 +64,7 @@ pub struct Inner {
     pub chat: Chat,
     pub channels: Channels,
     pub groups: Groups,
+    pub factors: crate::domain::factors::Factors,
     pub limiter: RateLimiter,
     pub metrics: crate::http::metrics::Metrics,
     /// Forward auth: the host's route table and the assertion cache.
@@ -84,6 +89,10 @@ pub struct Caller {
     /// The groups the person belongs to, read with the rest of the caller
     /// on every request (a membership ends on the next one).
     pub groups: Arc<Vec<String>>,
+    /// The login session record, read for this request (`None` for a
+    /// delegated or bot token): how far signing in got, how, and when a
+    /// second factor was last verified.
+    pub session: Option<Arc<sessions::Session>>,
 }
 
 /// What keeps the caller's token alive.
@@ -224,9 +233,11 @@ impl AppState {
                 session_ttl: config.session_ttl,
                 long_session_ttl: config.long_session_ttl,
                 invite_ttl: config.invite_ttl,
+                second_factor_required: config.second_factor_required,
             },
         );
         let limiter = RateLimiter::new(config.rate_limit.clone());
+        let second_factor_required = config.second_factor_required;
         Ok(Self(Arc::new(Inner {
             config,
             agents: Agents::new(store.clone()),
@@ -236,6 +247,7 @@ impl AppState {
             chat: Chat::new(store.clone()),
             channels: Channels::new(store.clone()),
             groups: Groups::new(store.clone()),
+            factors: crate::domain::factors::Factors::new(store.clone(), second_factor_required),
             store,
             authz,
             data_keys,
@@ -254,11 +266,14 @@ impl AppState {
         let at = now();
         let verified = self.authz.verify(token, at)?;
         let store_err = |e: DomainError| AuthError::Internal(e.to_string());
+        let mut record = None;
         let via = match &verified.claims {
             Claims::Session { user, session, .. } => {
-                sessions::live(self.store.as_ref(), session, user, at)
-                    .map_err(store_err)?
-                    .ok_or(AuthError::Revoked)?;
+                record = Some(
+                    sessions::live(self.store.as_ref(), session, user, at)
+                        .map_err(store_err)?
+                        .ok_or(AuthError::Revoked)?,
+                );
                 Via::Session(session.clone())
             }
             Claims::Delegated {
@@ -324,6 +339,7 @@ impl AppState {
             via,
             token: verified,
             groups,
+            session: record,
         }))
     }
 
@@ -347,8 +363,77 @@ impl AppState {
     /// whether they finished sign-up and whether they are an admin. Read per
     /// request, so a demotion or reset takes effect at once.
     pub fn authorize(&self, caller: &Caller, request: RequestFacts) -> Result<(), AuthError> {
-        let request = caller_facts(caller, request, true);
+        match self.decide(caller, request.clone(), false) {
+            // Refused where a factor verified just now would be allowed: the
+            // step-up is what is missing, and the person is told so.
+            Err(AuthError::Denied(reason)) => match self.decide(caller, request, true) {
+                Ok(()) => Err(AuthError::Denied(STEP_UP_NEEDED.into())),
+                Err(_) => Err(AuthError::Denied(reason)),
+            },
+            decided => decided,
+        }
+    }
+
+    /// Whether a page should offer `request`: as [`Self::authorize`], but as
+    /// if a second factor had just been verified, so controls behind a
+    /// step-up stay in view (using one asks for the code, in words).
+    pub fn offers(&self, caller: &Caller, request: RequestFacts) -> bool {
+        self.decide(caller, request, true).is_ok()
+    }
+
+    fn decide(
+        &self,
+        caller: &Caller,
+        mut request: RequestFacts,
+        assume_recent_factor: bool,
+    ) -> Result<(), AuthError> {
+        let id = biscuit_auth::builder::string(&caller.user.id);
+        request = caller_facts(caller, request, true);
+        if let Some(session) = &caller.session {
+            request = self.session_facts(caller, session, id, request, assume_recent_factor)?;
+        }
         self.authz.authorize(&caller.token, &request)
+    }
+
+    /// What a login session adds (second factors, issue 14): its stage and
+    /// how it was established, from the session record (the server's own
+    /// facts, which no token block can forge); and for the operations the
+    /// policy names as step-up ones, whether the person has a second factor
+    /// and how many seconds ago this session last verified one.
+    fn session_facts(
+        &self,
+        caller: &Caller,
+        session: &sessions::Session,
+        id: biscuit_auth::builder::Term,
+        mut request: RequestFacts,
+        assume_recent_factor: bool,
+    ) -> Result<RequestFacts, AuthError> {
+        use crate::domain::sessions::Stage;
+        use biscuit_auth::builder::{int, string};
+        request = request.fact("established", [string(session.method.as_str())]);
+        match session.stage {
+            Stage::Complete => {}
+            Stage::SecondFactor => request = request.fact("second_factor_pending", [id.clone()]),
+            Stage::Enrol => request = request.fact("must_enrol", [id.clone()]),
+        }
+        if self.authz.is_step_up(request.operation()) && session.stage == Stage::Complete {
+            let factors = self
+                .factors
+                .of(&caller.user.id)
+                .map_err(|e| AuthError::Internal(e.to_string()))?;
+            if factors.any() {
+                // Never verified in this session: older than any window.
+                let age = match session.factor_at {
+                    _ if assume_recent_factor => 0,
+                    Some(at) => now() - at,
+                    None => i64::MAX,
+                };
+                request = request
+                    .fact("has_second_factor", [id])
+                    .fact("second_factor_age", [int(age)]);
+            }
+        }
+        Ok(request)
     }
 
     /// Add the groups `user` belongs to (`member`) and, once they finished

@@ -65,6 +65,14 @@ impl Authz {
         &self.keys
     }
 
+    /// Whether the policy may ask for a recent second factor for `operation`.
+    pub fn is_step_up(&self, operation: &str) -> bool {
+        self.policy
+            .step_up_ops()
+            .binary_search_by(|op| op.as_str().cmp(operation))
+            .is_ok()
+    }
+
     /// The operations on one agent the policy knows.
     pub fn agent_ops(&self) -> &[String] {
         self.policy.agent_ops()

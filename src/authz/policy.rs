@@ -45,6 +45,10 @@ pub struct Policy {
     /// Every operation the policy names in an `agent_op` fact, sorted: the
     /// questions about one agent a caller may ask (`POST /api/check`).
     agent_ops: Arc<Vec<String>>,
+    /// Every operation the policy names in a `step_up_op` fact, sorted: the
+    /// requests that are presented the age of the session's last second
+    /// factor (a per-request fact, so only these pay for it).
+    step_up_ops: Arc<Vec<String>>,
 }
 
 /// The facts describing one request: the operation and whatever store facts
@@ -247,6 +251,11 @@ impl Policy {
         }
         let reads_time = mentions_time(&base.dump_code());
         let agent_ops = Arc::new(agent_operations(&base)?);
+        let step_up_ops = Arc::new(named_operations(
+            &base,
+            "step_up_op facts",
+            "data($op) <- step_up_op($op, $rank)",
+        )?);
         let engine = Engine::new(&base, limits)
             .map_err(|reason| PolicyError::Parse {
                 file: "the compiled policy".into(),
@@ -258,6 +267,7 @@ impl Policy {
             engine,
             reads_time,
             agent_ops,
+            step_up_ops,
         })
     }
 
@@ -267,6 +277,10 @@ impl Policy {
     }
 
     /// The operations on one agent the policy knows (its `agent_op` facts).
+    pub fn step_up_ops(&self) -> &[String] {
+        &self.step_up_ops
+    }
+
     pub fn agent_ops(&self) -> &[String] {
         &self.agent_ops
     }
@@ -353,17 +367,24 @@ fn unix(at: SystemTime) -> u64 {
 
 /// The first terms of the policy's `agent_op` facts, sorted and unique.
 fn agent_operations(base: &AuthorizerBuilder) -> Result<Vec<String>, PolicyError> {
+    named_operations(base, "agent_op facts", "data($op) <- agent_op($op, $level)")
+}
+
+/// The operations `query` finds among the policy's own facts, sorted.
+fn named_operations(
+    base: &AuthorizerBuilder,
+    what: &str,
+    query: &str,
+) -> Result<Vec<String>, PolicyError> {
     let failed = |reason: String| PolicyError::Parse {
-        file: "agent_op facts".into(),
+        file: what.into(),
         reason,
     };
     let mut authorizer = base
         .clone()
         .build_unauthenticated()
         .map_err(|e| failed(e.to_string()))?;
-    let found: Vec<(String,)> = authorizer
-        .query("data($op) <- agent_op($op, $level)")
-        .map_err(|e| failed(e.to_string()))?;
+    let found: Vec<(String,)> = authorizer.query(query).map_err(|e| failed(e.to_string()))?;
     let mut ops: Vec<String> = found.into_iter().map(|(op,)| op).collect();
     ops.sort();
     ops.dedup();

@@ -234,3 +234,8 @@ pub fn user_group(user: &str, group: &str) -> String {
 pub fn user_groups_prefix(user: &str) -> String {
     format!("ugroup/{user}/")
 }
+/// A person's second factors (TOTP, recovery codes), one record.
+pub fn factors(user: &str) -> String {
+    format!("factors/{user}")
+}
+pub const FACTORS_PREFIX: &str = "factors/";

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod channels;
 pub mod chat;
 pub mod delegations;
+pub mod factors;
 pub mod groups;
 pub mod keyspace;
 pub mod levels;
@@ -161,6 +162,7 @@ pub fn check_record(key: &[u8], value: &[u8]) -> Result<(), String> {
         "chan" => as_::<channels::Channel>(value),
         "runtime" => as_::<channels::Runtime>(value),
         "memset" => as_::<serde_json::Value>(value),
+        "factors" => as_::<factors::FactorSet>(value),
         _ => Ok(()),
     }
 }

@@ -57,19 +57,30 @@ pub fn seal(
     name: &str,
     value: &str,
 ) -> DomainResult<Sealed> {
+    seal_bound(keys, key_id, &aad(owner, name), value)
+}
+
+/// Seal `value` bound to `aad`: other records sealed under the data key (a
+/// second factor's secret) use their own associated data, so nothing sealed
+/// for one kind of record opens as another.
+pub(crate) fn seal_bound(
+    keys: &DataKeys,
+    key_id: u32,
+    aad: &[u8],
+    value: &str,
+) -> DomainResult<Sealed> {
     let key = keys
         .get(key_id)
         .map_err(|e| DomainError::Internal(e.to_string()))?;
     let cipher = XChaCha20Poly1305::new(key.into());
     let mut nonce = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut nonce);
-    let aad = aad(owner, name);
     let ciphertext = cipher
         .encrypt(
             &XNonce::from(nonce),
             Payload {
                 msg: value.as_bytes(),
-                aad: &aad,
+                aad,
             },
         )
         .map_err(|_| DomainError::Internal("sealing a secret failed".into()))?;
@@ -81,20 +92,25 @@ pub fn seal(
 }
 
 pub fn open(keys: &DataKeys, owner: &str, name: &str, sealed: &Sealed) -> DomainResult<String> {
-    let fail = || DomainError::Internal(format!("secret {name} of {owner} does not open"));
+    open_bound(keys, &aad(owner, name), sealed)
+        .map_err(|_| DomainError::Internal(format!("secret {name} of {owner} does not open")))
+}
+
+/// Open what [`seal_bound`] sealed with the same `aad`.
+pub(crate) fn open_bound(keys: &DataKeys, aad: &[u8], sealed: &Sealed) -> DomainResult<String> {
+    let fail = || DomainError::Internal("a sealed value does not open".into());
     let key = keys
         .get(sealed.key_id)
         .map_err(|e| DomainError::Internal(e.to_string()))?;
     let nonce = STANDARD.decode(&sealed.nonce).map_err(|_| fail())?;
     let ciphertext = STANDARD.decode(&sealed.ciphertext).map_err(|_| fail())?;
     let nonce: [u8; 24] = nonce.try_into().map_err(|_| fail())?;
-    let aad = aad(owner, name);
     let plain = XChaCha20Poly1305::new(key.into())
         .decrypt(
             &XNonce::from(nonce),
             Payload {
                 msg: &ciphertext,
-                aad: &aad,
+                aad,
             },
         )
         .map_err(|_| fail())?;

@@ -17,6 +17,53 @@ pub struct Session {
     pub created_at: i64,
     pub expires_at: i64,
     pub long_lived: bool,
+    /// How far signing in got. Records from before second factors have
+    /// none, and were complete.
+    #[serde(default)]
+    pub stage: Stage,
+    /// How the person proved who they are.
+    #[serde(default)]
+    pub method: Method,
+    /// When this session last verified a second factor (sign-in or
+    /// step-up); the policy's step-up rules read its age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor_at: Option<i64>,
+}
+
+/// How far a session got through signing in. Only `Complete` is a session
+/// in full; the others may do what the policy grants their phase and no
+/// more (finish the step, or enrol, or sign out).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    #[default]
+    Complete,
+    /// The password was right; a second factor must follow.
+    SecondFactor,
+    /// Second factors are required and the person has none: enrol first.
+    Enrol,
+}
+
+/// How a session was established, as the policy sees it (`established`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    #[default]
+    Password,
+    PasswordTotp,
+    RecoveryCode,
+    Passkey,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Password => "password",
+            Method::PasswordTotp => "password+totp",
+            Method::RecoveryCode => "recovery_code",
+            Method::Passkey => "passkey",
+        }
+    }
 }
 
 impl Session {
@@ -28,7 +75,15 @@ impl Session {
             created_at,
             expires_at: created_at.saturating_add(ttl.as_secs() as i64),
             long_lived,
+            stage: Stage::Complete,
+            method: Method::Password,
+            factor_at: None,
         }
+    }
+
+    pub fn at_stage(mut self, stage: Stage) -> Self {
+        self.stage = stage;
+        self
     }
 
     /// Add the record and its per-user index entry to `tx`.

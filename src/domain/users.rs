@@ -68,6 +68,10 @@ pub struct AccountSettings {
     pub session_ttl: Duration,
     pub long_session_ttl: Duration,
     pub invite_ttl: Duration,
+    /// Who must have a second factor unless an admin set it (see
+    /// `factors::Requirement`): a person finishing an invite then has none
+    /// and gets a session that can only enrol.
+    pub second_factor_required: super::factors::Requirement,
 }
 
 /// Profile fields supplied at setup or invite completion.
@@ -322,11 +326,14 @@ impl Accounts {
 
     /// Check a username and password (or, for a pending user, invite code) and
     /// open a session. Every failure looks the same and costs one argon2 run.
+    /// With a second factor (or one required and missing) the session opens
+    /// halfway, at the stage `factors` says.
     pub async fn login(
         &self,
         username: &str,
         password: String,
         long_lived: bool,
+        factors: &super::factors::Factors,
     ) -> DomainResult<LoggedIn> {
         let found = self.load_by_username(username)?;
         let Some((user, read_as)) = found else {
@@ -355,7 +362,7 @@ impl Accounts {
             Verification::Match { upgrade: false } => None,
         };
         let (user, session) = self
-            .open_session_checked(&user.id, verified_hash, upgrade, long_lived)
+            .open_session_checked(&user.id, verified_hash, upgrade, long_lived, factors)
             .await?;
         Ok(LoggedIn {
             user,
@@ -372,6 +379,7 @@ impl Accounts {
         verified_hash: Option<String>,
         upgrade: Option<String>,
         long_lived: bool,
+        factors: &super::factors::Factors,
     ) -> DomainResult<(User, Session)> {
         let ttl = self.ttl(long_lived);
         retry(&self.store, || {
@@ -383,7 +391,15 @@ impl Accounts {
                 user.password_hash = Some(hash.clone());
             }
             user.last_login_at = Some(now());
-            let session = Session::new(&user.id, ttl, long_lived);
+            let stage = factors.stage_after_password(&user.id, user.is_admin)?;
+            // A halfway session is for typing one code: it lives minutes,
+            // not the days of the session the code will open.
+            let ttl = if stage == sessions::Stage::SecondFactor {
+                ttl.min(super::factors::SECOND_STEP_TTL)
+            } else {
+                ttl
+            };
+            let session = Session::new(&user.id, ttl, long_lived).at_stage(stage);
             let mut tx = Transaction::durable();
             Self::stage_update(&mut tx, &user, read_as)?;
             session.write_into(&mut tx)?;
@@ -505,7 +521,17 @@ impl Accounts {
             if let Some(email) = &email {
                 current.email = email.clone();
             }
-            let session = Session::new(&current.id, ttl, long_lived);
+            let must_enrol = super::factors::requirement(
+                self.store.as_ref(),
+                self.settings.second_factor_required,
+            )?
+            .applies_to(current.is_admin);
+            let stage = if must_enrol {
+                sessions::Stage::Enrol
+            } else {
+                sessions::Stage::Complete
+            };
+            let session = Session::new(&current.id, ttl, long_lived).at_stage(stage);
             let mut tx = Transaction::durable();
             sessions::revoke_all_into(self.store.as_ref(), &mut tx, &current.id, None)?;
             Self::stage_update(&mut tx, &current, read_as)?;
@@ -571,7 +597,9 @@ impl Accounts {
 
     /// Admin: remove the password, issue a new invite code and end every
     /// session; returns the user with the code (shown once, like an invite's).
-    pub async fn reset(&self, actor: &User, username: &str) -> DomainResult<(User, String)> {
+    /// Their second factors go too (whoever lost their password has often
+    /// lost their phone with it); the `bool` says whether they had any.
+    pub async fn reset(&self, actor: &User, username: &str) -> DomainResult<(User, String, bool)> {
         let (target, _) = self.require(username)?;
         let expires = now().saturating_add(self.settings.invite_ttl.as_secs() as i64);
         let code = new_invite_code();
@@ -590,11 +618,12 @@ impl Accounts {
             let mut tx = Transaction::durable();
             tx.expect(keyspace::admin(&actor.id), Expect::Present);
             sessions::revoke_all_into(self.store.as_ref(), &mut tx, &user.id, None)?;
+            let had_factors = super::factors::stage_clear(self.store.as_ref(), &mut tx, &user.id)?;
             Self::stage_update(&mut tx, &user, read_as)?;
-            Ok((tx, user))
+            Ok((tx, (user, had_factors)))
         })
         .await?;
-        Ok((user, code))
+        Ok((user.0, code, user.1))
     }
 
     /// Admin: delete a user and end their sessions. Not oneself; never the last

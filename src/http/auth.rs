@@ -18,7 +18,7 @@ use super::extract::{ClientAddr, MaybeCaller, SESSION_COOKIE};
 use super::ratelimit::Subject;
 use crate::authz::policy::RequestFacts;
 use crate::domain::audit::AuditEvent;
-use crate::domain::sessions::{self, Session};
+use crate::domain::sessions::{self, Session, Stage};
 use crate::domain::users::{LoggedIn, Profile, User};
 use crate::domain::DomainError;
 use crate::error::{ApiError, ApiResult};
@@ -190,7 +190,7 @@ fn clear_cookie(state: &AppState) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("taos_session=; Max-Age=0; Path=/"))
 }
 
-fn redirect(to: &str) -> Response {
+pub(crate) fn redirect(to: &str) -> Response {
     let mut resp = StatusCode::SEE_OTHER.into_response();
     if let Ok(value) = HeaderValue::from_str(to) {
         resp.headers_mut().insert(LOCATION, value);
@@ -200,7 +200,7 @@ fn redirect(to: &str) -> Response {
 
 /// Mint the token for a fresh session and answer with it: a JSON body with the
 /// user and token, or a redirect for form posts; the cookie either way.
-fn signed_in(
+pub(crate) async fn signed_in(
     state: &AppState,
     logged_in: &LoggedIn,
     redirect_to: Option<String>,
@@ -211,16 +211,52 @@ fn signed_in(
         logged_in.session.expires_at,
     )?;
     let cookie = session_cookie(state, &token, &logged_in.session)?;
+    // Recovery codes used since the person last signed in: they hear of it
+    // now, once (a use they did not make is a stolen code). Not at a
+    // sign-in by recovery code, which may be the very one they should hear
+    // of.
+    let recovery_used = if logged_in.session.stage == Stage::Complete
+        && logged_in.session.method != sessions::Method::RecoveryCode
+    {
+        state
+            .factors
+            .take_unseen_recovery_uses(&logged_in.user.id)
+            .await?
+    } else {
+        Vec::new()
+    };
     let mut resp = match redirect_to {
+        // A browser is shown the use on its factor page instead of `to`.
+        Some(_) if !recovery_used.is_empty() => {
+            redirect("/console/account/factors?ok=recovery_used")
+        }
         Some(to) => redirect(&to),
         None => {
-            let mut body = json!({
-                "ok": true,
-                "user": PublicUser::from(&logged_in.user),
-                "token": token,
-            });
+            let mut body = match logged_in.session.stage {
+                // Halfway: no user, so no client takes this for a session.
+                Stage::SecondFactor => json!({
+                    "ok": true,
+                    "needs_second_factor": true,
+                    "factors": state.factors.of(&logged_in.user.id)?.kinds(),
+                    "token": token,
+                }),
+                Stage::Enrol => json!({
+                    "ok": true,
+                    "needs_enrolment": true,
+                    "user": PublicUser::from(&logged_in.user),
+                    "token": token,
+                }),
+                Stage::Complete => json!({
+                    "ok": true,
+                    "user": PublicUser::from(&logged_in.user),
+                    "token": token,
+                }),
+            };
             if logged_in.needs_onboarding {
                 body["needs_onboarding"] = json!(true);
+            }
+            if !recovery_used.is_empty() {
+                body["recovery_codes_used"] = json!(recovery_used);
             }
             Json(body).into_response()
         }
@@ -231,7 +267,7 @@ fn signed_in(
 
 /// Append an audit event for an act that has already happened; a failure to
 /// record is logged, not turned into a failure of the act.
-async fn record(state: &AppState, event: AuditEvent) {
+pub(crate) async fn record(state: &AppState, event: AuditEvent) {
     if let Err(e) = event.append(&state.store).await {
         tracing::error!(error = %e, action = %event.action, "audit record lost");
     }
@@ -249,14 +285,14 @@ async fn record_failed_login(state: &AppState, username: &str) {
     record(state, event).await;
 }
 
-fn attempt(state: &AppState, subjects: &[Subject]) -> ApiResult<()> {
+pub(crate) fn attempt(state: &AppState, subjects: &[Subject]) -> ApiResult<()> {
     state
         .limiter
         .attempt(subjects)
         .map_err(|retry_after| ApiError::RateLimited { retry_after })
 }
 
-fn subjects(addr: &ClientAddr, account: Option<String>) -> Vec<Subject> {
+pub(crate) fn subjects(addr: &ClientAddr, account: Option<String>) -> Vec<Subject> {
     addr.0
         .map(Subject::Address)
         .into_iter()
@@ -264,7 +300,7 @@ fn subjects(addr: &ClientAddr, account: Option<String>) -> Vec<Subject> {
         .collect()
 }
 
-fn authorize(state: &AppState, caller: &Caller, request: RequestFacts) -> ApiResult<()> {
+pub(crate) fn authorize(state: &AppState, caller: &Caller, request: RequestFacts) -> ApiResult<()> {
     Ok(state.authorize(caller, request)?)
 }
 
@@ -280,15 +316,16 @@ fn on_account(state: &AppState, operation: &str, username: &str) -> ApiResult<Re
 }
 
 /// Whether `caller` may do `operation` on the account `username`: a page
-/// offers a control only when the route behind it would allow it.
+/// offers a control only when the route behind it would allow it (after a
+/// step-up, if it asks for one).
 pub(crate) fn allowed_on_account(
     state: &AppState,
     caller: &Caller,
     operation: &str,
     username: &str,
 ) -> bool {
-    on_account(state, operation, username)
-        .is_ok_and(|facts| authorize(state, caller, facts).is_ok())
+    // Offered behind a step-up too: using it then asks for a code.
+    on_account(state, operation, username).is_ok_and(|facts| state.offers(caller, facts))
 }
 
 async fn status(
@@ -346,6 +383,7 @@ async fn setup(
         &logged_in,
         from_form.then(|| state.config.home.clone()),
     )
+    .await
 }
 
 /// Where a browser's failed form post goes back to, with why as a fixed
@@ -405,7 +443,7 @@ async fn login(
     };
     match state
         .accounts
-        .login(&creds.username, creds.password, long_lived)
+        .login(&creds.username, creds.password, long_lived, &state.factors)
         .await
     {
         Ok(logged_in) => {
@@ -420,15 +458,20 @@ async fn login(
                 ),
             )
             .await;
-            // An invite code typed as the password leads to onboarding.
+            // An invite code typed as the password leads to onboarding, a
+            // second factor to the second step, a missing one to enrolment.
             let to = creds.from_form.then(|| {
                 if logged_in.needs_onboarding {
                     "/auth/onboarding".to_owned()
+                } else if logged_in.session.stage == Stage::SecondFactor {
+                    "/auth/second-factor".to_owned()
+                } else if logged_in.session.stage == Stage::Enrol {
+                    "/console/account/factors".to_owned()
                 } else {
                     next.unwrap_or_else(|| state.config.home.clone())
                 }
             });
-            signed_in(&state, &logged_in, to)
+            signed_in(&state, &logged_in, to).await
         }
         Err(DomainError::InvalidCredentials) if creds.from_form => {
             tracing::info!("login failed");
@@ -518,7 +561,7 @@ async fn complete(
         .map_err(|e| ApiError::BadRequest(format!("invalid form body: {e}")))?;
     let outcome = complete_form(&state, &addr, caller, form).await;
     match outcome {
-        Ok(logged_in) => signed_in(&state, &logged_in, Some(state.config.home.clone())),
+        Ok(logged_in) => signed_in(&state, &logged_in, Some(state.config.home.clone())).await,
         Err(e) => Ok(form_failure("/auth/onboarding", &e)),
     }
 }
@@ -622,7 +665,7 @@ async fn complete_with_code(
         ),
     )
     .await;
-    signed_in(&state, &logged_in, None)
+    signed_in(&state, &logged_in, None).await
 }
 
 async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -699,11 +742,13 @@ pub(crate) async fn reset(
     username: &str,
 ) -> ApiResult<(User, String)> {
     authorize(state, caller, RequestFacts::new("auth:users:reset"))?;
-    let (user, code) = state.accounts.reset(&caller.user, username).await?;
-    tracing::info!(actor = %caller.user.id, user = %user.id, "password reset");
+    let (user, code, had_factors) = state.accounts.reset(&caller.user, username).await?;
+    tracing::info!(actor = %caller.user.id, user = %user.id, had_factors, "password reset");
     record(
         state,
-        AuditEvent::new(Some(&caller.user.id), "user.reset", &user.username).concerning(&user.id),
+        AuditEvent::new(Some(&caller.user.id), "user.reset", &user.username)
+            .concerning(&user.id)
+            .detail(json!({ "factors_cleared": had_factors })),
     )
     .await;
     Ok((user, code))
@@ -781,6 +826,7 @@ pub(crate) async fn delete_account(
             state.chat.stage_owner_removal(tx, &user.id)?;
             state.secrets.stage_owner_removal(tx, &user.id)?;
             state.channels.stage_owner_removal(tx, &user.id)?;
+            state.factors.stage_clear(tx, &user.id)?;
             AuditEvent::new(Some(&caller.user.id), "user.delete", &user.username)
                 .concerning(&user.id)
                 .detail(json!({

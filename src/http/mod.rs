@@ -10,6 +10,7 @@ pub mod chat;
 pub mod check;
 pub mod csrf;
 pub mod extract;
+pub mod factors;
 pub mod forward;
 pub mod groups;
 mod health;
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
     let router = router
         .merge(health::routes())
         .merge(auth::routes())
+        .merge(factors::routes())
         .merge(forward::routes())
         .merge(agents::routes())
         .merge(groups::routes())

@@ -312,8 +312,92 @@ fn inventory() -> Vec<Op> {
         .anyone()
         .needs("JSON, or the sign-in form (with `next` and the form token; answered with 303)")
         .body(credentials.clone())
-        .ok(session_answer.clone())
+        .ok(json!({"oneOf": [
+            session_answer.clone(),
+            // An account with a second factor: a halfway session that can
+            // only finish with POST /auth/second-factor or sign out.
+            object(&[
+                ("ok", boolean()),
+                ("needs_second_factor", boolean()),
+                ("factors", list_of(string())),
+                ("token", string()),
+            ]),
+            // A second factor is required and the person has none: a
+            // session that can only enrol (or sign out).
+            object(&[
+                ("ok", boolean()),
+                ("needs_enrolment", boolean()),
+                ("user", user.clone()),
+                ("token", string()),
+            ]),
+        ]}))
         .errors(&[401, 429]),
+        op(
+            "POST",
+            "/auth/second-factor",
+            "auth",
+            "The second sign-in step, or a step-up: a TOTP or recovery code",
+        )
+        .needs("a session halfway through signing in (answered with the full session, as login answers), or a signed-in one (step-up: the session counts as having just verified a factor); wrong codes count toward the login limits. The second-step page posts a form instead, answered with 303s")
+        .body(object(&[("code", string())]))
+        .ok(json!({"oneOf": [
+            session_answer.clone(),
+            object(&[("ok", boolean()), ("factor_verified_at", integer())]),
+        ]}))
+        .errors(&[401, 429]),
+        op("GET", "/auth/factors", "auth", "One's second factors")
+            .needs("the person, at their own session")
+            .ok(object(&[
+                ("factors", list_of(json!({"type": "object"}))),
+                ("required", string()),
+            ])),
+        op(
+            "POST",
+            "/auth/factors/totp",
+            "auth",
+            "Start TOTP enrolment: the secret (base32) and its otpauth:// URL",
+        )
+        .needs("the person, at their own session (a step-up when they already have a factor)")
+        .ok(object(&[("secret", string()), ("otpauth_url", string())]))
+        .errors(&[409]),
+        op(
+            "POST",
+            "/auth/factors/totp/confirm",
+            "auth",
+            "Confirm TOTP enrolment with a first code: ten recovery codes, shown only here",
+        )
+        .needs("the person, at their own session; wrong codes count toward the login limits")
+        .body(object(&[("code", string())]))
+        .ok(object(&[
+            ("ok", boolean()),
+            ("recovery_codes", list_of(string())),
+        ]))
+        .errors(&[401, 429]),
+        op(
+            "DELETE",
+            "/auth/factors/{id}",
+            "auth",
+            "Remove a second factor (`recovery` for the recovery codes)",
+        )
+        .needs("the person, with a second factor verified in the last 15 minutes (step-up)")
+        .ok(ok_flag()),
+        op(
+            "GET",
+            "/auth/settings/second-factor",
+            "accounts",
+            "Who must have a second factor",
+        )
+        .needs("admin")
+        .ok(object(&[("required", string())])),
+        op(
+            "POST",
+            "/auth/settings/second-factor",
+            "accounts",
+            "Set who must have a second factor: nobody, admins or everyone",
+        )
+        .needs("admin, with a recent second factor if they have one (step-up)")
+        .body(object(&[("required", string())]))
+        .ok(object(&[("ok", boolean()), ("required", string())])),
         op(
             "POST",
             "/auth/complete",
@@ -1051,6 +1135,11 @@ fn pages() -> Vec<Op> {
             "The first-run page (only while no user exists)",
         ),
         signed_out("GET", "/auth/onboarding", "Finishing an invitation"),
+        signed_out(
+            "GET",
+            "/auth/second-factor",
+            "The second sign-in step (a session halfway through signing in)",
+        ),
         page("GET", "/console", "My agents").query("q", string(), "filter by name"),
         page("GET", "/console/agents", "(to /console)"),
         page("POST", "/console/agents", "Create an agent").body(form(&[
@@ -1280,6 +1369,37 @@ fn pages() -> Vec<Op> {
             "POST",
             "/console/account/sessions/others",
             "Sign out everywhere else",
+        )
+        .body(form(&[])),
+        page(
+            "GET",
+            "/console/account/factors",
+            "My second factors: add, verify (step-up), remove",
+        ),
+        page(
+            "POST",
+            "/console/account/factors/totp",
+            "Start adding an authenticator app: its QR code and key, on this answer",
+        )
+        .answer(Answer::Page)
+        .body(form(&[])),
+        page(
+            "POST",
+            "/console/account/factors/totp/confirm",
+            "Confirm the authenticator app with a code: the recovery codes, shown once on this answer",
+        )
+        .answer(Answer::Page)
+        .body(form(&["code"])),
+        page(
+            "POST",
+            "/console/account/factors/verify",
+            "Verify a code (step-up for 15 minutes)",
+        )
+        .body(form(&["code"])),
+        page(
+            "POST",
+            "/console/account/factors/{id}/remove",
+            "Remove a second factor (step-up)",
         )
         .body(form(&[])),
         page("GET", "/console/inspect", "The token inspector"),

@@ -150,7 +150,7 @@ pub(crate) fn reveal_own(
     caller: &Caller,
     name: &str,
 ) -> ApiResult<(Secret, String)> {
-    own_data(state, caller, "data:read")?;
+    own_data(state, caller, "secrets:reveal")?;
     let secret = state
         .secrets
         .get(&caller.user.id, name)?

@@ -84,10 +84,10 @@ async fn refused(csrf: &CsrfToken, caller: &Caller, error: ApiError, back: &str)
     error_page(csrf, Some(caller), in_words(error), back).await
 }
 
+/// Whether the page offers `operation` (one behind a step-up included: using
+/// it then asks for a code, in words).
 fn may(state: &AppState, caller: &Caller, operation: &str) -> bool {
-    state
-        .authorize(caller, RequestFacts::new(operation))
-        .is_ok()
+    state.offers(caller, RequestFacts::new(operation))
 }
 
 // ---------------------------------------------------------------- users
@@ -688,8 +688,11 @@ async fn render_backup(
     error: Option<String>,
     status: StatusCode,
 ) -> Response {
-    if let Err(e) = state.authorize(caller, RequestFacts::new("admin:backup")) {
-        return refused(csrf, caller, e.into(), "/console").await;
+    if !state.offers(caller, RequestFacts::new("admin:backup")) {
+        // Refused even after a step-up: the refusal itself, in words.
+        if let Err(e) = state.authorize(caller, RequestFacts::new("admin:backup")) {
+            return refused(csrf, caller, e.into(), "/console").await;
+        }
     }
     page(
         status,

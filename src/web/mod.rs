@@ -12,6 +12,7 @@ pub mod account;
 pub mod admin;
 pub mod agent;
 pub mod agents;
+pub mod factors;
 pub mod groups;
 pub mod inspect;
 pub mod memory;
@@ -28,6 +29,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
+use crate::domain::sessions::Stage;
 use crate::error::ApiError;
 use crate::http::csrf::CsrfToken;
 use crate::http::extract::MaybeCaller;
@@ -43,6 +45,7 @@ pub fn routes() -> Router<AppState> {
         .merge(agents::routes())
         .merge(groups::routes())
         .merge(account::routes())
+        .merge(factors::routes())
         .merge(admin::routes())
         .merge(memory::routes())
         .merge(secrets::routes())
@@ -167,6 +170,9 @@ pub async fn error_page(
     )
 }
 
+/// Where a person who must enrol a second factor may go.
+const FACTOR_PAGES: &str = "/console/account/factors";
+
 /// A signed-in person on a console page. Anyone else is sent to sign in
 /// (and back here afterwards); an invited person who has not finished
 /// signing up, to the onboarding page.
@@ -184,7 +190,14 @@ impl FromRequestParts<AppState> for Person {
             .map_err(IntoResponse::into_response)?;
         match caller {
             Some(caller) if caller.user.pending() => Err(see_other("/auth/onboarding")),
-            Some(caller) => Ok(Person(caller)),
+            // Halfway through signing in (second factors): the step left.
+            Some(caller) => match caller.session.as_ref().map(|s| s.stage) {
+                Some(Stage::SecondFactor) => Err(see_other("/auth/second-factor")),
+                Some(Stage::Enrol) if !parts.uri.path().starts_with(FACTOR_PAGES) => {
+                    Err(see_other(FACTOR_PAGES))
+                }
+                _ => Ok(Person(caller)),
+            },
             None => {
                 let back = parts
                     .uri
@@ -218,6 +231,13 @@ pub type DoneQuery = Query<Done>;
 async fn root(MaybeCaller(caller): MaybeCaller, state: axum::extract::State<AppState>) -> Response {
     match caller {
         Some(c) if c.user.pending() => see_other("/auth/onboarding"),
+        Some(c)
+            if c.session
+                .as_ref()
+                .is_some_and(|s| s.stage == Stage::SecondFactor) =>
+        {
+            see_other("/auth/second-factor")
+        }
         Some(_) => see_other(&state.config.home),
         None => see_other("/auth/login"),
     }

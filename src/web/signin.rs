@@ -59,8 +59,14 @@ async fn sign_in(
     let next = crate::http::auth::safe_next(query.next.as_deref());
     if let Some(caller) = caller {
         if query.error.is_none() {
+            let halfway = caller
+                .session
+                .as_ref()
+                .is_some_and(|s| s.stage == crate::domain::sessions::Stage::SecondFactor);
             return Ok(see_other(if caller.user.pending() {
                 "/auth/onboarding"
+            } else if halfway {
+                "/auth/second-factor"
             } else {
                 next.as_deref().unwrap_or(&state.config.home)
             }));

@@ -15,6 +15,7 @@ mod crash;
 mod damage;
 mod data_dir;
 mod delegation;
+mod factors;
 mod forward_auth;
 mod grantors;
 mod groups;

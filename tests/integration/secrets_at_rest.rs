@@ -194,3 +194,58 @@ async fn rotation_reencrypts_everything_and_survives_interruption() {
         .unwrap();
     assert_eq!(s.sealed.key_id, 2);
 }
+
+/// A TOTP secret is sealed at rest under the data key like a secret's
+/// value, and data key rotation re-seals it; the factor keeps working.
+#[tokio::test]
+async fn totp_secrets_are_sealed_and_rotated_with_the_data_key() {
+    use tessera::domain::factors::{hotp, step_of, FactorSet};
+    let code = |secret: &str, offset: i64| {
+        let raw = data_encoding::BASE32_NOPAD
+            .decode(secret.as_bytes())
+            .unwrap();
+        let step = step_of(tessera::domain::now()) + offset;
+        format!("{:06}", hotp(&raw, step as u64, 6).unwrap())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    let secret = {
+        let app = open(dir.path());
+        let alice = app.setup_admin().await;
+        let r = app.post("/auth/factors/totp", &alice, json!({})).await;
+        let secret = r.body["secret"].as_str().unwrap().to_owned();
+        let r = app
+            .post(
+                "/auth/factors/totp/confirm",
+                &alice,
+                json!({"code": code(&secret, 0)}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        app.state.store.flush().unwrap();
+        secret
+    };
+    let hits = files_contain(&dir.path().join("store"), secret.as_bytes());
+    assert!(hits.is_empty(), "the TOTP secret found in {hits:?}");
+
+    let store = || -> Arc<dyn Store> { Arc::new(crate::helpers::open_sled(&config.store_dir())) };
+    let (key, moved, done) =
+        tessera::maintenance::rotate_data_key_in(&config.keys_dir(), store(), usize::MAX).unwrap();
+    assert_eq!((key, moved, done), (2, 1, true));
+    {
+        let store = store();
+        let (_, bytes) = store.scan(b"factors/", None, 1).unwrap().remove(0);
+        let set: FactorSet = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(set.totp.unwrap().sealed.key_id, 2);
+    }
+    let app = open(dir.path());
+    let first = app.login("alice", crate::helpers::ADMIN_PASSWORD).await;
+    let r = app
+        .post(
+            "/auth/second-factor",
+            &first.token(),
+            json!({"code": code(&secret, 1)}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
