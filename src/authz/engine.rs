@@ -494,6 +494,8 @@ pub struct Engine {
     checks: Vec<PreparedCheck>,
     policies: Vec<(PolicyKind, Vec<Query>)>,
     limits: AuthorizerLimits,
+    /// The server registers no external functions.
+    no_functions: HashMap<String, biscuit_auth::datalog::ExternFunc>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -623,6 +625,7 @@ impl Engine {
                 .collect(),
             symbols,
             limits,
+            no_functions: HashMap::new(),
         }))
     }
 
@@ -946,13 +949,18 @@ struct World<'e> {
     len: usize,
     /// The bindings being built, reused from rule to rule.
     scratch: std::cell::RefCell<Vec<Option<Term>>>,
+    /// A derived head being built, and an expression's inputs: reused.
+    head_scratch: std::cell::RefCell<Vec<Term>>,
+    values: std::cell::RefCell<HashMap<u32, Term>>,
 }
 
 /// The facts one iteration derives, new ones only.
 #[derive(Default)]
 struct Derived {
     facts: Vec<(u64, u64, Vec<Term>)>,
-    seen: QuickSet<(u64, u64, Vec<Term>)>,
+    /// The same, by origin and name, to tell a new fact from one already
+    /// derived without building it.
+    seen: QuickMap<(u64, u64), QuickSet<Vec<Term>>>,
 }
 
 /// How a search over bindings goes on.
@@ -972,6 +980,8 @@ impl<'e> World<'e> {
             seen: QuickMap::default(),
             indexed: QuickSet::default(),
             scratch: std::cell::RefCell::new(Vec::with_capacity(8)),
+            head_scratch: std::cell::RefCell::new(Vec::with_capacity(4)),
+            values: std::cell::RefCell::new(HashMap::with_capacity(4)),
             len: engine.fact_count,
         }
     }
@@ -1284,15 +1294,24 @@ impl<'e> World<'e> {
         if !self.passes(rule, binding)? {
             return Ok(());
         }
-        let Some(terms) = head_terms(rule, binding) else {
+        // Most heads a binding yields are already known: build them in a
+        // reused buffer, and a fact of their own only when new.
+        let mut head = self.head_scratch.borrow_mut();
+        if !fill_head(rule, binding, &mut head) {
             return Ok(());
-        };
-        let origin = origin | rule.origin;
-        if !self.known(origin, rule.head_name, &terms)
-            && derived.seen.insert((origin, rule.head_name, terms.clone()))
-        {
-            derived.facts.push((origin, rule.head_name, terms));
         }
+        let origin = origin | rule.origin;
+        let key = (origin, rule.head_name);
+        if self.known(origin, rule.head_name, &head)
+            || derived
+                .seen
+                .get(&key)
+                .is_some_and(|set| set.contains(head.as_slice()))
+        {
+            return Ok(());
+        }
+        derived.seen.entry(key).or_default().insert(head.clone());
+        derived.facts.push((origin, rule.head_name, head.clone()));
         Ok(())
     }
 
@@ -1374,7 +1393,8 @@ impl<'e> World<'e> {
     }
 
     fn evaluate(&self, expr: &Expr, binding: &[Option<Term>]) -> Result<Term, TokenError> {
-        let mut values = HashMap::with_capacity(expr.inputs.len());
+        let mut values = self.values.borrow_mut();
+        values.clear();
         let mut reads_extra = expr.reads_extra_symbols;
         for (name, slot) in &expr.inputs {
             if let Some(value) = &binding[*slot] {
@@ -1391,7 +1411,7 @@ impl<'e> World<'e> {
             }
         }
         expr.expression
-            .evaluate(&values, &mut symbols, &HashMap::new())
+            .evaluate(&values, &mut symbols, &self.engine.no_functions)
             .map_err(TokenError::Execution)
     }
 
@@ -1499,24 +1519,30 @@ fn unbind(atom: &Atom, binding: &mut [Option<Term>]) {
     }
 }
 
-/// Whether [`head_terms`] would find every head variable bound.
+/// Write `rule`'s head for `binding` into `head`; false if a head variable
+/// is unbound (biscuit-auth derives nothing then).
+fn fill_head(rule: &Query, binding: &[Option<Term>], head: &mut Vec<Term>) -> bool {
+    head.clear();
+    for slot in &rule.head {
+        match slot {
+            HeadSlot::Const(t) => head.push(t.clone()),
+            HeadSlot::Var(v) => match &binding[*v] {
+                Some(t) => head.push(t.clone()),
+                None => return false,
+            },
+            HeadSlot::Unbound => return false,
+        }
+    }
+    true
+}
+
+/// Whether [`fill_head`] would find every head variable bound.
 fn head_bound(rule: &Query, binding: &[Option<Term>]) -> bool {
     rule.head.iter().all(|slot| match slot {
         HeadSlot::Const(_) => true,
         HeadSlot::Var(v) => binding[*v].is_some(),
         HeadSlot::Unbound => false,
     })
-}
-
-fn head_terms(rule: &Query, binding: &[Option<Term>]) -> Option<Vec<Term>> {
-    rule.head
-        .iter()
-        .map(|slot| match slot {
-            HeadSlot::Const(t) => Some(t.clone()),
-            HeadSlot::Var(v) => binding[*v].clone(),
-            HeadSlot::Unbound => None,
-        })
-        .collect()
 }
 
 #[cfg(test)]
