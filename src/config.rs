@@ -11,6 +11,12 @@ use biscuit_auth::AuthorizerLimits;
 pub struct Config {
     /// Where the store and key files live.
     pub data_dir: PathBuf,
+    /// A PostgreSQL store shared by several replicas (`--store
+    /// postgres://...`) instead of sled in `data_dir`.
+    pub store_url: Option<String>,
+    /// Where the signing and data keys live, when not in `data_dir/keys`:
+    /// replicas on one shared store are each given the same directory.
+    pub keys: Option<PathBuf>,
     pub listen: SocketAddr,
     /// Mark the session cookie `Secure` (set when served behind HTTPS).
     pub cookie_secure: bool,
@@ -114,6 +120,8 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            store_url: None,
+            keys: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             cookie_secure: false,
             policy_dir: None,
@@ -160,6 +168,8 @@ impl Config {
     }
 
     pub fn keys_dir(&self) -> PathBuf {
-        self.data_dir.join("keys")
+        self.keys
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys"))
     }
 }

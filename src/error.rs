@@ -40,6 +40,18 @@ fn internal(detail: &str) -> Response {
     body(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
 }
 
+/// The store cannot be reached: fail closed, and say to come back.
+fn unavailable(detail: &str) -> Response {
+    tracing::warn!(detail, "the store is unavailable");
+    let mut resp = body(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the store is unavailable; try again shortly",
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
@@ -59,6 +71,7 @@ impl IntoResponse for ApiError {
                     resp
                 }
                 AuthError::Internal(detail) => internal(&detail),
+                AuthError::Unavailable(detail) => unavailable(&detail),
             },
             ApiError::Domain(e) => match e {
                 DomainError::InvalidCredentials | DomainError::WrongPassword => {
@@ -84,6 +97,7 @@ impl IntoResponse for ApiError {
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
                     resp
                 }
+                DomainError::Store(StoreError::Unavailable(detail)) => unavailable(&detail),
                 DomainError::Store(other) => internal(&other.to_string()),
                 DomainError::Internal(detail) => internal(&detail),
             },

@@ -4,7 +4,7 @@
 //!
 //! Layers, outermost first: `http` (routes, extractors) → `authz` (tokens,
 //! policy) and `domain` (accounts, sessions) → `store` (one key-value trait,
-//! sled and in-memory engines).
+//! sled, PostgreSQL and in-memory engines).
 
 pub mod authz;
 pub mod config;
@@ -15,6 +15,7 @@ pub mod forward;
 pub mod http;
 pub mod maintenance;
 pub mod migrate;
+pub mod pgcluster;
 pub mod state;
 pub mod store;
 pub mod web;

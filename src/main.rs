@@ -35,6 +35,32 @@ struct DataArg {
     /// Data directory: the store and the key files.
     #[arg(long = "data", env = "TESSERA_DATA", default_value = "./tessera-data")]
     data: PathBuf,
+    /// A PostgreSQL store shared by several replicas
+    /// (postgres://user@host/db) instead of sled in the data directory.
+    #[arg(long = "store", env = "TESSERA_STORE", value_parser = store_url)]
+    store: Option<String>,
+    /// The signing and data keys' directory (default: DATA/keys). Replicas
+    /// of one store are each given the same one; keys never go into the
+    /// database.
+    #[arg(long = "keys", env = "TESSERA_KEYS")]
+    keys: Option<PathBuf>,
+}
+
+impl DataArg {
+    fn config(self) -> Config {
+        let mut config = Config::new(self.data);
+        config.store_url = self.store;
+        config.keys = self.keys;
+        config
+    }
+}
+
+fn store_url(text: &str) -> Result<String, String> {
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(text.to_owned())
+    } else {
+        Err("must be a postgres:// URL (without --store, sled in --data is used)".into())
+    }
 }
 
 #[derive(Subcommand)]
@@ -297,7 +323,7 @@ fn main() -> ExitCode {
             user_groups,
             second_factor_required,
         } => {
-            let mut config = Config::new(data.data);
+            let mut config = data.config();
             config.listen = listen;
             config.cookie_secure = cookie_secure;
             config.home = home;
@@ -322,10 +348,10 @@ fn main() -> ExitCode {
         }
         Command::Migrate {
             action: MigrateAction::Status { data },
-        } => migrate_status(&Config::new(data.data)),
+        } => migrate_status(&data.config()),
         Command::Migrate {
             action: MigrateAction::Schema { data },
-        } => migrate_schema(&Config::new(data.data)),
+        } => migrate_schema(&data.config()),
         Command::Migrate {
             action:
                 MigrateAction::Legacy {
@@ -337,7 +363,7 @@ fn main() -> ExitCode {
                     skip_undecryptable,
                 },
         } => migrate_legacy(
-            &Config::new(data.data),
+            &data.config(),
             tessera::migrate::legacy::Options {
                 from,
                 machine_id,
@@ -354,7 +380,7 @@ fn main() -> ExitCode {
             token,
             password,
         } => backup(
-            &Config::new(data.data),
+            &data.config(),
             &to,
             server.as_deref(),
             token.as_deref(),
@@ -362,7 +388,7 @@ fn main() -> ExitCode {
         ),
         Command::Store {
             action: StoreAction::Verify { data },
-        } => tessera::maintenance::verify_store(&Config::new(data.data)).map(|v| {
+        } => tessera::maintenance::verify_store(&data.config()).map(|v| {
             println!(
                 "store verified: revision {} ({} acknowledged), {} records, every one decodes",
                 v.proof.revision, v.proof.acknowledged, v.records
@@ -370,7 +396,7 @@ fn main() -> ExitCode {
         }),
         Command::Users {
             action: UsersAction::ResetFactors { data, username },
-        } => tessera::maintenance::reset_factors(&Config::new(data.data), &username).map(|had| {
+        } => tessera::maintenance::reset_factors(&data.config(), &username).map(|had| {
             if had {
                 println!("removed the second factors of {username} and ended their sessions");
             } else {
@@ -381,15 +407,15 @@ fn main() -> ExitCode {
             print!("{}", tessera::http::openapi::document_text());
             Ok(())
         }
-        Command::Restore { from, data, force } => restore(&Config::new(data.data), &from, force),
+        Command::Restore { from, data, force } => restore(&data.config(), &from, force),
         Command::Keys {
             action: KeysAction::RotateDataKey { data },
-        } => tessera::maintenance::rotate_data_key(&Config::new(data.data), usize::MAX).map(
+        } => tessera::maintenance::rotate_data_key(&data.config(), usize::MAX).map(
             |(id, moved, _)| println!("data key {id} is active; {moved} secret(s) re-encrypted"),
         ),
         Command::Keys {
             action: KeysAction::RotateRoot { data },
-        } => RootKeys::rotate(&Config::new(data.data).keys_dir())
+        } => RootKeys::rotate(&data.config().keys_dir())
             .map(|id| println!("new root key {id} is active; older keys still verify"))
             .map_err(|e| e.to_string()),
     };
@@ -403,8 +429,8 @@ fn main() -> ExitCode {
 }
 
 fn open_store(config: &Config) -> Result<std::sync::Arc<dyn tessera::store::Store>, String> {
-    let store = tessera::store::SledStore::open(&config.store_dir()).map_err(|e| e.to_string())?;
-    Ok(std::sync::Arc::new(store))
+    tessera::store::open(config.store_url.as_deref(), &config.store_dir())
+        .map_err(|e| e.to_string())
 }
 
 fn migrate_status(config: &Config) -> Result<(), String> {

@@ -23,7 +23,7 @@ use crate::domain::users::{AccountSettings, Accounts, User};
 use crate::domain::{now, sessions, DomainError};
 use crate::forward::table::RouteTable;
 use crate::http::ratelimit::RateLimiter;
-use crate::store::{CachedStore, SledStore, Store, StoreError};
+use crate::store::{CachedStore, PostgresStore, SledStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -163,7 +163,16 @@ impl AppState {
         // Listed before the store opens: what the engine creates now is not
         // the operator's doing.
         let exposed = datadir::exposed_dirs(data_dir)?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store_dir())?);
+        let (store, _starting): (Arc<dyn Store>, _) = match &config.store_url {
+            Some(url) => {
+                let shared = PostgresStore::connect(url)?;
+                // Replicas starting together take turns from here to the
+                // end of the schema steps.
+                let lock = shared.lock_startup()?;
+                (Arc::new(shared), Some(lock))
+            }
+            None => (Arc::new(SledStore::open(&config.store_dir())?), None),
+        };
         datadir::check_private(data_dir, &exposed, store.as_ref())?;
         let had_data = crate::migrate::schema::version(store.as_ref())
             .map_err(|e| StartError::Schema(e.to_string()))?
@@ -221,9 +230,20 @@ impl AppState {
         let authz = Authz::new(root, policy, config.token_cache_capacity);
         // Every read and write of the server goes through one cache, so each
         // commit drops the cached values it outdates.
-        let store: Arc<dyn Store> = match store.cache() {
-            Some(_) => store,
-            None => Arc::new(CachedStore::new(store, config.read_cache_capacity)),
+        // On a store other replicas write too, the cache follows their
+        // commits and answers only while it keeps up.
+        let store: Arc<dyn Store> = match (store.cache(), store.freshness()) {
+            (Some(_), _) => store,
+            (None, Some(freshness)) => {
+                let cache = Arc::new(CachedStore::following(
+                    store.clone(),
+                    config.read_cache_capacity,
+                    freshness,
+                ));
+                store.follow(Arc::downgrade(&cache));
+                cache
+            }
+            (None, None) => Arc::new(CachedStore::new(store, config.read_cache_capacity)),
         };
         let passwords = Passwords::new(config.password_hash_concurrency)?;
         let accounts = Accounts::new(
@@ -265,7 +285,7 @@ impl AppState {
     pub fn authenticate_any(&self, token: &str) -> Result<AnyCaller, AuthError> {
         let at = now();
         let verified = self.authz.verify(token, at)?;
-        let store_err = |e: DomainError| AuthError::Internal(e.to_string());
+        let store_err = AuthError::from_domain;
         let mut record = None;
         let via = match &verified.claims {
             Claims::Session { user, session, .. } => {
@@ -420,7 +440,7 @@ impl AppState {
             let factors = self
                 .factors
                 .of(&caller.user.id)
-                .map_err(|e| AuthError::Internal(e.to_string()))?;
+                .map_err(AuthError::from_domain)?;
             if factors.any() {
                 // Never verified in this session: older than any window.
                 let age = match session.factor_at {
@@ -452,7 +472,7 @@ impl AppState {
             request = request.fact("account", [id.clone()]);
         }
         let groups = crate::domain::groups::groups_of(self.store.as_ref(), user)
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
+            .map_err(AuthError::from_domain)?;
         for group in groups.iter() {
             let principal = crate::domain::groups::group_principal(group);
             request = request.fact("member", [string(&principal), id.clone()]);

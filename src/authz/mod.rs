@@ -37,6 +37,24 @@ pub enum AuthError {
     Limit,
     #[error("internal authorization error: {0}")]
     Internal(String),
+    /// The store behind the records that keep tokens alive cannot be read
+    /// now: answered `503`, never a decision.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl AuthError {
+    /// A failure reading what a token rests on: unavailable when the store
+    /// is (down, damaged), internal otherwise.
+    pub fn from_domain(e: crate::domain::DomainError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            crate::domain::DomainError::Store(
+                StoreError::Unavailable(detail) | StoreError::Damaged(detail),
+            ) => AuthError::Unavailable(detail),
+            other => AuthError::Internal(other.to_string()),
+        }
+    }
 }
 
 /// The verifier every request goes through.

@@ -15,6 +15,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use super::{Store, StoreResult, Transaction};
 
@@ -114,6 +115,46 @@ impl Entries {
     }
 }
 
+/// Where a cache in front of a shared store stands: whether the follower
+/// that keeps it current looked recently enough for it to answer, and up to
+/// which revision it has applied every change (see `super::postgres`).
+#[derive(Debug, Default)]
+pub struct Freshness {
+    /// Milliseconds since `epoch` until which the cache may answer.
+    fresh_until_ms: AtomicU64,
+    /// Every transaction below this revision is applied here.
+    horizon: AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl Freshness {
+    fn now_ms(&self) -> u64 {
+        let epoch = self.epoch.get_or_init(Instant::now);
+        epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether the follower looked recently enough for the cache to answer.
+    pub fn is_fresh(&self) -> bool {
+        self.now_ms() < self.fresh_until_ms.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn looked(&self, started: Instant, bound: Duration, horizon: u64) {
+        let epoch = *self.epoch.get_or_init(Instant::now);
+        let until = started.saturating_duration_since(epoch) + bound;
+        self.fresh_until_ms
+            .store(until.as_millis() as u64, Ordering::Release);
+        self.horizon.fetch_max(horizon, Ordering::AcqRel);
+    }
+
+    pub(crate) fn stale(&self) {
+        self.fresh_until_ms.store(0, Ordering::Release);
+    }
+
+    pub fn horizon(&self) -> u64 {
+        self.horizon.load(Ordering::Acquire)
+    }
+}
+
 /// An engine with a cache of derived values in front; itself a [`Store`], so
 /// everything that writes goes through it and invalidates what it must.
 pub struct CachedStore {
@@ -124,6 +165,9 @@ pub struct CachedStore {
     capacity: usize,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Set when other processes write the same store: the cache answers
+    /// only while its follower keeps up.
+    freshness: Option<Arc<Freshness>>,
 }
 
 impl CachedStore {
@@ -137,7 +181,34 @@ impl CachedStore {
             capacity,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            freshness: None,
         }
+    }
+
+    /// A cache in front of a store other processes write too: it answers
+    /// only while `freshness` says its follower keeps up, and reads through
+    /// to the engine otherwise.
+    pub fn following(engine: Arc<dyn Store>, capacity: usize, freshness: Arc<Freshness>) -> Self {
+        Self {
+            freshness: Some(freshness),
+            ..Self::new(engine, capacity)
+        }
+    }
+
+    /// Drop what was derived from these keys: another process wrote them.
+    pub fn invalidate(&self, keys: &[Vec<u8>]) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.commits.fetch_add(1, Ordering::AcqRel);
+        for key in keys {
+            entries.invalidate(key);
+        }
+    }
+
+    /// Forget everything.
+    pub fn clear(&self) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.commits.fetch_add(1, Ordering::AcqRel);
+        *entries = Entries::default();
     }
 
     /// (hits, misses) since start.
@@ -159,7 +230,8 @@ impl CachedStore {
     where
         T: Send + Sync + 'static,
     {
-        if self.capacity == 0 {
+        let behind = self.freshness.as_ref().is_some_and(|f| !f.is_fresh());
+        if self.capacity == 0 || behind {
             return compute(self.engine.as_ref()).map(|(value, _)| Arc::new(value));
         }
         let kind = TypeId::of::<T>();
@@ -239,6 +311,26 @@ impl Store for CachedStore {
             }
         }
         result
+    }
+
+    fn revision(&self) -> u64 {
+        self.engine.revision()
+    }
+
+    fn has_applied(&self, revision: u64) -> bool {
+        self.engine.has_applied(revision)
+    }
+
+    fn shared(&self) -> bool {
+        self.engine.shared()
+    }
+
+    fn freshness(&self) -> Option<Arc<super::Freshness>> {
+        self.engine.freshness()
+    }
+
+    fn follow(&self, cache: std::sync::Weak<CachedStore>) {
+        self.engine.follow(cache)
     }
 
     fn flush(&self) -> StoreResult<()> {

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use super::{CachedStore, Expect, MemoryStore, SledStore, Store, StoreError, Transaction};
+use super::{
+    CachedStore, Expect, MemoryStore, PostgresStore, SledStore, Store, StoreError, Transaction,
+};
 
 fn put(store: &dyn Store, key: &str, value: &str) {
     let mut tx = Transaction::new();
@@ -173,6 +175,34 @@ conformance_suite!(cached_sled, || {
         Some(dir),
     )
 });
+
+/// One throwaway cluster for this test process; each test gets a database
+/// of its own in it.
+fn postgres() -> PostgresStore {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Mutex, OnceLock};
+    static CLUSTER: OnceLock<Mutex<crate::pgcluster::PgCluster>> = OnceLock::new();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let cluster = CLUSTER.get_or_init(|| {
+        Mutex::new(crate::pgcluster::PgCluster::start(false).expect("a PostgreSQL cluster"))
+    });
+    let name = format!("conformance_{}", NEXT.fetch_add(1, Ordering::SeqCst));
+    let url = cluster
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .create_database(&name)
+        .unwrap();
+    PostgresStore::connect(&url).unwrap()
+}
+
+conformance_suite!(postgres, || (
+    Arc::new(super::postgres()) as Arc<dyn Store>,
+    None
+));
+conformance_suite!(cached_postgres, || (
+    Arc::new(CachedStore::new(Arc::new(super::postgres()), 1000)) as Arc<dyn Store>,
+    None
+));
 
 #[test]
 fn sled_survives_reopen_and_refuses_a_second_opener() {

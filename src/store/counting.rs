@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::{Store, StoreResult, Transaction};
+use super::{CachedStore, Store, StoreResult, Transaction};
 
 pub struct CountingStore {
     engine: Arc<dyn Store>,
@@ -45,6 +45,26 @@ impl Store for CountingStore {
 
     fn commit(&self, tx: &Transaction) -> StoreResult<()> {
         self.engine.commit(tx)
+    }
+
+    fn revision(&self) -> u64 {
+        self.engine.revision()
+    }
+
+    fn has_applied(&self, revision: u64) -> bool {
+        self.engine.has_applied(revision)
+    }
+
+    fn shared(&self) -> bool {
+        self.engine.shared()
+    }
+
+    fn freshness(&self) -> Option<Arc<super::Freshness>> {
+        self.engine.freshness()
+    }
+
+    fn follow(&self, cache: std::sync::Weak<CachedStore>) {
+        self.engine.follow(cache)
     }
 
     fn flush(&self) -> StoreResult<()> {

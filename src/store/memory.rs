@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use super::{prefix_end, Store, StoreError, StoreResult, Transaction};
@@ -10,6 +11,7 @@ use super::{prefix_end, Store, StoreError, StoreResult, Transaction};
 #[derive(Default)]
 pub struct MemoryStore {
     map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+    revision: AtomicU64,
 }
 
 impl MemoryStore {
@@ -63,11 +65,18 @@ impl Store for MemoryStore {
                 None => map.remove(key),
             };
         }
+        if !tx.writes.is_empty() {
+            self.revision.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(())
     }
 
     fn flush(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    fn revision(&self) -> u64 {
+        self.revision.load(Ordering::SeqCst)
     }
 
     fn export(&self) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {

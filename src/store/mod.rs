@@ -11,16 +11,30 @@ mod cached;
 mod counting;
 mod integrity;
 mod memory;
+mod postgres;
 mod sled_store;
 
 #[cfg(test)]
 mod conformance;
 
-pub use cached::{CachedStore, Deps};
+pub use cached::{CachedStore, Deps, Freshness};
 pub use counting::CountingStore;
 pub use integrity::Proof;
 pub use memory::MemoryStore;
+pub use postgres::{PostgresStore, StartupLock};
 pub use sled_store::SledStore;
+
+use std::path::Path;
+use std::sync::Arc;
+
+/// The engine an operator chose: PostgreSQL when `url` is given
+/// (`--store postgres://...`), else sled in `sled_dir`.
+pub fn open(url: Option<&str>, sled_dir: &Path) -> StoreResult<Arc<dyn Store>> {
+    match url {
+        Some(url) => Ok(Arc::new(PostgresStore::connect(url)?)),
+        None => Ok(Arc::new(SledStore::open(sled_dir)?)),
+    }
+}
 
 /// What a store can fail with. Conflicts are expected under concurrency and are
 /// retried or reported by the domain; everything else is an engine fault.
@@ -32,6 +46,10 @@ pub enum StoreError {
     Locked(String),
     #[error("storage engine error: {0}")]
     Engine(String),
+    /// The engine cannot be reached right now (a database down or
+    /// restarting): answered `503`, and service resumes when it returns.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     /// The store cannot prove it holds every acknowledged write, or a record
     /// failed its checksum: it must not be served. Says what and where.
     #[error("the store is damaged: {0}")]
@@ -137,6 +155,33 @@ pub trait Store: Send + Sync + 'static {
     fn cache(&self) -> Option<&CachedStore> {
         None
     }
+
+    /// The newest revision this process committed: what a write answer
+    /// hands back (`X-Tessera-Revision`) for a later read to wait for.
+    fn revision(&self) -> u64;
+
+    /// Whether this process reads everything up to `revision` (one it or
+    /// another replica handed out). A store only this process writes has
+    /// applied every revision it made.
+    fn has_applied(&self, revision: u64) -> bool {
+        revision <= self.revision()
+    }
+
+    /// Whether other processes write this store too (then the read cache
+    /// must follow their changes).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// For a shared store: where a cache following it stands. Local
+    /// engines have nothing to follow.
+    fn freshness(&self) -> Option<Arc<Freshness>> {
+        None
+    }
+
+    /// For a shared store: keep `cache` in step with the other processes'
+    /// commits from now on (until the cache is dropped).
+    fn follow(&self, _cache: std::sync::Weak<CachedStore>) {}
 }
 
 /// The first key strictly greater than every key starting with `prefix`, used

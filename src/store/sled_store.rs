@@ -298,6 +298,10 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn revision(&self) -> u64 {
+        self.revision.load(Ordering::SeqCst)
+    }
+
     fn commit(&self, tx: &Transaction) -> StoreResult<()> {
         let _slot = self.writers.take()?;
         let _shared = self

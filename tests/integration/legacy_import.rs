@@ -347,6 +347,9 @@ impl Store for Dying {
     fn export(&self) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
         self.inner.export()
     }
+    fn revision(&self) -> u64 {
+        self.inner.revision()
+    }
 }
 
 /// Keys and values, leaving out what differs between any two runs anyway:

@@ -1,0 +1,665 @@
+//! The shared engine: PostgreSQL, for several tessera replicas on one store.
+//!
+//! One table of keys and values (`bytea`, so key order is byte order, as in
+//! sled) carries the same contract as every engine: guarded transactions,
+//! ordered prefix scans, a consistent export. A transaction takes an advisory
+//! lock per key it reads or writes, in a fixed order, then checks its
+//! expectations and writes: writers of the same keys go one at a time, the
+//! rest commit in parallel, and PostgreSQL's commit is the acknowledgement
+//! (durable transactions wait for the WAL flush, the others do not).
+//!
+//! Every commit also appends the keys it wrote to a change table and wakes
+//! the replicas (`NOTIFY`). Each replica's follower ([`Follower`]) reads the
+//! changes and drops them from its read cache. Commits do not finish in the
+//! order they started, so the follower never trusts a sequence number: it
+//! re-reads every change made by a transaction that was still running at its
+//! last look (`pg_snapshot_xmin`), and the store's revision is that horizon.
+//! A follower that cannot look stops the cache from answering (see
+//! [`Freshness`]) until it has caught up.
+//!
+//! The trait is synchronous; the network is not. The client runs on a small
+//! runtime of its own, and a caller on a worker thread of the server's runtime
+//! hands its thread over (`block_in_place`) while it waits, so the server's
+//! other requests keep running on the remaining workers.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use sha2::{Digest as _, Sha256};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use super::{prefix_end, CachedStore, Freshness, Store, StoreError, StoreResult, Transaction};
+
+/// The channel commits wake followers on.
+const CHANNEL: &str = "tessera_changes";
+/// How long one statement may take before the store counts as unreachable.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a pooled connection.
+const POOL_WAIT: Duration = Duration::from_secs(2);
+/// The follower looks at least this often, notified or not.
+const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+/// Changes older than this are pruned; a follower further behind starts
+/// its cache empty.
+const KEEP_CHANGES: Duration = Duration::from_secs(600);
+/// The advisory lock replicas take while they start, and the one creating
+/// the tables takes.
+const STARTUP_LOCK: i64 = 0x0074_6573_7365_7261; // "tessera"
+const TABLES_LOCK: i64 = STARTUP_LOCK + 1;
+/// How long a replica waits for another one's start-up (schema steps on a
+/// large store included).
+const STARTUP_WAIT: Duration = Duration::from_secs(300);
+/// The cache answers only this long after the follower's last look began:
+/// no replica serves a value older than this (issue 15 bounds it at 1 s).
+const STALENESS_BOUND: Duration = Duration::from_millis(500);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tessera_kv (
+    key bytea PRIMARY KEY,
+    value bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tessera_changes (
+    seq bigserial PRIMARY KEY,
+    xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    at timestamptz NOT NULL DEFAULT now(),
+    keys bytea[] NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tessera_changes_xid ON tessera_changes (xid);
+";
+
+/// Held while a replica starts (see [`PostgresStore::lock_startup`]).
+pub struct StartupLock {
+    _client: tokio_postgres::Client,
+}
+
+pub struct PostgresStore {
+    pool: Pool,
+    /// Always present until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+    url: String,
+    /// The newest revision this process committed.
+    last_commit: AtomicU64,
+    freshness: Arc<Freshness>,
+    following: AtomicBool,
+}
+
+fn engine(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+/// A database error as the domain sees it: a lost race is a conflict, a
+/// database that cannot be reached (or is shutting down) is unavailable,
+/// anything else is an engine fault.
+fn classify(e: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        if *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+            || *code == SqlState::UNIQUE_VIOLATION
+        {
+            return StoreError::Conflict;
+        }
+        if *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+            || *code == SqlState::QUERY_CANCELED
+            || code.code().starts_with("08")
+            || code.code().starts_with("53")
+            || code.code().starts_with("57")
+        {
+            return StoreError::Unavailable(db.message().to_owned());
+        }
+        return StoreError::Engine(format!("{}: {}", code.code(), db.message()));
+    }
+    // No database error: the connection itself failed or closed.
+    StoreError::Unavailable(e.to_string())
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => classify(e),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+/// The advisory lock guarding one key. Collisions only make two unrelated
+/// writers take turns.
+fn lock_id(key: &[u8]) -> i64 {
+    let digest = Sha256::digest(key);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// Parse a `xid8` printed as text.
+fn xid(text: &str) -> StoreResult<u64> {
+    text.parse()
+        .map_err(|_| StoreError::Engine(format!("unexpected transaction id {text:?}")))
+}
+
+impl PostgresStore {
+    /// Connect to `url` and create the tables if they are missing. Fails
+    /// with [`StoreError::Unavailable`] if the database cannot be reached.
+    pub fn connect(url: &str) -> StoreResult<Self> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Engine(format!("the store URL is not valid: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tessera-postgres")
+            .enable_all()
+            .build()
+            .map_err(engine)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let size = std::thread::available_parallelism().map_or(4, |n| n.get() * 4);
+        let pool = Pool::builder(manager)
+            .max_size(size)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .recycle_timeout(Some(POOL_WAIT))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(engine)?;
+        let store = Self {
+            pool,
+            runtime: Some(runtime),
+            url: url.to_owned(),
+            last_commit: AtomicU64::new(0),
+            freshness: Arc::new(Freshness::default()),
+            following: AtomicBool::new(false),
+        };
+        let pool = store.pool.clone();
+        store.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            // Two replicas starting together on an empty database would
+            // race on CREATE TABLE's catalog rows: one at a time.
+            client
+                .batch_execute(&format!(
+                    "SELECT pg_advisory_lock({TABLES_LOCK}); {SCHEMA} \
+                     SELECT pg_advisory_unlock({TABLES_LOCK});"
+                ))
+                .await
+                .map_err(classify)
+        })?;
+        Ok(store)
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        match &self.runtime {
+            Some(runtime) => runtime.handle(),
+            // Only `drop` takes it.
+            None => unreachable!("the store's runtime is gone before the store"),
+        }
+    }
+
+    /// The URL this store was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Where this replica's cache stands (shared with the follower).
+    pub fn freshness(&self) -> Arc<Freshness> {
+        self.freshness.clone()
+    }
+
+    /// Hold the store's start-up lock until the guard drops: replicas
+    /// starting together check keys and run schema steps one at a time, so
+    /// each step runs once. Waits for another replica's start-up.
+    pub fn lock_startup(&self) -> StoreResult<StartupLock> {
+        let url = self.url.clone();
+        self.run_within(STARTUP_WAIT, async move {
+            let (client, connection) = tokio_postgres::connect(&url, NoTls)
+                .await
+                .map_err(classify)?;
+            // Ends when the client is dropped, which releases the lock.
+            tokio::spawn(connection);
+            client
+                .batch_execute(&format!("SELECT pg_advisory_lock({STARTUP_LOCK})"))
+                .await
+                .map_err(classify)?;
+            Ok(StartupLock { _client: client })
+        })
+    }
+
+    /// Run `work` on the client's runtime and wait for it, handing the
+    /// caller's worker thread over to the server's runtime meanwhile.
+    fn run<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = StoreResult<T>> + Send + 'static,
+    {
+        self.run_within(STATEMENT_TIMEOUT, work)
+    }
+
+    fn run_within<T, F>(&self, limit: Duration, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = StoreResult<T>> + Send + 'static,
+    {
+        let task = self.runtime().spawn(async move {
+            match tokio::time::timeout(limit, work).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Unavailable(
+                    "the database did not answer in time".into(),
+                )),
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.runtime().spawn(async move {
+            let outcome = match task.await {
+                Ok(result) => result,
+                Err(e) => Err(StoreError::Engine(format!("store task failed: {e}"))),
+            };
+            let _ = tx.send(outcome);
+        });
+        let wait = move || {
+            rx.recv()
+                .unwrap_or_else(|_| Err(StoreError::Engine("store task vanished".into())))
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
+    }
+
+    /// Delete every key (for `store copy --force` and tests).
+    pub fn clear(&self) -> StoreResult<()> {
+        let pool = self.pool.clone();
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            client
+                .batch_execute("TRUNCATE tessera_kv, tessera_changes")
+                .await
+                .map_err(classify)
+        })
+    }
+}
+
+/// The writes of a transaction with later writes of a key replacing earlier
+/// ones, split into upserts and deletions.
+type Keys = Vec<Vec<u8>>;
+
+fn final_writes(tx: &Transaction) -> (Keys, Keys, Keys) {
+    let mut last: std::collections::BTreeMap<&[u8], Option<&[u8]>> = Default::default();
+    for (key, value) in &tx.writes {
+        last.insert(key, value.as_deref());
+    }
+    let (mut put_keys, mut put_values, mut deletes) = (vec![], vec![], vec![]);
+    for (key, value) in last {
+        match value {
+            Some(value) => {
+                put_keys.push(key.to_vec());
+                put_values.push(value.to_vec());
+            }
+            None => deletes.push(key.to_vec()),
+        }
+    }
+    (put_keys, put_values, deletes)
+}
+
+impl Store for PostgresStore {
+    fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        let pool = self.pool.clone();
+        let key = key.to_vec();
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let statement = client
+                .prepare_cached("SELECT value FROM tessera_kv WHERE key = $1")
+                .await
+                .map_err(classify)?;
+            let row = client
+                .query_opt(&statement, &[&key])
+                .await
+                .map_err(classify)?;
+            Ok(row.map(|row| row.get::<_, Vec<u8>>(0)))
+        })
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let pool = self.pool.clone();
+        let start = prefix.to_vec();
+        let after = after.filter(|a| *a >= prefix).map(<[u8]>::to_vec);
+        let end = prefix_end(prefix);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            // NULL bounds stand for "none": one statement for every shape.
+            let statement = client
+                .prepare_cached(
+                    "SELECT key, value FROM tessera_kv \
+                     WHERE key >= $1 AND ($2::bytea IS NULL OR key > $2) \
+                       AND ($3::bytea IS NULL OR key < $3) \
+                     ORDER BY key LIMIT $4",
+                )
+                .await
+                .map_err(classify)?;
+            let rows = client
+                .query(&statement, &[&start, &after, &end, &limit])
+                .await
+                .map_err(classify)?;
+            Ok(rows
+                .into_iter()
+                .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
+                .collect())
+        })
+    }
+
+    fn commit(&self, tx: &Transaction) -> StoreResult<()> {
+        if tx.writes.is_empty() && tx.expects.is_empty() {
+            return Ok(());
+        }
+        let pool = self.pool.clone();
+        let mut locks: Vec<i64> = tx
+            .expects
+            .iter()
+            .map(|(k, _)| lock_id(k))
+            .chain(tx.writes.iter().map(|(k, _)| lock_id(k)))
+            .collect();
+        // One order for everyone, so two writers never wait on each other.
+        locks.sort_unstable();
+        locks.dedup();
+        let expects = tx.expects.clone();
+        let expect_keys: Vec<Vec<u8>> = expects.iter().map(|(k, _)| k.clone()).collect();
+        let (put_keys, put_values, deletes) = final_writes(tx);
+        let changed: Vec<Vec<u8>> = put_keys.iter().chain(&deletes).cloned().collect();
+        let durable = tx.durable;
+        let revision = self.run(async move {
+            let mut client = pool.get().await.map_err(pool_error)?;
+            let db = client.transaction().await.map_err(classify)?;
+            if !durable {
+                db.batch_execute("SET LOCAL synchronous_commit = off")
+                    .await
+                    .map_err(classify)?;
+            }
+            db.execute(
+                "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS id ORDER BY id",
+                &[&locks],
+            )
+            .await
+            .map_err(classify)?;
+            if !expect_keys.is_empty() {
+                let rows = db
+                    .query(
+                        "SELECT key, value FROM tessera_kv WHERE key = ANY($1)",
+                        &[&expect_keys],
+                    )
+                    .await
+                    .map_err(classify)?;
+                let current: std::collections::HashMap<Vec<u8>, Vec<u8>> = rows
+                    .into_iter()
+                    .map(|row| (row.get(0), row.get(1)))
+                    .collect();
+                for (key, expect) in &expects {
+                    if !expect.holds(current.get(key).map(Vec::as_slice)) {
+                        return Err(StoreError::Conflict);
+                    }
+                }
+            }
+            if changed.is_empty() {
+                db.commit().await.map_err(classify)?;
+                return Ok(None);
+            }
+            if !deletes.is_empty() {
+                db.execute("DELETE FROM tessera_kv WHERE key = ANY($1)", &[&deletes])
+                    .await
+                    .map_err(classify)?;
+            }
+            if !put_keys.is_empty() {
+                db.execute(
+                    "INSERT INTO tessera_kv (key, value) \
+                     SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    &[&put_keys, &put_values],
+                )
+                .await
+                .map_err(classify)?;
+            }
+            let row = db
+                .query_one(
+                    "INSERT INTO tessera_changes (keys) VALUES ($1) RETURNING xid::text",
+                    &[&changed],
+                )
+                .await
+                .map_err(classify)?;
+            db.execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+                .await
+                .map_err(classify)?;
+            let revision = xid(row.get::<_, &str>(0))?;
+            db.commit().await.map_err(classify)?;
+            Ok(Some(revision))
+        })?;
+        if let Some(revision) = revision {
+            self.last_commit.fetch_max(revision, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> StoreResult<()> {
+        // Durable transactions waited for the WAL at commit; the others are
+        // flushed by PostgreSQL within its own bound (wal_writer_delay).
+        Ok(())
+    }
+
+    fn export(&self) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let pool = self.pool.clone();
+        self.run(async move {
+            let mut client = pool.get().await.map_err(pool_error)?;
+            // One snapshot for the whole read: no transaction half in it.
+            let db = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(classify)?;
+            let rows = db
+                .query("SELECT key, value FROM tessera_kv ORDER BY key", &[])
+                .await
+                .map_err(classify)?;
+            db.commit().await.map_err(classify)?;
+            Ok(rows
+                .into_iter()
+                .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
+                .collect())
+        })
+    }
+
+    fn ping(&self) -> StoreResult<()> {
+        let pool = self.pool.clone();
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            client.simple_query("SELECT 1").await.map_err(classify)?;
+            Ok(())
+        })
+    }
+
+    fn revision(&self) -> u64 {
+        self.last_commit.load(Ordering::Acquire)
+    }
+
+    fn has_applied(&self, revision: u64) -> bool {
+        // The horizon is the oldest transaction still running when the
+        // follower last looked: everything below it was applied.
+        revision < self.freshness.horizon()
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn freshness(&self) -> Option<Arc<Freshness>> {
+        Some(self.freshness.clone())
+    }
+
+    /// Start the follower (once; later calls do nothing). It stops when the
+    /// cache is dropped.
+    fn follow(&self, cache: Weak<CachedStore>) {
+        if self.following.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let follower = Follower {
+            url: self.url.clone(),
+            pool: self.pool.clone(),
+            cache,
+            freshness: self.freshness.clone(),
+            bound: STALENESS_BOUND,
+        };
+        self.runtime().spawn(follower.run());
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // Dropping a runtime may not block inside another one: let its
+        // threads wind down by themselves.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Keeps one replica's cache in step with every commit to the shared store.
+struct Follower {
+    url: String,
+    pool: Pool,
+    cache: Weak<CachedStore>,
+    freshness: Arc<Freshness>,
+    bound: Duration,
+}
+
+impl Follower {
+    async fn run(self) {
+        let mut backoff = Duration::from_millis(50);
+        while self.cache.strong_count() > 0 {
+            match self.follow_once().await {
+                Ok(()) => backoff = Duration::from_millis(50),
+                Err(e) => {
+                    tracing::warn!(error = %e, "following the store's changes failed; the read cache is off until it resumes");
+                }
+            }
+            self.freshness.stale();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// One notification connection, followed until it fails.
+    async fn follow_once(&self) -> StoreResult<()> {
+        let mut config: tokio_postgres::Config = self.url.parse().map_err(engine)?;
+        config.application_name("tessera-follower");
+        config.connect_timeout(POOL_WAIT);
+        let (client, mut connection) = config.connect(NoTls).await.map_err(classify)?;
+        let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<String>();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            use futures_util::StreamExt;
+            let reason = loop {
+                match messages.next().await {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                        let _ = wake.send(());
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break e.to_string(),
+                    None => break "the connection closed".to_owned(),
+                }
+            };
+            let _ = closed_tx.send(reason);
+        });
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .map_err(classify)?;
+        // Anything may have changed while nobody listened: start empty. The
+        // horizon is taken first, so a commit racing the emptying is read
+        // again at the next look.
+        let mut horizon = self.look(&client, None).await?;
+        match self.cache.upgrade() {
+            Some(cache) => cache.clear(),
+            None => return Ok(()),
+        }
+        let mut pruned = Instant::now();
+        while self.cache.strong_count() > 0 {
+            let started = Instant::now();
+            horizon = self.look(&client, Some(horizon)).await?;
+            self.freshness.looked(started, self.bound, horizon);
+            if pruned.elapsed() > Duration::from_secs(60) {
+                pruned = Instant::now();
+                self.prune().await;
+            }
+            tokio::select! {
+                _ = woken.recv() => {
+                    // Coalesce a burst of notifications into one look.
+                    while woken.try_recv().is_ok() {}
+                }
+                _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+                reason = &mut closed => {
+                    return Err(StoreError::Unavailable(reason.unwrap_or_default()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply every change made by transactions not finished at the last
+    /// look; answer the new horizon.
+    async fn look(&self, client: &tokio_postgres::Client, since: Option<u64>) -> StoreResult<u64> {
+        let since = since.unwrap_or(u64::MAX).to_string();
+        // One statement, so one snapshot for the horizon and the rows.
+        let rows = client
+            .query(
+                "WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x) \
+                 SELECT h.x, c.keys FROM h LEFT JOIN tessera_changes c \
+                   ON c.xid >= $1::text::xid8",
+                &[&since],
+            )
+            .await
+            .map_err(classify)?;
+        let mut horizon = None;
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for row in rows {
+            horizon = Some(xid(row.get::<_, &str>(0))?);
+            if let Some(changed) = row.get::<_, Option<Vec<Vec<u8>>>>(1) {
+                keys.extend(changed);
+            }
+        }
+        if !keys.is_empty() {
+            if let Some(cache) = self.cache.upgrade() {
+                cache.invalidate(&keys);
+            }
+        }
+        horizon.ok_or_else(|| StoreError::Engine("no snapshot horizon".into()))
+    }
+
+    async fn prune(&self) {
+        let Ok(client) = self.pool.get().await else {
+            return;
+        };
+        let keep = format!("{} seconds", KEEP_CHANGES.as_secs());
+        if let Err(e) = client
+            .execute(
+                "DELETE FROM tessera_changes WHERE at < now() - $1::text::interval",
+                &[&keep],
+            )
+            .await
+        {
+            tracing::debug!(error = %e, "pruning old changes failed");
+        }
+    }
+}
