@@ -256,7 +256,11 @@ impl AppState {
                 second_factor_required: config.second_factor_required,
             },
         );
-        let limiter = RateLimiter::new(config.rate_limit.clone());
+        let limiter = if store.shared() {
+            RateLimiter::shared(config.rate_limit.clone(), store.clone())
+        } else {
+            RateLimiter::new(config.rate_limit.clone())
+        };
         let second_factor_required = config.second_factor_required;
         Ok(Self(Arc::new(Inner {
             config,

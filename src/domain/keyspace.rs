@@ -239,3 +239,9 @@ pub fn factors(user: &str) -> String {
     format!("factors/{user}")
 }
 pub const FACTORS_PREFIX: &str = "factors/";
+
+/// Failed attempts against an account (or invite), counted in the store when
+/// several replicas share it (see `http::ratelimit`). Hex, so any name fits.
+pub fn attempts(subject: &str) -> String {
+    format!("attempts/{}", hex::encode(subject))
+}

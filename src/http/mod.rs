@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod paging;
 pub mod ratelimit;
+pub mod revision;
 pub mod secrets;
 pub mod server;
 pub mod tokens;
@@ -83,6 +84,10 @@ pub fn router(state: AppState) -> Router {
         router
     };
     router
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            revision::at_least_as_fresh,
+        ))
         .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),

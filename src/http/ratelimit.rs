@@ -8,13 +8,24 @@
 //! busy household lock itself out. State is in memory and bounded: past
 //! `max_tracked` keys, expired windows are dropped first, then an arbitrary
 //! tenth.
+//!
+//! When several replicas share one store, a guesser could spread attempts
+//! at one account over them: accounts are then counted in the store
+//! (`attempts/...`, a guarded write per failure), so the limit is the
+//! household's, not each replica's. Addresses stay counted per replica
+//! (a proxy in front of them keeps a client on one, and counting every
+//! request of every address in the database would put it on the hot path).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::RateLimitConfig;
+use crate::domain::keyspace;
+use crate::store::{Expect, Store, StoreError, Transaction};
 
 /// What an attempt is counted against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -29,9 +40,25 @@ struct Window {
     attempts: u32,
 }
 
+/// An account's window as stored for every replica to count in.
+#[derive(Serialize, Deserialize)]
+struct StoredWindow {
+    /// Unix milliseconds.
+    started: u64,
+    attempts: u32,
+}
+
 pub struct RateLimiter {
     config: RateLimitConfig,
     windows: Mutex<HashMap<Subject, Window>>,
+    /// Where accounts are counted when replicas share the store.
+    shared: Option<Arc<dyn Store>>,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl RateLimiter {
@@ -39,7 +66,90 @@ impl RateLimiter {
         Self {
             config,
             windows: Mutex::new(HashMap::new()),
+            shared: None,
         }
+    }
+
+    /// Count accounts in `store`, which other replicas count in too.
+    pub fn shared(config: RateLimitConfig, store: Arc<dyn Store>) -> Self {
+        Self {
+            shared: Some(store),
+            ..Self::new(config)
+        }
+    }
+
+    fn counted_in_store(&self, subject: &Subject) -> Option<(&dyn Store, String)> {
+        match (subject, &self.shared) {
+            (Subject::Account(name), Some(store)) => {
+                Some((store.as_ref(), keyspace::attempts(name)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The stored window of `key` and the raw value it was read as.
+    fn read_stored(
+        store: &dyn Store,
+        key: &str,
+    ) -> Result<(Option<StoredWindow>, Option<Vec<u8>>), StoreError> {
+        let raw = store.get(key.as_bytes())?;
+        let window = raw
+            .as_deref()
+            .and_then(|bytes| serde_json::from_slice(bytes).ok());
+        Ok((window, raw))
+    }
+
+    /// Seconds until a full stored window ends, if it is full.
+    fn stored_wait(
+        &self,
+        store: &dyn Store,
+        key: &str,
+        limit: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        let now = unix_ms();
+        let window_ms = self.config.window.as_millis() as u64;
+        Ok(match Self::read_stored(store, key)?.0 {
+            Some(w) if now.saturating_sub(w.started) < window_ms && w.attempts >= limit => {
+                Some(((w.started + window_ms - now) / 1000).max(1))
+            }
+            _ => None,
+        })
+    }
+
+    /// Count one failure-to-be in the stored window (a guarded write, so
+    /// two replicas counting at once both count).
+    fn count_stored(&self, store: &dyn Store, key: &str) -> Result<(), StoreError> {
+        let window_ms = self.config.window.as_millis() as u64;
+        for _ in 0..16 {
+            let now = unix_ms();
+            let (window, raw) = Self::read_stored(store, key)?;
+            let next = match window {
+                Some(w) if now.saturating_sub(w.started) < window_ms => StoredWindow {
+                    started: w.started,
+                    attempts: w.attempts.saturating_add(1),
+                },
+                _ => StoredWindow {
+                    started: now,
+                    attempts: 1,
+                },
+            };
+            let value = serde_json::to_vec(&next)
+                .map_err(|e| StoreError::Engine(format!("encoding attempts: {e}")))?;
+            let mut tx = Transaction::new();
+            tx.expect(
+                key,
+                match raw {
+                    Some(raw) => Expect::Equals(raw),
+                    None => Expect::Absent,
+                },
+            )
+            .put(key, value);
+            match store.commit(&tx) {
+                Err(StoreError::Conflict) => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::Conflict)
     }
 
     fn limit(&self, subject: &Subject) -> u32 {
@@ -61,6 +171,19 @@ impl RateLimiter {
         let window = self.config.window;
         let mut wait = None;
         for subject in subjects {
+            if let Some((store, key)) = self.counted_in_store(subject) {
+                match self.stored_wait(store, &key, self.limit(subject)) {
+                    Ok(Some(left)) => wait = Some(wait.map_or(left, |w: u64| w.max(left))),
+                    Ok(None) => {}
+                    // The store is where the account's count lives: without
+                    // it, refuse rather than count nothing.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading an account's attempts failed");
+                        wait = Some(wait.map_or(1, |w: u64| w.max(1)));
+                    }
+                }
+                continue;
+            }
             if let Some(w) = windows.get(subject) {
                 let elapsed = now.duration_since(w.started);
                 if elapsed < window && w.attempts >= self.limit(subject) {
@@ -76,6 +199,13 @@ impl RateLimiter {
             Self::shrink(&mut windows, now, window, self.config.max_tracked);
         }
         for subject in subjects {
+            if let Some((store, key)) = self.counted_in_store(subject) {
+                if let Err(e) = self.count_stored(store, &key) {
+                    tracing::warn!(error = %e, "counting an account's attempt failed");
+                    return Err(1);
+                }
+                continue;
+            }
             let w = windows.entry(subject.clone()).or_insert(Window {
                 started: now,
                 attempts: 0,
@@ -96,6 +226,19 @@ impl RateLimiter {
     /// failures, so one good password cannot launder guesses at other
     /// accounts.
     pub fn succeeded(&self, subjects: &[Subject]) {
+        for subject in subjects {
+            if let Some((store, key)) = self.counted_in_store(subject) {
+                // Most sign-ins follow no failure: write only to clear one.
+                if !matches!(store.get(key.as_bytes()), Ok(Some(_))) {
+                    continue;
+                }
+                let mut tx = Transaction::new();
+                tx.delete(key);
+                if let Err(e) = store.commit(&tx) {
+                    tracing::warn!(error = %e, "clearing an account's attempts failed");
+                }
+            }
+        }
         if let Ok(mut windows) = self.windows.lock() {
             for subject in subjects {
                 match subject {
