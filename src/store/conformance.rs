@@ -178,7 +178,13 @@ conformance_suite!(cached_sled, || {
 
 /// One throwaway cluster for this test process; each test gets a database
 /// of its own in it.
-fn postgres() -> PostgresStore {
+pub(crate) fn postgres() -> PostgresStore {
+    postgres_in().0
+}
+
+/// A store on a new database, and a way to run SQL as the cluster's
+/// superuser.
+pub(crate) fn postgres_in() -> (PostgresStore, impl Fn(&str) -> String) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Mutex, OnceLock};
     static CLUSTER: OnceLock<Mutex<crate::pgcluster::PgCluster>> = OnceLock::new();
@@ -192,7 +198,14 @@ fn postgres() -> PostgresStore {
         .unwrap_or_else(|p| p.into_inner())
         .create_database(&name)
         .unwrap();
-    PostgresStore::connect(&url).unwrap()
+    let sql = move |text: &str| {
+        cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sql(text)
+            .unwrap()
+    };
+    (PostgresStore::connect(&url).unwrap(), sql)
 }
 
 conformance_suite!(postgres, || (

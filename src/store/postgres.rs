@@ -206,11 +206,6 @@ impl PostgresStore {
         &self.url
     }
 
-    /// Where this replica's cache stands (shared with the follower).
-    pub fn freshness(&self) -> Arc<Freshness> {
-        self.freshness.clone()
-    }
-
     /// Hold the store's start-up lock until the guard drops: replicas
     /// starting together check keys and run schema steps one at a time, so
     /// each step runs once. Waits for another replica's start-up.
@@ -661,5 +656,135 @@ impl Follower {
         {
             tracing::debug!(error = %e, "pruning old changes failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Deps, Transaction};
+
+    fn put(store: &dyn Store, key: &str, value: &str) {
+        let mut tx = Transaction::new();
+        tx.put(key, value);
+        store.commit(&tx).unwrap();
+    }
+
+    /// What the cache holds for `key`, as a request would derive it.
+    fn cached(cache: &CachedStore, key: &str) -> Option<Vec<u8>> {
+        let value = cache
+            .get_or_compute::<Option<Vec<u8>>, StoreError>(key, |store| {
+                Ok((store.get(key.as_bytes())?, Deps::new().key(key)))
+            })
+            .unwrap();
+        (*value).clone()
+    }
+
+    /// Poll (bounded) until `done`, answering how long it took.
+    fn within(bound: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < bound {
+            if done() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        None
+    }
+
+    #[test]
+    fn another_replicas_commit_reaches_this_cache_within_the_bound() {
+        let (writer, sql) = crate::store::conformance::postgres_in();
+        let reader = Arc::new(PostgresStore::connect(writer.url()).unwrap());
+        let cache = Arc::new(CachedStore::following(
+            reader.clone(),
+            100,
+            reader.freshness().unwrap(),
+        ));
+        reader.follow(Arc::downgrade(&cache));
+        assert!(within(Duration::from_secs(5), || reader.freshness.is_fresh()).is_some());
+
+        put(&writer, "grant/a", "use");
+        assert!(within(Duration::from_secs(1), || cached(&cache, "grant/a")
+            .as_deref()
+            == Some(b"use".as_slice()))
+        .is_some());
+        // Remembered now: a hit, until another replica changes it.
+        assert_eq!(
+            cached(&cache, "grant/a").as_deref(),
+            Some(b"use".as_slice())
+        );
+        for round in 0..5 {
+            let value = format!("level-{round}");
+            put(&writer, "grant/a", &value);
+            let took = within(Duration::from_secs(1), || {
+                cached(&cache, "grant/a") == Some(value.clone().into_bytes())
+            });
+            assert!(
+                took.is_some(),
+                "round {round}: the change never reached the cache"
+            );
+        }
+
+        // Read your writes: the writer's revision is applied here soon.
+        let revision = writer.revision();
+        assert!(revision > 0);
+        assert!(within(Duration::from_secs(1), || reader.has_applied(revision)).is_some());
+        assert!(!reader.has_applied(u64::MAX - 1));
+
+        // Cut the follower's connection from the database's side: the cache
+        // stops answering, the follower comes back, changes reach it again.
+        let db = writer
+            .url()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .split('?')
+            .next()
+            .unwrap()
+            .to_owned();
+        let cut = sql(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'tessera-follower' AND datname = '{db}'"
+        ));
+        assert_eq!(cut, "1", "one follower was connected");
+        put(&writer, "grant/a", "after-the-cut");
+        assert!(within(Duration::from_secs(1), || cached(&cache, "grant/a")
+            .as_deref()
+            == Some(b"after-the-cut".as_slice()))
+        .is_some());
+        assert!(within(Duration::from_secs(5), || reader.freshness.is_fresh()).is_some());
+        put(&writer, "grant/a", "resumed");
+        assert!(within(Duration::from_secs(1), || cached(&cache, "grant/a")
+            .as_deref()
+            == Some(b"resumed".as_slice()))
+        .is_some());
+    }
+
+    #[test]
+    fn a_cache_whose_follower_is_behind_reads_through() {
+        let store = Arc::new(crate::store::conformance::postgres());
+        let freshness = store.freshness().unwrap();
+        // Never followed: never fresh, so nothing is served from memory.
+        let cache = CachedStore::following(store.clone(), 100, freshness);
+        put(store.as_ref(), "k", "1");
+        assert_eq!(cached(&cache, "k").as_deref(), Some(b"1".as_slice()));
+        put(store.as_ref(), "k", "2");
+        assert_eq!(cached(&cache, "k").as_deref(), Some(b"2".as_slice()));
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn the_same_key_written_twice_in_one_transaction_keeps_the_last_write() {
+        let store = crate::store::conformance::postgres();
+        let mut tx = Transaction::new();
+        tx.put("k", "1")
+            .delete("k")
+            .put("j", "1")
+            .put("j", "2")
+            .delete("gone");
+        store.commit(&tx).unwrap();
+        assert_eq!(store.get(b"k").unwrap(), None);
+        assert_eq!(store.get(b"j").unwrap(), Some(b"2".to_vec()));
     }
 }
