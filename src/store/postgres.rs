@@ -49,6 +49,10 @@ const KEEP_CHANGES: Duration = Duration::from_secs(600);
 /// the tables takes.
 const STARTUP_LOCK: i64 = 0x0074_6573_7365_7261; // "tessera"
 const TABLES_LOCK: i64 = STARTUP_LOCK + 1;
+/// Every writer holds it shared; a transaction of more than
+/// [`MAX_KEY_LOCKS`] keys holds it alone.
+const WRITERS_LOCK: i64 = STARTUP_LOCK + 2;
+const MAX_KEY_LOCKS: usize = 64;
 /// How long a replica waits for another one's start-up (schema steps on a
 /// large store included).
 const STARTUP_WAIT: Duration = Duration::from_secs(300);
@@ -382,12 +386,25 @@ impl Store for PostgresStore {
                     .await
                     .map_err(classify)?;
             }
-            db.execute(
-                "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS id ORDER BY id",
-                &[&locks],
-            )
-            .await
-            .map_err(classify)?;
+            // A transaction of many keys (an import, a restore, a large
+            // deletion) takes the whole store instead: PostgreSQL's lock
+            // table is small, and one lock per key would exhaust it.
+            if locks.len() > MAX_KEY_LOCKS {
+                db.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITERS_LOCK])
+                    .await
+                    .map_err(classify)?;
+            } else {
+                db.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&WRITERS_LOCK])
+                    .await
+                    .map_err(classify)?;
+                // unnest keeps the array's (sorted) order.
+                db.execute(
+                    "SELECT count(pg_advisory_xact_lock(id)) FROM unnest($1::bigint[]) AS id",
+                    &[&locks],
+                )
+                .await
+                .map_err(classify)?;
+            }
             if !expect_keys.is_empty() {
                 let rows = db
                     .query(
@@ -772,6 +789,30 @@ mod tests {
         put(store.as_ref(), "k", "2");
         assert_eq!(cached(&cache, "k").as_deref(), Some(b"2".as_slice()));
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_transaction_of_many_keys_commits_beside_small_ones() {
+        let store = Arc::new(crate::store::conformance::postgres());
+        let big = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut tx = Transaction::new();
+                for i in 0..20_000 {
+                    tx.put(format!("bulk/{i:05}"), "v");
+                }
+                store.commit(&tx)
+            })
+        };
+        for i in 0..20 {
+            put(store.as_ref(), &format!("small/{i}"), "v");
+        }
+        big.join().unwrap().unwrap();
+        assert_eq!(
+            store.scan(b"bulk/", None, usize::MAX).unwrap().len(),
+            20_000
+        );
+        assert_eq!(store.scan(b"small/", None, usize::MAX).unwrap().len(), 20);
     }
 
     #[test]
