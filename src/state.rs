@@ -65,6 +65,8 @@ pub struct Inner {
     pub channels: Channels,
     pub groups: Groups,
     pub factors: crate::domain::factors::Factors,
+    /// Passkeys: the relying party (`--public-url`) and ceremonies in flight.
+    pub passkeys: crate::domain::passkeys::Passkeys,
     pub limiter: RateLimiter,
     pub metrics: crate::http::metrics::Metrics,
     /// Forward auth: the host's route table and the assertion cache.
@@ -238,6 +240,7 @@ impl AppState {
         );
         let limiter = RateLimiter::new(config.rate_limit.clone());
         let second_factor_required = config.second_factor_required;
+        let passkeys = crate::domain::passkeys::Passkeys::new(store.clone(), &config.public_url)?;
         Ok(Self(Arc::new(Inner {
             config,
             agents: Agents::new(store.clone()),
@@ -248,6 +251,7 @@ impl AppState {
             channels: Channels::new(store.clone()),
             groups: Groups::new(store.clone()),
             factors: crate::domain::factors::Factors::new(store.clone(), second_factor_required),
+            passkeys,
             store,
             authz,
             data_keys,

@@ -239,3 +239,9 @@ pub fn factors(user: &str) -> String {
     format!("factors/{user}")
 }
 pub const FACTORS_PREFIX: &str = "factors/";
+/// A passkey's credential id (base64url) to the user id it belongs to:
+/// a discoverable sign-in names only the credential, and a credential is
+/// registered to one account at most.
+pub fn passkey_credential(credential_id: &str) -> String {
+    format!("pkcred/{credential_id}")
+}
