@@ -40,7 +40,14 @@ pub const CSRF_FIELD: &str = "csrf_token";
 pub struct CsrfToken(pub String);
 
 /// Routes that establish credentials rather than use them.
-const CREDENTIAL_ROUTES: [&str; 3] = ["/auth/login", "/auth/setup", "/auth/complete"];
+const CREDENTIAL_ROUTES: [&str; 5] = [
+    "/auth/login",
+    "/auth/setup",
+    "/auth/complete",
+    // Signing in with a passkey alone.
+    "/auth/passkey/start",
+    "/auth/passkey/finish",
+];
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers

@@ -18,6 +18,7 @@ pub mod memory;
 pub mod metrics;
 pub mod openapi;
 pub mod paging;
+pub mod passkeys;
 pub mod ratelimit;
 pub mod secrets;
 pub mod server;
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(auth::routes())
         .merge(factors::routes())
+        .merge(passkeys::routes())
         .merge(forward::routes())
         .merge(agents::routes())
         .merge(groups::routes())
