@@ -126,6 +126,31 @@ function afterSignIn(answer, to) {
   location.assign(answer.recovery_codes_used ? "/console/account/factors?ok=recovery_used" : to);
 }
 
+// A first factor's recovery codes, shown this once in place of the
+// registration box (the server keeps only their digests).
+function showRecoveryCodes(box, codes) {
+  const said = document.createElement("p");
+  said.className = "notice";
+  said.setAttribute("role", "status");
+  said.textContent =
+    "Passkey registered. Keep these recovery codes somewhere safe: each signs you in once if you lose your passkey. They are shown only now.";
+  const list = document.createElement("ul");
+  list.className = "codes";
+  list.id = "recovery-codes";
+  for (const code of codes) {
+    const item = document.createElement("li");
+    const text = document.createElement("code");
+    text.textContent = code;
+    item.append(text);
+    list.append(item);
+  }
+  const done = document.createElement("a");
+  done.href = "/console/account/factors?ok=passkey_added";
+  done.textContent = "I have saved them";
+  done.id = "recovery-codes-saved";
+  box.replaceChildren(said, list, done);
+}
+
 const passkeyActions = {
   async register(button, box) {
     const name = box.querySelector("[name=passkey_name]");
@@ -133,12 +158,16 @@ const passkeyActions = {
     const credential = await navigator.credentials.create({
       publicKey: creationOptions(start.publicKey),
     });
-    await postJson("/auth/factors/passkey/finish", {
+    const answer = await postJson("/auth/factors/passkey/finish", {
       ceremony: start.ceremony,
       name: name ? name.value : "",
       credential: registration(credential),
     });
-    location.assign("/console/account/factors?ok=passkey_added");
+    if (answer.recovery_codes) {
+      showRecoveryCodes(box, answer.recovery_codes);
+    } else {
+      location.assign("/console/account/factors?ok=passkey_added");
+    }
   },
   async "sign-in"() {
     const start = await postJson("/auth/passkey/start");

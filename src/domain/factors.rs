@@ -203,12 +203,12 @@ fn normalise_recovery(code: &str) -> String {
         .collect()
 }
 
-fn recovery_digest(code: &str) -> String {
+pub(super) fn recovery_digest(code: &str) -> String {
     hex::encode(Sha256::digest(normalise_recovery(code).as_bytes()))
 }
 
 /// Ten fresh codes, `xxxxx-xxxxx` over 32 unambiguous characters (50 bits).
-fn new_recovery_codes() -> Vec<String> {
+pub(super) fn new_recovery_codes() -> Vec<String> {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
     let mut rng = rand::thread_rng();
     (0..RECOVERY_CODES)

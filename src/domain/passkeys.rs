@@ -32,7 +32,9 @@ use webauthn_rs::prelude::{
 };
 
 use super::audit::AuditEvent;
-use super::factors::{load, stage_session_update, FactorSet};
+use super::factors::{
+    load, new_recovery_codes, recovery_digest, stage_session_update, FactorSet, RecoveryCode,
+};
 use super::sessions::{Method, Session, Stage};
 use super::{encode, keyspace, random_id, retry, DomainError, DomainResult};
 use crate::store::{Expect, Store, Transaction};
@@ -263,6 +265,9 @@ impl Passkeys {
     /// Finish registering: check the browser's answer, store the passkey
     /// named `name`, and count `session` as having just verified a factor
     /// (the person just used it; a session that had to enrol is complete).
+    /// A person without recovery codes gets ten with it, returned to be
+    /// shown once, as TOTP enrolment gives them: a lost passkey must not
+    /// lock its owner out when it was their only factor.
     pub async fn finish_registration(
         &self,
         session: &Session,
@@ -271,7 +276,7 @@ impl Passkeys {
         credential: &RegisterPublicKeyCredential,
         at: i64,
         event: AuditEvent,
-    ) -> DomainResult<StoredPasskey> {
+    ) -> DomainResult<(StoredPasskey, Vec<String>)> {
         let name = clean_name(name)?;
         let (handle, state) = match self.take(ceremony)? {
             Ceremony::Register {
@@ -316,6 +321,19 @@ impl Passkeys {
                 ));
             }
             set.passkeys.push(stored.clone());
+            let codes = if set.recovery.is_empty() {
+                let codes = new_recovery_codes();
+                set.recovery = codes
+                    .iter()
+                    .map(|c| RecoveryCode {
+                        digest: recovery_digest(c),
+                        used_at: None,
+                    })
+                    .collect();
+                codes
+            } else {
+                Vec::new()
+            };
             let mut tx = Transaction::durable();
             tx.expect(keyspace::factors(user), read_as)
                 .put(keyspace::factors(user), encode(&set)?)
@@ -328,10 +346,10 @@ impl Passkeys {
             }
             stage_session_update(&mut tx, session, &upgraded)?;
             event.record_into(&mut tx)?;
-            Ok((tx, ()))
+            Ok((tx, codes))
         })
-        .await?;
-        Ok(stored)
+        .await
+        .map(|codes| (stored, codes))
     }
 
     /// Start a sign-in with a passkey alone: a challenge for any passkey of

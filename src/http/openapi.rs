@@ -395,7 +395,7 @@ fn inventory() -> Vec<Op> {
             "POST",
             "/auth/factors/passkey/finish",
             "auth",
-            "Finish registering a passkey with the browser's answer (the session counts as having just verified a factor)",
+            "Finish registering a passkey with the browser's answer (the session counts as having just verified a factor); ten recovery codes, shown only here, when the person had none",
         )
         .needs("the person, at the session that started the ceremony (single use, 5 minutes); an answer made for another origin is refused")
         .body(object(&[
@@ -408,6 +408,8 @@ fn inventory() -> Vec<Op> {
             ("id", string()),
             ("name", string()),
             ("created_at", integer()),
+            // Ten, shown only here, when the person had no recovery codes.
+            ("recovery_codes?", list_of(string())),
         ]))
         .errors(&[409]),
         op(

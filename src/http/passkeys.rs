@@ -95,7 +95,8 @@ async fn start_registration(
     Ok(started(begun))
 }
 
-/// Finish registering: `{ceremony, name, credential}`. Audited.
+/// Finish registering: `{ceremony, name, credential}`; with ten recovery
+/// codes, shown this once, when the person had none. Audited.
 async fn finish_registration(
     State(state): State<AppState>,
     caller: Caller,
@@ -114,17 +115,22 @@ async fn finish_registration(
     // The name is known once cleaned; the domain records the event, so it
     // carries the name as given.
     let event = event.detail(json!({ "kind": "passkey", "name": name.trim() }));
-    let stored = state
+    let (stored, codes) = state
         .passkeys
         .finish_registration(session, ceremony, &name, &credential, now(), event)
         .await?;
     tracing::info!(user = %caller.user.id, passkey = %stored.id, "passkey registered");
-    Ok(Json(json!({
+    let mut answer = json!({
         "ok": true,
         "id": stored.id,
         "name": stored.name,
         "created_at": stored.created_at,
-    })))
+    });
+    // Only when this registration issued them (the person had none).
+    if !codes.is_empty() {
+        answer["recovery_codes"] = json!(codes);
+    }
+    Ok(Json(answer))
 }
 
 /// Start signing in with a passkey alone: the options for

@@ -189,6 +189,66 @@ async fn register(app: &TestApp, token: &str, key: &mut SoftKey, name: &str) -> 
     done.body["id"].as_str().expect("an id").to_owned()
 }
 
+#[tokio::test]
+async fn a_first_passkey_comes_with_recovery_codes_once() {
+    let app = TestApp::new();
+    let admin = app.setup_admin().await;
+    let bob = app.add_user(&admin, "bob", BOB_PASSWORD).await;
+    let mut key = SoftKey::new();
+    let start = app
+        .post("/auth/factors/passkey/start", &bob, json!({}))
+        .await;
+    let credential = key.register(&start.body["publicKey"], ORIGIN);
+    let done = app
+        .post(
+            "/auth/factors/passkey/finish",
+            &bob,
+            json!({"ceremony": start.body["ceremony"], "name": "Phone", "credential": credential}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let codes: Vec<String> = done.body["recovery_codes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no recovery codes: {}", done.body))
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    // A second passkey issues none (the first ones still stand).
+    let mut spare = SoftKey::new();
+    let start = app
+        .post("/auth/factors/passkey/start", &bob, json!({}))
+        .await;
+    let credential = spare.register(&start.body["publicKey"], ORIGIN);
+    let done = app
+        .post(
+            "/auth/factors/passkey/finish",
+            &bob,
+            json!({"ceremony": start.body["ceremony"], "credential": credential}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.body.get("recovery_codes").is_none(), "{}", done.body);
+
+    // Both passkeys lost: a recovery code is the second step.
+    let first = app.login("bob", BOB_PASSWORD).await;
+    assert_eq!(
+        first.body["factors"],
+        json!(["passkey", "recovery_code"]),
+        "{}",
+        first.body
+    );
+    let r = app
+        .post(
+            "/auth/second-factor",
+            &first.token(),
+            json!({"code": codes[0]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(session_record(&app, &r.token())["method"], "recovery_code");
+}
+
 /// Sign in with the passkey alone, its answer made at `origin`.
 async fn sign_in_at(app: &TestApp, key: &mut SoftKey, origin: &str) -> Response {
     let start = app.anon_post("/auth/passkey/start", json!({})).await;
@@ -436,7 +496,7 @@ async fn a_passkey_is_a_second_step_after_the_password() {
     let first = app.login("bob", BOB_PASSWORD).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
     assert_eq!(first.body["needs_second_factor"], json!(true));
-    assert_eq!(first.body["factors"], json!(["passkey"]));
+    assert_eq!(first.body["factors"], json!(["passkey", "recovery_code"]));
     let halfway = first.token();
     assert_eq!(
         app.get("/auth/me", &halfway).await.status,
@@ -502,7 +562,13 @@ async fn registering_and_removing_passkeys_need_a_recent_factor() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(indexed(&app), 1);
     let listed = app.get("/auth/factors", &bob).await;
-    assert_eq!(listed.body["factors"].as_array().unwrap().len(), 1);
+    let kinds: Vec<&Value> = listed.body["factors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| &f["kind"])
+        .collect();
+    assert_eq!(kinds, [&json!("passkey"), &json!("recovery_codes")]);
     assert_eq!(listed.body["factors"][0]["name"], "Key");
     // The removed one signs nobody in.
     let r = sign_in(&app, &mut first).await;

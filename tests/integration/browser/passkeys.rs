@@ -83,8 +83,8 @@ async fn credentials(browser: &Browser, authenticator: &str) -> Vec<Value> {
     answer.as_array().cloned().unwrap_or_default()
 }
 
-/// Press a script button and wait (bounded) until the page it leads to is
-/// `to`.
+/// Press a script's button (or a link) and wait (bounded) until the page
+/// it leads to is `to`.
 async fn press_and_land(browser: &Browser, button: &str, to: &str) {
     let element = step(
         format_args!("finding {button}"),
@@ -141,9 +141,26 @@ async fn story(test: &str) {
         .fill("[data-passkey-box]", "passkey_name", "Laptop")
         .await;
     alice.shot("before-register").await;
+    // A first factor comes with recovery codes, shown this once.
+    let button = step(
+        "finding the register button",
+        alice
+            .client
+            .find(fantoccini::Locator::Css("button[data-passkey='register']")),
+    )
+    .await;
+    step("pressing it", button.click()).await;
+    poll("the recovery codes", Duration::from_secs(20), || async {
+        alice.present("#recovery-codes li").await.then_some(())
+    })
+    .await;
+    alice.assert_text("They are shown only now.").await;
+    let codes = alice.text_of("#recovery-codes").await;
+    assert_eq!(codes.lines().count(), 10, "{codes}");
+    alice.shot("recovery-codes").await;
     press_and_land(
         &alice,
-        "button[data-passkey='register']",
+        "#recovery-codes-saved",
         "/console/account/factors?ok=passkey_added",
     )
     .await;
@@ -220,6 +237,7 @@ async fn story(test: &str) {
         .await;
     alice.assert_no_text("Passkey: Laptop").await;
     alice.shot("removed").await;
+    // The last factor gone, its recovery codes go with it.
     let listed = api.api_ok("GET", "/auth/factors", &token, None);
     assert_eq!(listed["factors"], json!([]), "{listed}");
 
