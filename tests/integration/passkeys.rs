@@ -684,3 +684,62 @@ fn the_offline_reset_clears_passkeys() {
     assert!(body.get("needs_second_factor").is_none(), "{body}");
     stop(server);
 }
+
+/// Where second factors are required, a person without one may enrol a
+/// passkey from the session that can do nothing else, which then is a
+/// session in full.
+#[tokio::test]
+async fn a_passkey_completes_a_session_that_had_to_enrol() {
+    let app = TestApp::new();
+    let admin = app.setup_admin().await;
+    app.add_user(&admin, "bob", BOB_PASSWORD).await;
+    let r = app
+        .post(
+            "/auth/settings/second-factor",
+            &admin,
+            json!({"required": "everyone"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let login = app.login("bob", BOB_PASSWORD).await;
+    assert_eq!(login.body["needs_enrolment"], json!(true), "{}", login.body);
+    let token = login.token();
+    assert_eq!(
+        app.get("/api/agents", &token).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let mut key = SoftKey::new();
+    register(&app, &token, &mut key, "Phone").await;
+    assert_eq!(session_record(&app, &token)["stage"], "complete");
+    assert_eq!(app.get("/api/agents", &token).await.status, StatusCode::OK);
+}
+
+/// `--public-url` must name a host the browser can bind passkeys to: an
+/// IP address is refused at start-up, in words.
+#[test]
+fn a_public_url_without_a_host_name_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(&dir.path().join("data"))
+        .args(["--public-url", "http://127.0.0.1:7700"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: a server that started anyway would never exit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tessera started with an IP address as its public URL");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(said.contains("--public-url"), "{said}");
+    assert!(said.contains("host name"), "{said}");
+}
