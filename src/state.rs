@@ -45,7 +45,7 @@ pub enum StartError {
 
 /// Why a step-up operation was refused, when a recent second factor is
 /// what it lacks.
-pub const STEP_UP_NEEDED: &str = "this needs a second factor verified at this session within the last 15 minutes: send a code to POST /auth/second-factor (in the console: Account, Second factors)";
+pub const STEP_UP_NEEDED: &str = "this needs a second factor verified at this session within the last 15 minutes: send a code, or a passkey answer (POST /auth/second-factor/passkey/start first), to POST /auth/second-factor (in the console: Account, Second factors)";
 
 /// Cheap to clone: one `Arc`.
 #[derive(Clone)]
