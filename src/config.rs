@@ -74,6 +74,10 @@ pub struct Config {
     /// Lifetime of the `X-Tessera-Assertion` minted for each allowed
     /// forward-auth request.
     pub assertion_ttl: Duration,
+    /// Where people reach tessera (scheme, host, port): passkeys are bound
+    /// to its host (the WebAuthn relying party id) and accepted only from
+    /// its origin.
+    pub public_url: String,
     /// Who must have a second factor until an admin changes it (issue 14).
     pub second_factor_required: crate::domain::factors::Requirement,
     /// Whether people may create groups of their own (admins always may).
@@ -115,6 +119,10 @@ pub struct RateLimitConfig {
 }
 
 const DAY: u64 = 24 * 60 * 60;
+
+/// The public URL when none is given: the default listen port, named
+/// `localhost` (browsers allow passkeys over plain HTTP only there).
+pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:7700";
 
 impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -160,6 +168,7 @@ impl Config {
             user_groups: true,
             clock: Clock::default(),
             second_factor_required: Default::default(),
+            public_url: DEFAULT_PUBLIC_URL.into(),
         }
     }
 

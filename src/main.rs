@@ -144,6 +144,16 @@ enum Command {
             value_parser = ["nobody", "admins", "everyone"]
         )]
         second_factor_required: String,
+        /// The URL people open tessera at (scheme, host name, port), e.g.
+        /// https://auth.example.org: passkeys are bound to its host and
+        /// accepted only from its origin. Must name a host, not an IP.
+        #[arg(
+            long,
+            env = "TESSERA_PUBLIC_URL",
+            value_name = "URL",
+            default_value = tessera::config::DEFAULT_PUBLIC_URL
+        )]
+        public_url: String,
         /// Seconds requests in flight get to finish on shutdown.
         #[arg(
             long,
@@ -322,6 +332,7 @@ fn main() -> ExitCode {
             assertion_ttl,
             user_groups,
             second_factor_required,
+            public_url,
         } => {
             let mut config = data.config();
             config.listen = listen;
@@ -338,6 +349,7 @@ fn main() -> ExitCode {
             config.routes = routes;
             config.assertion_ttl = Duration::from_secs(assertion_ttl.get());
             config.user_groups = user_groups;
+            config.public_url = public_url;
             match tessera::domain::factors::Requirement::parse(&second_factor_required) {
                 Ok(required) => {
                     config.second_factor_required = required;

@@ -45,7 +45,7 @@ pub enum StartError {
 
 /// Why a step-up operation was refused, when a recent second factor is
 /// what it lacks.
-pub const STEP_UP_NEEDED: &str = "this needs a second factor verified at this session within the last 15 minutes: send a code to POST /auth/second-factor (in the console: Account, Second factors)";
+pub const STEP_UP_NEEDED: &str = "this needs a second factor verified at this session within the last 15 minutes: send a code, or a passkey answer (POST /auth/second-factor/passkey/start first), to POST /auth/second-factor (in the console: Account, Second factors)";
 
 /// Cheap to clone: one `Arc`.
 #[derive(Clone)]
@@ -65,6 +65,8 @@ pub struct Inner {
     pub channels: Channels,
     pub groups: Groups,
     pub factors: crate::domain::factors::Factors,
+    /// Passkeys: the relying party (`--public-url`) and ceremonies in flight.
+    pub passkeys: crate::domain::passkeys::Passkeys,
     pub limiter: RateLimiter,
     pub metrics: crate::http::metrics::Metrics,
     /// Forward auth: the host's route table and the assertion cache.
@@ -262,6 +264,7 @@ impl AppState {
             RateLimiter::new(config.rate_limit.clone())
         };
         let second_factor_required = config.second_factor_required;
+        let passkeys = crate::domain::passkeys::Passkeys::new(store.clone(), &config.public_url)?;
         Ok(Self(Arc::new(Inner {
             config,
             agents: Agents::new(store.clone()),
@@ -272,6 +275,7 @@ impl AppState {
             channels: Channels::new(store.clone()),
             groups: Groups::new(store.clone()),
             factors: crate::domain::factors::Factors::new(store.clone(), second_factor_required),
+            passkeys,
             store,
             authz,
             data_keys,

@@ -1,4 +1,5 @@
-//! Second factors: TOTP (RFC 6238) and recovery codes.
+//! Second factors: TOTP (RFC 6238), recovery codes, and the passkeys
+//! `domain::passkeys` registers and checks (kept in the same record).
 //!
 //! A person's factors are one record (`factors/<user>`), so enrolling,
 //! using a code and removing a factor are each one guarded write: two
@@ -52,6 +53,14 @@ pub struct FactorSet {
     /// (and cleared) at their next full sign-in.
     #[serde(default)]
     pub unseen_recovery_uses: Vec<i64>,
+    /// Registered passkeys (WebAuthn credentials, `domain::passkeys`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passkeys: Vec<super::passkeys::StoredPasskey>,
+    /// The WebAuthn user handle every passkey of this person carries (a
+    /// random UUID, never the user id): one per person, so an
+    /// authenticator keeps one passkey per account here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passkey_handle: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -80,7 +89,7 @@ pub struct RecoveryCode {
 impl FactorSet {
     /// Whether the person has a second factor to present.
     pub fn any(&self) -> bool {
-        self.totp.is_some()
+        self.totp.is_some() || !self.passkeys.is_empty()
     }
 
     /// The kinds a sign-in may ask for, as the login answer lists them.
@@ -88,6 +97,9 @@ impl FactorSet {
         let mut kinds = Vec::new();
         if self.totp.is_some() {
             kinds.push("totp");
+        }
+        if !self.passkeys.is_empty() {
+            kinds.push("passkey");
         }
         if self.recovery_left() > 0 {
             kinds.push("recovery_code");
@@ -191,12 +203,12 @@ fn normalise_recovery(code: &str) -> String {
         .collect()
 }
 
-fn recovery_digest(code: &str) -> String {
+pub(super) fn recovery_digest(code: &str) -> String {
     hex::encode(Sha256::digest(normalise_recovery(code).as_bytes()))
 }
 
 /// Ten fresh codes, `xxxxx-xxxxx` over 32 unambiguous characters (50 bits).
-fn new_recovery_codes() -> Vec<String> {
+pub(super) fn new_recovery_codes() -> Vec<String> {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
     let mut rng = rand::thread_rng();
     (0..RECOVERY_CODES)
@@ -258,11 +270,7 @@ impl Factors {
     }
 
     fn load(&self, user: &str) -> DomainResult<(FactorSet, Expect)> {
-        let key = keyspace::factors(user);
-        Ok(match self.store.get(key.as_bytes())? {
-            Some(bytes) => (decode(&bytes)?, Expect::Equals(bytes)),
-            None => (FactorSet::default(), Expect::Absent),
-        })
+        load(self.store.as_ref(), user)
     }
 
     /// Who must have a second factor: the stored setting, else the
@@ -484,14 +492,19 @@ impl Factors {
         .await
     }
 
-    /// Remove the factor `id` (a TOTP factor's id, or `recovery` for the
-    /// recovery codes). Removing the last factor removes the recovery codes
-    /// with it: they stand in for a factor, not for the password.
+    /// Remove the factor `id` (a TOTP factor's or a passkey's id, or
+    /// `recovery` for the recovery codes). Removing the last factor removes
+    /// the recovery codes with it: they stand in for a factor, not for the
+    /// password. A passkey's credential index entry goes in the same write.
     pub async fn remove(&self, user: &str, id: &str, event: AuditEvent) -> DomainResult<()> {
         retry(&self.store, || {
             let (mut set, read_as) = self.load(user)?;
+            let mut unindex = None;
             if set.totp.as_ref().is_some_and(|t| t.id == id) {
                 set.totp = None;
+            } else if let Some(at) = set.passkeys.iter().position(|p| p.id == id) {
+                let gone = set.passkeys.remove(at);
+                unindex = Some(keyspace::passkey_credential(&gone.credential_id()));
             } else if id == "recovery" && !set.recovery.is_empty() {
                 set.recovery.clear();
             } else {
@@ -502,6 +515,9 @@ impl Factors {
             }
             let mut tx = Transaction::durable();
             tx.expect(keyspace::factors(user), read_as);
+            if let Some(index) = unindex {
+                tx.delete(index);
+            }
             if set == FactorSet::default() {
                 tx.delete(keyspace::factors(user));
             } else {
@@ -573,16 +589,33 @@ pub fn reseal_all(
 }
 
 /// See [`Factors::stage_clear`]; for offline tools holding a bare store.
+/// Passkeys' credential index entries go with the record, and the write is
+/// guarded on the record as read, so a passkey registered meanwhile cannot
+/// leave an index entry behind (the caller's retry reads it again).
 pub fn stage_clear(store: &dyn Store, tx: &mut Transaction, user: &str) -> DomainResult<bool> {
     let key = keyspace::factors(user);
-    let had = store.get(key.as_bytes())?.is_some();
+    let (set, read_as) = load(store, user)?;
+    let had = read_as != Expect::Absent;
+    for passkey in &set.passkeys {
+        tx.delete(keyspace::passkey_credential(&passkey.credential_id()));
+    }
+    tx.expect(key.clone(), read_as);
     tx.delete(key);
     Ok(had)
 }
 
+/// A person's factor record as stored, with what to guard a rewrite on.
+pub(super) fn load(store: &dyn Store, user: &str) -> DomainResult<(FactorSet, Expect)> {
+    let key = keyspace::factors(user);
+    Ok(match store.get(key.as_bytes())? {
+        Some(bytes) => (decode(&bytes)?, Expect::Equals(bytes)),
+        None => (FactorSet::default(), Expect::Absent),
+    })
+}
+
 /// Rewrite a session record, guarded on it still being there: a session
 /// ended meanwhile is not brought back.
-fn stage_session_update(
+pub(super) fn stage_session_update(
     tx: &mut Transaction,
     before: &Session,
     after: &Session,

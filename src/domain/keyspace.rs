@@ -245,3 +245,10 @@ pub const FACTORS_PREFIX: &str = "factors/";
 pub fn attempts(subject: &str) -> String {
     format!("attempts/{}", hex::encode(subject))
 }
+
+/// A passkey's credential id (base64url) to the user id it belongs to:
+/// a discoverable sign-in names only the credential, and a credential is
+/// registered to one account at most.
+pub fn passkey_credential(credential_id: &str) -> String {
+    format!("pkcred/{credential_id}")
+}

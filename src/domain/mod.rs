@@ -12,6 +12,7 @@ pub mod groups;
 pub mod keyspace;
 pub mod levels;
 pub mod memory;
+pub mod passkeys;
 pub mod password;
 pub mod secrets;
 pub mod sessions;

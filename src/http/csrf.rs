@@ -40,7 +40,14 @@ pub const CSRF_FIELD: &str = "csrf_token";
 pub struct CsrfToken(pub String);
 
 /// Routes that establish credentials rather than use them.
-const CREDENTIAL_ROUTES: [&str; 3] = ["/auth/login", "/auth/setup", "/auth/complete"];
+const CREDENTIAL_ROUTES: [&str; 5] = [
+    "/auth/login",
+    "/auth/setup",
+    "/auth/complete",
+    // Signing in with a passkey alone.
+    "/auth/passkey/start",
+    "/auth/passkey/finish",
+];
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -236,8 +243,8 @@ pub async fn protect(
 }
 
 /// Headers every response carries: no framing, no sniffing, no referrer, a
-/// policy that allows nothing but tessera's own styles, scripts and forms,
-/// and HSTS behind HTTPS. Pages are never stored by caches: some show a
+/// policy that allows nothing but tessera's own styles, scripts, forms and
+/// fetches (the passkey buttons' JSON calls), and HSTS behind HTTPS. Pages are never stored by caches: some show a
 /// token once.
 pub async fn security_headers(
     State(state): State<AppState>,
@@ -250,8 +257,8 @@ pub async fn security_headers(
     headers.insert(
         "content-security-policy",
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
+             img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     headers.insert(

@@ -40,6 +40,12 @@ pub fn routes() -> Router<AppState> {
 #[derive(Deserialize)]
 struct CodeBody {
     code: Option<String>,
+    /// A passkey answer instead of a code: the ceremony started at
+    /// `POST /auth/second-factor/passkey/start`, and the credential.
+    #[serde(default)]
+    ceremony: Option<String>,
+    #[serde(default)]
+    credential: Option<Value>,
 }
 
 /// The caller's login session record: second factors belong to sessions,
@@ -52,7 +58,8 @@ fn session_of(caller: &Caller) -> ApiResult<&Session> {
 }
 
 /// The second step of signing in, or a step-up at a complete session:
-/// `{code}` (a TOTP code or a recovery code). Wrong codes count toward the
+/// `{code}` (a TOTP code or a recovery code; a passkey answer goes to
+/// `passkeys::verify_passkey`). Wrong codes count toward the
 /// login limits, by address and by account, like wrong passwords.
 pub(crate) async fn verify_code(
     state: &AppState,
@@ -121,19 +128,34 @@ async fn second_factor(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let code = if from_form {
+    let body = if from_form {
         serde_urlencoded::from_bytes::<CodeBody>(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid form body: {e}")))?
-            .code
     } else {
         serde_json::from_slice::<CodeBody>(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
-            .code
-    }
-    .unwrap_or_default();
+    };
     let was = session_of(&caller)?.stage;
-    let session = match verify_code(&state, &caller, &addr, &code).await {
-        Ok((session, _)) => session,
+    let verified = match body.credential {
+        Some(credential) if !from_form => {
+            super::passkeys::verify_passkey(
+                &state,
+                &caller,
+                &addr,
+                body.ceremony.as_deref(),
+                Some(credential),
+            )
+            .await
+        }
+        _ => {
+            let code = body.code.unwrap_or_default();
+            verify_code(&state, &caller, &addr, &code)
+                .await
+                .map(|(session, _)| session)
+        }
+    };
+    let session = match verified {
+        Ok(session) => session,
         Err(e) if from_form => {
             let why = match e {
                 ApiError::RateLimited { .. } => "limited",
@@ -170,6 +192,15 @@ pub(crate) fn own_factors(state: &AppState, caller: &Caller) -> ApiResult<Value>
             "kind": "totp",
             "created_at": totp.created_at,
             "last_used_at": totp.last_used_at,
+        }));
+    }
+    for passkey in &set.passkeys {
+        factors.push(json!({
+            "id": passkey.id,
+            "kind": "passkey",
+            "name": passkey.name,
+            "created_at": passkey.created_at,
+            "last_used_at": passkey.last_used_at,
         }));
     }
     if !set.recovery.is_empty() {

@@ -18,6 +18,7 @@ pub mod memory;
 pub mod metrics;
 pub mod openapi;
 pub mod paging;
+pub mod passkeys;
 pub mod ratelimit;
 pub mod revision;
 pub mod secrets;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(auth::routes())
         .merge(factors::routes())
+        .merge(passkeys::routes())
         .merge(forward::routes())
         .merge(agents::routes())
         .merge(groups::routes())

@@ -336,10 +336,16 @@ fn inventory() -> Vec<Op> {
             "POST",
             "/auth/second-factor",
             "auth",
-            "The second sign-in step, or a step-up: a TOTP or recovery code",
+            "The second sign-in step, or a step-up: a TOTP or recovery code, or a passkey's answer",
         )
-        .needs("a session halfway through signing in (answered with the full session, as login answers), or a signed-in one (step-up: the session counts as having just verified a factor); wrong codes count toward the login limits. The second-step page posts a form instead, answered with 303s")
-        .body(object(&[("code", string())]))
+        .needs("a session halfway through signing in (answered with the full session, as login answers), or a signed-in one (step-up: the session counts as having just verified a factor); wrong codes and passkey answers count toward the login limits. The second-step page posts a form instead, answered with 303s")
+        .body(json!({"oneOf": [
+            object(&[("code", string())]),
+            object(&[
+                ("ceremony", string()),
+                ("credential", json!({"type": "object", "description": "the PublicKeyCredential from navigator.credentials.get() for the ceremony of POST /auth/second-factor/passkey/start"})),
+            ]),
+        ]}))
         .ok(json!({"oneOf": [
             session_answer.clone(),
             object(&[("ok", boolean()), ("factor_verified_at", integer())]),
@@ -374,10 +380,80 @@ fn inventory() -> Vec<Op> {
         ]))
         .errors(&[401, 429]),
         op(
+            "POST",
+            "/auth/factors/passkey/start",
+            "auth",
+            "Start registering a passkey: a ceremony id and the options for navigator.credentials.create()",
+        )
+        .needs("the person, at their own session (a step-up when they already have a factor)")
+        .ok(object(&[
+            ("ceremony", string()),
+            ("publicKey", json!({"type": "object"})),
+        ]))
+        .errors(&[409]),
+        op(
+            "POST",
+            "/auth/factors/passkey/finish",
+            "auth",
+            "Finish registering a passkey with the browser's answer (the session counts as having just verified a factor); ten recovery codes, shown only here, when the person had none",
+        )
+        .needs("the person, at the session that started the ceremony (single use, 5 minutes); an answer made for another origin is refused")
+        .body(object(&[
+            ("ceremony", string()),
+            ("name?", string()),
+            ("credential", json!({"type": "object", "description": "the PublicKeyCredential from navigator.credentials.create(), binary fields base64url"})),
+        ]))
+        .ok(object(&[
+            ("ok", boolean()),
+            ("id", string()),
+            ("name", string()),
+            ("created_at", integer()),
+            // Ten, shown only here, when the person had no recovery codes.
+            ("recovery_codes?", list_of(string())),
+        ]))
+        .errors(&[409]),
+        op(
+            "POST",
+            "/auth/passkey/start",
+            "auth",
+            "Start signing in with a passkey alone: a ceremony id and the options for navigator.credentials.get()",
+        )
+        .anyone()
+        .ok(object(&[
+            ("ceremony", string()),
+            ("publicKey", json!({"type": "object"})),
+        ])),
+        op(
+            "POST",
+            "/auth/passkey/finish",
+            "auth",
+            "Finish signing in with a passkey: the full session, as login answers",
+        )
+        .anyone()
+        .needs("a discoverable passkey registered here, from this server's origin (--public-url); failures count toward the login limits")
+        .body(object(&[
+            ("ceremony", string()),
+            ("credential", json!({"type": "object", "description": "the PublicKeyCredential from navigator.credentials.get(), binary fields base64url"})),
+            ("auto_login?", boolean()),
+        ]))
+        .ok(session_answer.clone())
+        .errors(&[401, 429]),
+        op(
+            "POST",
+            "/auth/second-factor/passkey/start",
+            "auth",
+            "Start the second step or a step-up with a passkey; the answer goes to POST /auth/second-factor",
+        )
+        .needs("a session halfway through signing in, or a signed-in one, of a person with a passkey")
+        .ok(object(&[
+            ("ceremony", string()),
+            ("publicKey", json!({"type": "object"})),
+        ])),
+        op(
             "DELETE",
             "/auth/factors/{id}",
             "auth",
-            "Remove a second factor (`recovery` for the recovery codes)",
+            "Remove a second factor: a TOTP factor or a passkey by id, `recovery` for the recovery codes",
         )
         .needs("the person, with a second factor verified in the last 15 minutes (step-up)")
         .ok(ok_flag()),
@@ -1123,7 +1199,7 @@ fn pages() -> Vec<Op> {
         signed_out(
             "GET",
             "/static/app.js",
-            "The pages' one script (copy buttons, prompts)",
+            "The pages' one script (copy buttons, prompts, passkeys)",
         )
         .answer(Answer::Bytes("text/javascript")),
         signed_out("GET", "/auth/login", "The sign-in page")

@@ -1,7 +1,9 @@
 //! The second-factor pages: the second sign-in step, and the console's
 //! factor list with TOTP enrolment (QR code as inline SVG, the key as text,
-//! a confirming code, then the recovery codes shown once), step-up and
-//! removal. Every change goes through the same functions as
+//! a confirming code, then the recovery codes shown once), passkeys, step-up
+//! and removal. Passkey ceremonies need the browser's WebAuthn API, so
+//! their buttons are `static/app.js`'s (posting to `/auth/factors/passkey/*`
+//! and `/auth/second-factor`); everything else is a plain form. Every change goes through the same functions as
 //! `/auth/factors/...` (authorization, rate limits and audit included).
 
 use askama::Template;
@@ -37,6 +39,7 @@ const NOTICES: &[(&str, &str)] = &[
         "Verified. Sensitive changes are open for 15 minutes.",
     ),
     ("removed", "The factor was removed."),
+    ("passkey_added", "Passkey registered."),
     (
         "recovery_used",
         "A recovery code of yours was used to sign in since you last signed in. If that was not you, change your password and remove and add your factors again.",
@@ -47,6 +50,7 @@ const NOTICES: &[(&str, &str)] = &[
 #[template(path = "second_factor.html")]
 struct SecondStep {
     chrome: Chrome,
+    has_passkey: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -61,16 +65,22 @@ async fn second_step(
     MaybeCaller(caller): MaybeCaller,
     Query(query): Query<StepQuery>,
 ) -> Response {
-    let halfway = caller
-        .as_ref()
-        .and_then(|c| c.session.as_ref())
-        .is_some_and(|s| s.stage == Stage::SecondFactor);
-    if !halfway {
+    let halfway = caller.as_ref().filter(|c| {
+        c.session
+            .as_ref()
+            .is_some_and(|s| s.stage == Stage::SecondFactor)
+    });
+    let Some(halfway) = halfway else {
         return see_other(match caller {
             Some(_) => &state.config.home,
             None => "/auth/login",
         });
-    }
+    };
+    // Offered when the person has one (a failed read just offers none).
+    let has_passkey = state
+        .factors
+        .of(&halfway.user.id)
+        .is_ok_and(|set| !set.passkeys.is_empty());
     let error = query.error.as_deref().map(|code| {
         match code {
             "limited" => "Too many attempts. Wait a few minutes and try again.",
@@ -87,6 +97,7 @@ async fn second_step(
         status,
         &SecondStep {
             chrome: Chrome::new(&csrf, None, "").error(error),
+            has_passkey,
         },
     )
 }
@@ -104,6 +115,7 @@ struct FactorsPage {
     chrome: Chrome,
     factors: Vec<FactorRow>,
     has_totp: bool,
+    has_passkey: bool,
     must_enrol: bool,
 }
 
@@ -126,6 +138,14 @@ async fn render(
             label: "Authenticator app".into(),
             added: when(totp.created_at),
             last_used: totp.last_used_at.map(when).unwrap_or_default(),
+        });
+    }
+    for passkey in &set.passkeys {
+        factors.push(FactorRow {
+            id: passkey.id.clone(),
+            label: format!("Passkey: {}", passkey.name),
+            added: when(passkey.created_at),
+            last_used: passkey.last_used_at.map(when).unwrap_or_default(),
         });
     }
     if !set.recovery.is_empty() {
@@ -154,6 +174,7 @@ async fn render(
                 .error(error),
             factors,
             has_totp: set.totp.is_some(),
+            has_passkey: !set.passkeys.is_empty(),
             must_enrol,
         },
     )

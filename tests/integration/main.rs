@@ -26,6 +26,7 @@ mod logs;
 mod lookups;
 mod migrations;
 mod openapi;
+mod passkeys;
 mod private_data;
 mod private_property;
 mod proxies;

@@ -14,6 +14,7 @@
 //! (`.ci/run` installs Debian's `chromium` and `chromium-driver`).
 
 mod cross_site;
+mod passkeys;
 mod prompts;
 mod story;
 
@@ -143,6 +144,33 @@ impl Tessera {
             .stderr(Stdio::from(file));
         let server = helpers::spawn(cmd);
         let base = format!("http://{}", server.addr);
+        Self {
+            server,
+            base,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The same, as people reach it at `http://localhost:<port>`, with
+    /// `--public-url` saying so: the origin passkeys are bound to (browsers
+    /// allow WebAuthn over plain HTTP only on localhost).
+    pub fn start_at_localhost() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let log = dir.path().join("tessera.log");
+        let file = std::fs::File::create(&log).expect("the log file");
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(dir.path().join("data"))
+            .args(["--public-url", &format!("http://localhost:{port}")])
+            .env_remove("TESSERA_LISTEN")
+            .env_remove("TESSERA_DATA")
+            .env_remove("TESSERA_PUBLIC_URL")
+            .env("RUST_LOG", "tessera=info,tower_http=debug")
+            .stderr(Stdio::from(file));
+        let server = helpers::spawn(cmd);
+        let base = format!("http://localhost:{}", server.addr.port());
         Self {
             server,
             base,
@@ -359,10 +387,18 @@ pub fn screenshot_root() -> PathBuf {
 
 impl Rig {
     pub fn new(test: &str) -> Self {
+        Self::with(test, Tessera::start())
+    }
+
+    /// With tessera at `http://localhost:<port>` (passkeys).
+    pub fn at_localhost(test: &str) -> Self {
+        Self::with(test, Tessera::start_at_localhost())
+    }
+
+    fn with(test: &str, tessera: Tessera) -> Self {
         let dir = screenshot_root().join(test);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("the screenshot directory");
-        let tessera = Tessera::start();
         let driver = Driver::start();
         Self {
             driver,
