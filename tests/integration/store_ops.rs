@@ -501,3 +501,49 @@ fn a_backup_restores_into_postgres_and_serves_the_same_users() {
         .iter()
         .any(|(k, _)| k.starts_with(b"grant/helper/")));
 }
+
+#[test]
+fn ready_reports_the_database_going_and_coming_back() {
+    // Its own cluster: stopping it must not disturb the other tests.
+    let mut cluster = PgCluster::start(false).unwrap();
+    let url = cluster.create_database("ready").unwrap();
+    let dir = private_tempdir();
+    let data = dir.path().join("data");
+    let server = serve_on(&url, &data.join("keys"), &data);
+
+    let (status, body) = http(server.addr, "GET", "/ready", None, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"status": "ready", "store": "postgres"}));
+
+    cluster.stop();
+    let (status, body) = http(server.addr, "GET", "/ready", None, None);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["store"], "postgres");
+    let error = body["error"].as_str().unwrap();
+    assert!(!error.is_empty());
+    // Nothing about where the database is or who connects to it.
+    let port = cluster.port().to_string();
+    for secret in [
+        "127.0.0.1",
+        port.as_str(),
+        "tessera@",
+        "postgres://",
+        "ready",
+    ] {
+        assert!(!error.contains(secret), "{secret:?} in {error:?}");
+    }
+
+    cluster.resume().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http(server.addr, "GET", "/ready", None, None);
+        if status == 200 {
+            assert_eq!(body, json!({"status": "ready", "store": "postgres"}));
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready again: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(server);
+}
