@@ -614,6 +614,12 @@ fn restore(config: &Config, from: &std::path::Path, force: bool) -> Result<(), S
             tessera::datadir::create_private(parent).map_err(|e| e.to_string())?;
         }
         let store = tessera::store::PostgresStore::connect(url).map_err(|e| e.to_string())?;
+        let running = tessera::storecopy::servers_on(url)?;
+        if running > 0 {
+            return Err(format!(
+                "{running} tessera server(s) are running on this database; stop them first"
+            ));
+        }
         let n = tessera::migrate::backup::restore_postgres(&bytes, &store, &keys, force)?;
         println!(
             "restored {n} entries into {}; the keys are in {} (give every replica --keys {})",

@@ -158,6 +158,51 @@ fn open_sled(store_dir: &Path) -> Result<SledStore, String> {
     })
 }
 
+/// The application name every running server's follower connects with
+/// (`store/postgres.rs`): one per server on a PostgreSQL store.
+const FOLLOWER: &str = "tessera-follower";
+
+/// How many tessera servers are running on the database at `url`, counted
+/// by their followers' connections. PostgreSQL has no directory lock to
+/// refuse a copy or a restore under running servers, as sled's does.
+pub fn servers_on(url: &str) -> Result<i64, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting a runtime: {e}"))?;
+    let place = redact(url);
+    runtime.block_on(async {
+        let failed = |e: tokio_postgres::Error| format!("PostgreSQL at {place}: {e}");
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(failed)?;
+        let connection = tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name = $1",
+                &[&FOLLOWER],
+            )
+            .await
+            .map_err(failed)?;
+        drop(client);
+        let _ = connection.await;
+        Ok(row.get::<_, i64>(0))
+    })
+}
+
+/// Refuse a database that running servers use.
+fn refuse_running(url: &str, what: &Endpoint) -> Result<(), String> {
+    match servers_on(url)? {
+        0 => Ok(()),
+        n => Err(format!(
+            "{n} tessera server(s) are running on {}; stop them first (a copy needs every \
+             server on both sides stopped)",
+            what.describe()
+        )),
+    }
+}
+
 fn open_source(from: &Endpoint) -> Result<Side, String> {
     match from {
         Endpoint::Sled(dir) => {
@@ -172,9 +217,11 @@ fn open_source(from: &Endpoint) -> Result<Side, String> {
                 data_dir: dir.clone(),
             })
         }
-        Endpoint::Postgres(url) => PostgresStore::connect(url)
-            .map(Side::Postgres)
-            .map_err(store_error(&from.describe())),
+        Endpoint::Postgres(url) => {
+            let store = PostgresStore::connect(url).map_err(store_error(&from.describe()))?;
+            refuse_running(url, from)?;
+            Ok(Side::Postgres(store))
+        }
     }
 }
 
@@ -187,9 +234,11 @@ fn open_target(to: &Endpoint) -> Result<Side, String> {
                 data_dir: dir.clone(),
             })
         }
-        Endpoint::Postgres(url) => PostgresStore::connect(url)
-            .map(Side::Postgres)
-            .map_err(store_error(&to.describe())),
+        Endpoint::Postgres(url) => {
+            let store = PostgresStore::connect(url).map_err(store_error(&to.describe()))?;
+            refuse_running(url, to)?;
+            Ok(Side::Postgres(store))
+        }
     }
 }
 

@@ -18,17 +18,36 @@ use crate::helpers::{command, http, open_sled, private_tempdir, spawn, start, st
 
 /// One cluster for this module's tests (but `/ready`'s, which stops its
 /// own); each test takes databases of its own in it.
-fn database(name: &str) -> String {
+fn cluster() -> std::sync::MutexGuard<'static, PgCluster> {
     static CLUSTER: OnceLock<Mutex<PgCluster>> = OnceLock::new();
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let cluster =
-        CLUSTER.get_or_init(|| Mutex::new(PgCluster::start(false).expect("a PostgreSQL cluster")));
-    let name = format!("{name}_{}", NEXT.fetch_add(1, Ordering::SeqCst));
-    cluster
+    CLUSTER
+        .get_or_init(|| Mutex::new(PgCluster::start(false).expect("a PostgreSQL cluster")))
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .create_database(&name)
-        .unwrap()
+}
+
+fn database(name: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("{name}_{}", NEXT.fetch_add(1, Ordering::SeqCst));
+    cluster().create_database(&name).unwrap()
+}
+
+/// Wait (bounded) until a server started on `url` follows its changes:
+/// its follower connects after the server starts listening.
+fn wait_for_follower(url: &str) {
+    let name = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = '{name}' AND application_name = 'tessera-follower'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster().sql(&sql).unwrap() == "0" {
+        assert!(
+            Instant::now() < deadline,
+            "the server never followed {name}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn tessera(args: &[&str]) -> Output {
@@ -400,6 +419,33 @@ fn a_copy_refuses_an_occupied_target_and_a_running_servers_directory() {
     assert!(err.contains("in use by a running tessera server"), "{err}");
     stop(server);
     assert!(pg_export(&empty).is_empty());
+    // PostgreSQL has no such lock: the servers running on it are counted.
+    let replica = serve_on(&url, &a.join("keys"), &dir.path().join("replica"));
+    wait_for_follower(&url);
+    let err = fails(&copy_args(&url, s(&dir.path().join("c")), &[]));
+    assert!(err.contains("1 tessera server(s) are running"), "{err}");
+    let err = fails(&copy_args(s(&b), &url, &["--force"]));
+    assert!(err.contains("1 tessera server(s) are running"), "{err}");
+    let file = dir.path().join("b.tbk");
+    succeeds(&["backup", "--data", s(&b), "--to", s(&file)]);
+    let err = fails(&[
+        "restore",
+        "--from",
+        s(&file),
+        "--store",
+        &url,
+        "--keys",
+        s(&dir.path().join("k")),
+        "--force",
+    ]);
+    assert!(err.contains("running on this database"), "{err}");
+    let (status, body) = http(replica.addr, "GET", "/ready", None, None);
+    assert_eq!(
+        status, 200,
+        "the running server's database is untouched: {body}"
+    );
+    stop(replica);
+    assert_eq!(pg_export(&url), original);
     // The refused target is untouched (the server itself may have added to
     // it while it ran).
     let after = sled_export(&a);
