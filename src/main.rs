@@ -671,18 +671,26 @@ fn store_copy(
         "total", report.entries, report.entries
     );
     println!("both sides read back and compared: every entry matches");
-    let keys = keys.or_else(|| match (&from, &to) {
-        (Endpoint::Sled(dir), _) | (_, Endpoint::Sled(dir)) => Some(Config::new(dir).keys_dir()),
-        _ => None,
+    // Only a sled source's directory is known to hold them: a copy never
+    // writes keys anywhere.
+    let keys = keys.or_else(|| match &from {
+        Endpoint::Sled(dir) => Some(Config::new(dir).keys_dir()),
+        Endpoint::Postgres(_) => None,
     });
-    match keys {
-        Some(keys) => println!(
+    match (keys, &to) {
+        (Some(keys), _) => println!(
             "the signing and data keys are files, never copied into a database: they stay in \
              {}; give every server on this store --keys {} (replicas share that directory)",
             keys.display(),
             keys.display()
         ),
-        None => println!(
+        (None, Endpoint::Sled(dir)) => println!(
+            "the signing and data keys are files and were not copied: start the server on {} \
+             with --keys and the directory the replicas were given, or put those files in {}",
+            dir.display(),
+            Config::new(dir).keys_dir().display()
+        ),
+        (None, Endpoint::Postgres(_)) => println!(
             "the signing and data keys are files, never copied into a database: give every \
              server on this store --keys with the directory they are in"
         ),

@@ -308,6 +308,9 @@ fn store_copy_moves_an_install_into_postgres_and_back() {
     let b = dir.path().join("b");
     let report = succeeds(&copy_args(&url, s(&b), &[]));
     assert!(report.contains("every entry matches"), "{report}");
+    // No keys came along, and the report does not pretend they did.
+    assert!(report.contains("were not copied"), "{report}");
+    assert!(!b.join("keys").exists());
     let there = pg_export(&url);
     assert_eq!(sled_export(&b), there, "sled holds what PostgreSQL held");
     let server = crate::helpers::start_with(&b, &["--keys", s(&keys)]);
