@@ -131,6 +131,9 @@ pub fn verify_store(config: &Config) -> Result<Verified, String> {
 /// Read every entry of `store` and decode it; the count, or what does not
 /// decode (`place` names the store in the message).
 fn decode_all(store: &dyn Store, place: &str) -> Result<u64, String> {
+    // As every server does first: an interrupted copy or restore is not a
+    // whole store, however well its records decode.
+    crate::migrate::schema::version(store).map_err(|e| format!("{place}: {e}"))?;
     let mut records = 0u64;
     let mut undecodable = Vec::new();
     let mut after: Option<Vec<u8>> = None;

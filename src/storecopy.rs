@@ -401,12 +401,11 @@ pub fn copy(
             let room = usize::try_from(limit.saturating_sub(written)).unwrap_or(usize::MAX);
             if page.len() >= room {
                 page.truncate(room);
-                write_page(
-                    dst,
-                    &page,
-                    after.as_deref(),
-                    page.last().map(|(k, _)| &k[..]),
-                )?;
+                // Bounded by the page's own last key: an empty page must
+                // not stand for "nothing more in the source".
+                if let Some((last, _)) = page.last() {
+                    write_page(dst, &page, after.as_deref(), Some(last))?;
+                }
                 written += page.len() as u64;
                 dst.flush().map_err(store_error("flushing the target"))?;
                 return Ok(Outcome::Stopped { written });

@@ -350,6 +350,8 @@ fn an_interrupted_copy_is_never_served_and_a_rerun_ends_equal_to_a_clean_copy() 
     assert!(refusal.contains("interrupted"), "{refusal}");
     let status = fails(&["migrate", "status", "--store", &url]);
     assert!(status.contains("interrupted"), "{status}");
+    let verify = fails(&["store", "verify", "--store", &url]);
+    assert!(verify.contains("interrupted"), "{verify}");
     // A resumed run cut short again stays marked.
     fails(&copy_args(s(&a), &url, &["--stop-after", "20"]));
     assert!(PostgresStore::connect(&url)
