@@ -18,6 +18,7 @@ pub mod migrate;
 pub mod pgcluster;
 pub mod state;
 pub mod store;
+pub mod storecopy;
 pub mod web;
 
 pub use config::Config;

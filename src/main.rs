@@ -240,10 +240,35 @@ enum UsersAction {
 
 #[derive(Subcommand)]
 enum StoreAction {
-    /// Run the start-up proof and a full scan; exit non-zero naming what is wrong.
+    /// Run the start-up proof (sled) and a full scan; exit non-zero naming
+    /// what is wrong.
     Verify {
         #[command(flatten)]
         data: DataArg,
+    },
+    /// Copy a whole store between engines with every server stopped: a sled
+    /// data directory into PostgreSQL, or back. Each of --from and --to is a
+    /// data directory or a postgres:// URL. Safe to interrupt: rerun the same
+    /// command to finish. Ends by comparing both sides.
+    Copy {
+        /// The store to copy: a data directory or a postgres:// URL.
+        #[arg(long)]
+        from: String,
+        /// Where to copy it: a data directory or a postgres:// URL. Must be
+        /// empty (or hold an interrupted copy, which is finished).
+        #[arg(long)]
+        to: String,
+        /// Replace a target that already holds a store.
+        #[arg(long)]
+        force: bool,
+        /// Where the signing and data keys are, for the report (default: the
+        /// sled side's DIR/keys). Keys are never copied into a database.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// Tests only: stop after writing this many entries, as an
+        /// interruption would.
+        #[arg(long, hide = true)]
+        stop_after: Option<u64>,
     },
 }
 
@@ -400,12 +425,27 @@ fn main() -> ExitCode {
         ),
         Command::Store {
             action: StoreAction::Verify { data },
-        } => tessera::maintenance::verify_store(&data.config()).map(|v| {
-            println!(
+        } => tessera::maintenance::verify_store(&data.config()).map(|v| match v.proof {
+            Some(proof) => println!(
                 "store verified: revision {} ({} acknowledged), {} records, every one decodes",
-                v.proof.revision, v.proof.acknowledged, v.records
-            )
+                proof.revision, proof.acknowledged, v.records
+            ),
+            None => println!(
+                "store verified: {} records, every one decodes (PostgreSQL: there is no \
+                 integrity proof as on sled; durability is PostgreSQL's)",
+                v.records
+            ),
         }),
+        Command::Store {
+            action:
+                StoreAction::Copy {
+                    from,
+                    to,
+                    force,
+                    keys,
+                    stop_after,
+                },
+        } => store_copy(&from, &to, force, keys, stop_after),
         Command::Users {
             action: UsersAction::ResetFactors { data, username },
         } => tessera::maintenance::reset_factors(&data.config(), &username).map(|had| {
@@ -580,10 +620,93 @@ fn fetch_backup(server: &str, token: &str, password: &str) -> Result<Vec<u8>, St
 
 fn restore(config: &Config, from: &std::path::Path, force: bool) -> Result<(), String> {
     let bytes = std::fs::read(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    if let Some(url) = &config.store_url {
+        let keys = config.keys_dir();
+        if let Some(parent) = keys.parent() {
+            tessera::datadir::create_private(parent).map_err(|e| e.to_string())?;
+        }
+        let store = tessera::store::PostgresStore::connect(url).map_err(|e| e.to_string())?;
+        let running = tessera::storecopy::servers_on(url)?;
+        if running > 0 {
+            return Err(format!(
+                "{running} tessera server(s) are running on this database; stop them first"
+            ));
+        }
+        let n = tessera::migrate::backup::restore_postgres(&bytes, &store, &keys, force)?;
+        println!(
+            "restored {n} entries into {}; the keys are in {} (give every replica --keys {})",
+            tessera::storecopy::redact(url),
+            keys.display(),
+            keys.display()
+        );
+        return Ok(());
+    }
     tessera::datadir::create_private(&config.data_dir).map_err(|e| e.to_string())?;
     let n =
         tessera::migrate::backup::restore(&bytes, &config.store_dir(), &config.keys_dir(), force)?;
     println!("restored {n} entries into {}", config.data_dir.display());
+    Ok(())
+}
+
+fn store_copy(
+    from: &str,
+    to: &str,
+    force: bool,
+    keys: Option<PathBuf>,
+    stop_after: Option<u64>,
+) -> Result<(), String> {
+    use tessera::storecopy::{copy, Endpoint, Outcome};
+    let (from, to) = (Endpoint::parse(from), Endpoint::parse(to));
+    let report = match copy(&from, &to, force, stop_after)? {
+        Outcome::Done(report) => report,
+        Outcome::Stopped { written } => {
+            return Err(format!(
+                "stopped after {written} entries as asked; {} is marked incomplete and is \
+                 not served: rerun the same command to finish",
+                to.describe()
+            ))
+        }
+    };
+    if report.replaced {
+        println!("{} was emptied first (--force)", to.describe());
+    }
+    if report.resumed {
+        println!("finished an interrupted copy");
+    }
+    println!("copied {} to {}", from.describe(), to.describe());
+    println!("{:<16} {:>10} {:>10}", "kind", "source", "target");
+    for (kind, count) in &report.kinds {
+        println!("{kind:<16} {count:>10} {count:>10}");
+    }
+    println!(
+        "{:<16} {:>10} {:>10}",
+        "total", report.entries, report.entries
+    );
+    println!("both sides read back and compared: every entry matches");
+    // Only a sled source's directory is known to hold them: a copy never
+    // writes keys anywhere.
+    let keys = keys.or_else(|| match &from {
+        Endpoint::Sled(dir) => Some(Config::new(dir).keys_dir()),
+        Endpoint::Postgres(_) => None,
+    });
+    match (keys, &to) {
+        (Some(keys), _) => println!(
+            "the signing and data keys are files, never copied into a database: they stay in \
+             {}; give every server on this store --keys {} (replicas share that directory)",
+            keys.display(),
+            keys.display()
+        ),
+        (None, Endpoint::Sled(dir)) => println!(
+            "the signing and data keys are files and were not copied: start the server on {} \
+             with --keys and the directory the replicas were given, or put those files in {}",
+            dir.display(),
+            Config::new(dir).keys_dir().display()
+        ),
+        (None, Endpoint::Postgres(_)) => println!(
+            "the signing and data keys are files, never copied into a database: give every \
+             server on this store --keys with the directory they are in"
+        ),
+    }
     Ok(())
 }
 

@@ -4,6 +4,10 @@
 
 pub const META_SCHEMA_VERSION: &str = "meta/schema_version";
 
+/// Present while `tessera store copy` (or a restore into PostgreSQL) fills
+/// a store: such a store is refused until the copy is finished.
+pub const META_COPY_INCOMPLETE: &str = "meta/copy_incomplete";
+
 pub fn user(id: &str) -> String {
     format!("user/{id}")
 }

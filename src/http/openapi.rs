@@ -250,7 +250,10 @@ fn inventory() -> Vec<Op> {
             "The store answers: safe to send traffic",
         )
         .anyone()
-        .ok(object(&[("status", json!({"const": "ready"}))]))
+        .ok(object(&[
+            ("status", json!({"const": "ready"})),
+            ("store?", json!({"const": "postgres"})),
+        ]))
         .errors(&[503]),
         op(
             "GET",

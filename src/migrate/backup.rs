@@ -13,7 +13,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::store::{SledStore, Store, Transaction};
+use crate::store::{PostgresStore, SledStore, Store, Transaction};
 
 const MAGIC: &[u8] = b"TESSERA-BACKUP\n";
 const FORMAT: u32 = 1;
@@ -196,6 +196,77 @@ pub fn restore(
     // The data directory is tessera's alone, whatever the umask was.
     let data_dir = store_dir.parent().unwrap_or(store_dir);
     crate::datadir::tighten(data_dir).map_err(|e| e.to_string())?;
+    Ok(snapshot.entries.len())
+}
+
+/// Restore a backup into a PostgreSQL store and its key files into
+/// `keys_dir` (the directory every replica is given with `--keys`). Refuses
+/// a database or keys directory that holds anything unless `force`, in
+/// which case both are emptied first.
+///
+/// Marked incomplete while it runs (see `storecopy`): an interrupted
+/// restore is refused by every server until a rerun with `--force` finishes.
+pub fn restore_postgres(
+    bytes: &[u8],
+    store: &PostgresStore,
+    keys_dir: &Path,
+    force: bool,
+) -> Result<usize, String> {
+    let snapshot = decode(bytes)?;
+    if snapshot
+        .entries
+        .iter()
+        .any(|(k, _)| k == crate::storecopy::INCOMPLETE.as_bytes())
+    {
+        return Err("this backup is of an interrupted copy; it is not a whole store".into());
+    }
+    let has_keys = !key_files(keys_dir)?.is_empty();
+    let has_data = !store
+        .scan(b"", None, 1)
+        .map_err(|e| e.to_string())?
+        .is_empty();
+    if has_data || has_keys {
+        if !force {
+            return Err(format!(
+                "{} already holds {}; pass --force to replace {}",
+                if has_data {
+                    "the database".to_owned()
+                } else {
+                    keys_dir.display().to_string()
+                },
+                if has_data { "a store" } else { "keys" },
+                if has_data && has_keys {
+                    "the store and the keys"
+                } else {
+                    "it"
+                }
+            ));
+        }
+        store.clear().map_err(|e| e.to_string())?;
+        if keys_dir.exists() {
+            fs::remove_dir_all(keys_dir).map_err(|e| format!("{}: {e}", keys_dir.display()))?;
+        }
+    }
+    crate::storecopy::mark_incomplete(store, "a backup")?;
+    for chunk in snapshot.entries.chunks(crate::storecopy::PAGE) {
+        let mut tx = Transaction::new();
+        for (k, v) in chunk {
+            tx.put(k.clone(), v.clone());
+        }
+        store.commit(&tx).map_err(|e| e.to_string())?;
+    }
+    // The keys are in place before the store stops being marked: a store
+    // that can be served always has them.
+    crate::datadir::create_private(keys_dir).map_err(|e| e.to_string())?;
+    fs::set_permissions(
+        keys_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .map_err(|e| format!("{}: {e}", keys_dir.display()))?;
+    for (name, data) in &snapshot.key_files {
+        write_file(&keys_dir.join(name), data)?;
+    }
+    crate::storecopy::mark_complete(store)?;
     Ok(snapshot.entries.len())
 }
 

@@ -23,6 +23,8 @@ pub enum SchemaError {
     TooNew { found: u32, supported: u32 },
     #[error("the store's schema version record is damaged: {0:?}")]
     Damaged(String),
+    #[error("the store holds an interrupted `tessera store copy` (or restore): it is not whole, so it is not served; rerun the same command to finish it")]
+    IncompleteCopy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -30,6 +32,14 @@ pub enum SchemaError {
 /// The recorded version; an unstamped store is version 1 if it holds
 /// anything (it predates versioning) and `None` if it is empty.
 pub fn version(store: &dyn Store) -> Result<Option<u32>, SchemaError> {
+    // Every server and command asks this first: a half-filled store must
+    // not pass for an empty or a complete one.
+    if store
+        .get(crate::domain::keyspace::META_COPY_INCOMPLETE.as_bytes())?
+        .is_some()
+    {
+        return Err(SchemaError::IncompleteCopy);
+    }
     match store.get(VERSION_KEY.as_bytes())? {
         Some(bytes) => {
             let text = String::from_utf8_lossy(&bytes).into_owned();

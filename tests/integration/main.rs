@@ -36,6 +36,7 @@ mod scoped_listings;
 mod secrets_at_rest;
 mod sessions;
 mod slow_clients;
+mod store_ops;
 mod tokens;
 mod web_admin;
 mod web_agents;
