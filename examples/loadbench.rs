@@ -3,7 +3,14 @@
 //! directory), drives it with C concurrent keep-alive HTTP/1.1 connections
 //! for S seconds per scenario, and prints one table.
 //!
-//!     cargo run --release --example loadbench -- [--users 1000] [--agents 10000] [--grants 50000] [--shared 1000] [--sessions 10000] [--connections 64] [--seconds 5] [--only NAME]
+//!     cargo run --release --example loadbench -- [--users 1000] [--agents 10000] [--grants 50000] [--shared 1000] [--sessions 10000] [--connections 64] [--seconds 5] [--only NAME] [--store postgres://...|postgres] [--replicas 1]
+//!
+//! `--store postgres://...` runs on that PostgreSQL database (it must be
+//! empty); `--store postgres` starts a throwaway cluster (fsync on, see
+//! `tessera::pgcluster`). `--replicas N` serves N replicas of one store in
+//! this process, each with its own listener, cache and follower, and
+//! spreads the connections over them; then it measures how long a
+//! revocation made through the first takes to be refused by the second.
 //!
 //! The two `cold:` scenarios keep the decision cache from helping: a sharee
 //! holding `use` on `--shared` agents reads a random one of them per
@@ -53,6 +60,9 @@ struct Args {
     sessions: usize,
     /// Run only the scenarios whose name contains this (plus /health).
     only: Option<String>,
+    /// A PostgreSQL store instead of sled (`postgres`: a throwaway one).
+    store: Option<String>,
+    replicas: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -65,12 +75,18 @@ fn parse_args() -> Result<Args, String> {
         shared: 1_000,
         sessions: 10_000,
         only: None,
+        store: None,
+        replicas: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         if flag == "--only" {
             args.only = Some(value);
+            continue;
+        }
+        if flag == "--store" {
+            args.store = Some(value);
             continue;
         }
         let number: u64 = value
@@ -84,6 +100,7 @@ fn parse_args() -> Result<Args, String> {
             "--grants" => args.grants = number as usize,
             "--shared" => args.shared = number.max(1) as usize,
             "--sessions" => args.sessions = number as usize,
+            "--replicas" => args.replicas = number.max(1) as usize,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -252,8 +269,10 @@ async fn connection_loop(
     Ok(out)
 }
 
+/// Runs `scenario` over connections spread evenly over `addrs` (the
+/// replicas).
 async fn run_scenario(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     scenario: &Scenario,
     args: &Args,
 ) -> Result<Outcome, String> {
@@ -262,11 +281,23 @@ async fn run_scenario(
         .flood
         .iter()
         .flat_map(|f| {
-            (0..8).map(move |_| tokio::spawn(connection_loop(addr, (**f).clone(), until)))
+            (0..8).map(move |i| {
+                tokio::spawn(connection_loop(
+                    addrs[i % addrs.len()],
+                    (**f).clone(),
+                    until,
+                ))
+            })
         })
         .collect();
     let tasks: Vec<_> = (0..args.connections)
-        .map(|_| tokio::spawn(connection_loop(addr, scenario.clone(), until)))
+        .map(|i| {
+            tokio::spawn(connection_loop(
+                addrs[i % addrs.len()],
+                scenario.clone(),
+                until,
+            ))
+        })
         .collect();
     let mut total = Outcome::default();
     for task in tasks {
@@ -300,22 +331,47 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 
 async fn bench(args: Args) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let state = AppState::open(Config::new(dir.path())).map_err(|e| e.to_string())?;
+    // Kept alive for the whole run when the bench starts its own.
+    let mut _cluster = None;
+    let store_url = match args.store.as_deref() {
+        None => None,
+        Some("postgres") => {
+            let cluster = tessera::pgcluster::PgCluster::start(true)?;
+            let url = cluster.create_database("loadbench")?;
+            _cluster = Some(cluster);
+            Some(url)
+        }
+        Some(url) => Some(url.to_owned()),
+    };
+    if store_url.is_none() && args.replicas > 1 {
+        return Err("--replicas needs --store: sled serves one process".into());
+    }
+    let mut addrs = Vec::new();
+    let mut states = Vec::new();
+    for replica in 0..args.replicas {
+        let mut config = Config::new(dir.path().join(format!("replica-{replica}")));
+        config.store_url = store_url.clone();
+        // Every replica signs and seals with the same keys.
+        config.keys = Some(dir.path().join("keys"));
+        let state = AppState::open(config).map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        addrs.push(listener.local_addr().map_err(|e| e.to_string())?);
+        let limits = ConnectionLimits::from(&state.config);
+        tokio::spawn(tessera::http::server::serve(
+            listener,
+            tessera::app(state.clone()),
+            limits,
+            std::future::pending(),
+        ));
+        states.push(state);
+    }
+    let state = states[0].clone();
     let store = state.store.clone();
     let authz_state = state.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let addr = addrs[0];
     let host = addr.to_string();
-    let limits = ConnectionLimits::from(&state.config);
-    let app = tessera::app(state);
-    tokio::spawn(tessera::http::server::serve(
-        listener,
-        app,
-        limits,
-        std::future::pending(),
-    ));
 
     let setup = call(
         &host,
@@ -558,7 +614,11 @@ async fn bench(args: Args) -> Result<(), String> {
     ];
 
     println!(
-        "tessera loadbench: {} users, {} agents, {} grants, {} connections, {} s per scenario, {} cores",
+        "tessera loadbench: {}, {} users, {} agents, {} grants, {} connections, {} s per scenario, {} cores",
+        match &store_url {
+            Some(_) => format!("PostgreSQL, {} replica(s)", args.replicas),
+            None => "sled".to_owned(),
+        },
         args.users,
         args.agents,
         args.grants,
@@ -579,7 +639,7 @@ async fn bench(args: Args) -> Result<(), String> {
                 continue;
             }
         }
-        let o = run_scenario(addr, scenario, &args).await?;
+        let o = run_scenario(&addrs, scenario, &args).await?;
         let seconds = o.elapsed.as_secs_f64().max(1e-9);
         let rps = o.requests as f64 / seconds;
         let base = *health_rps.get_or_insert(rps);
@@ -619,7 +679,85 @@ async fn bench(args: Args) -> Result<(), String> {
             );
         }
     }
+    if addrs.len() > 1 {
+        revocation_delays(&addrs, &admin).await?;
+    }
     Ok(())
+}
+
+/// Share an agent with a person through the first replica, let the second
+/// remember their read, unshare through the first and time how long the
+/// second keeps allowing it: the cross-replica revocation delay.
+async fn revocation_delays(addrs: &[SocketAddr], admin: &str) -> Result<(), String> {
+    let (a, b) = (addrs[0].to_string(), addrs[1].to_string());
+    let (person, _) = invite_user(&a, admin, "revoked-reader").await?;
+    call(
+        &a,
+        "POST",
+        "/api/agents",
+        Some(admin),
+        Some(json!({"name": "revocation-probe"})),
+    )
+    .await?;
+    let mut delays = Vec::new();
+    let trials = 100;
+    for _ in 0..trials {
+        call(
+            &a,
+            "POST",
+            "/api/agents/revocation-probe/shares",
+            Some(admin),
+            Some(json!({"user": "revoked-reader", "level": "use"})),
+        )
+        .await?;
+        // Warm: the second replica answers it, and remembers.
+        let warm = Instant::now();
+        while !status_ok(&b, "/api/agents/revocation-probe", &person).await? {
+            if warm.elapsed() > Duration::from_secs(5) {
+                return Err("the share never reached the second replica".into());
+            }
+        }
+        call(
+            &a,
+            "DELETE",
+            "/api/agents/revocation-probe/shares/revoked-reader",
+            Some(admin),
+            None,
+        )
+        .await?;
+        let revoked = Instant::now();
+        while status_ok(&b, "/api/agents/revocation-probe", &person).await? {
+            if revoked.elapsed() > Duration::from_secs(5) {
+                return Err("the second replica still allowed after 5 s".into());
+            }
+        }
+        delays.push(revoked.elapsed().as_micros().min(u32::MAX as u128) as u32);
+    }
+    delays.sort_unstable();
+    println!(
+        "revocation through replica 1, refused by replica 2 ({trials} trials): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&delays, 0.50),
+        percentile(&delays, 0.99),
+        percentile(&delays, 1.0)
+    );
+    Ok(())
+}
+
+/// Whether `path` answers 2xx to `token` on `host`.
+async fn status_ok(host: &str, path: &str, token: &str) -> Result<bool, String> {
+    let stream = TcpStream::connect(host).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri(path)
+        .header("host", "127.0.0.1")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    Ok(resp.status().is_success())
 }
 
 /// `--users` people and `--grants` view grants among them on random agents,
@@ -929,7 +1067,7 @@ fn main() -> std::process::ExitCode {
         Ok(args) => args,
         Err(e) => {
             eprintln!(
-                "{e}\nusage: loadbench [--users N] [--agents N] [--grants N] [--shared N] [--sessions N] [--connections C] [--seconds S] [--only NAME]"
+                "{e}\nusage: loadbench [--users N] [--agents N] [--grants N] [--shared N] [--sessions N] [--connections C] [--seconds S] [--only NAME] [--store postgres://...|postgres] [--replicas N]"
             );
             return std::process::ExitCode::from(2);
         }

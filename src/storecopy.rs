@@ -158,9 +158,9 @@ fn open_sled(store_dir: &Path) -> Result<SledStore, String> {
     })
 }
 
-/// The application name every running server's follower connects with
-/// (`store/postgres.rs`): one per server on a PostgreSQL store.
-const FOLLOWER: &str = "tessera-follower";
+/// The application name every running server's follower connects with:
+/// one per server on a PostgreSQL store.
+use crate::store::FOLLOWER_APPLICATION as FOLLOWER;
 
 /// How many tessera servers are running on the database at `url`, counted
 /// by their followers' connections. PostgreSQL has no directory lock to

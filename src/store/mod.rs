@@ -21,7 +21,7 @@ pub use cached::{CachedStore, Deps, Freshness};
 pub use counting::CountingStore;
 pub use integrity::Proof;
 pub use memory::MemoryStore;
-pub use postgres::{PostgresStore, StartupLock};
+pub use postgres::{PostgresStore, StartupLock, FOLLOWER_APPLICATION};
 pub use sled_store::SledStore;
 
 use std::path::Path;

@@ -34,6 +34,9 @@ use tokio_postgres::NoTls;
 
 use super::{prefix_end, CachedStore, Freshness, Store, StoreError, StoreResult, Transaction};
 
+/// The application name of each replica's follower connection: how an
+/// operator (or `store copy`) sees which servers are attached.
+pub const FOLLOWER_APPLICATION: &str = "tessera-follower";
 /// The channel commits wake followers on.
 const CHANNEL: &str = "tessera_changes";
 /// How long one statement may take before the store counts as unreachable.
@@ -574,7 +577,7 @@ impl Follower {
     /// One notification connection, followed until it fails.
     async fn follow_once(&self) -> StoreResult<()> {
         let mut config: tokio_postgres::Config = self.url.parse().map_err(engine)?;
-        config.application_name("tessera-follower");
+        config.application_name(FOLLOWER_APPLICATION);
         config.connect_timeout(POOL_WAIT);
         let (client, mut connection) = config.connect(NoTls).await.map_err(classify)?;
         let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel::<()>();
