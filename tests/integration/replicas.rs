@@ -587,6 +587,35 @@ fn a_reader_sending_the_revision_back_sees_the_write_on_the_other_replica() {
     assert_eq!(r.status, 400, "{}", r.body);
 }
 
+/// An account's failed sign-ins are counted in the store: a guesser
+/// spreading attempts over both replicas meets one limit (10 per account).
+#[test]
+fn failed_sign_ins_at_one_account_count_across_replicas() {
+    let pair = pair("limits");
+    let (a, b) = (pair.a.addr, pair.b.addr);
+    let alice = setup(a);
+    add_user(a, &alice, "bob");
+    let guess = |addr: SocketAddr, password: &str| {
+        call(
+            addr,
+            "POST",
+            "/auth/login",
+            None,
+            Some(json!({"username": "bob", "password": password})),
+        )
+    };
+    for i in 0..10 {
+        let addr = if i % 2 == 0 { a } else { b };
+        let r = guess(addr, &format!("guess-{i}"));
+        assert_eq!(r.status, 401, "guess {i}: {}", r.body);
+    }
+    // Five on each replica: each alone is under the limit, together at it.
+    for addr in [a, b] {
+        let r = guess(addr, "bob-password");
+        assert_eq!(r.status, 429, "on {addr}: {}", r.body);
+    }
+}
+
 /// Terminate every follower of `database` from the database side; how many.
 fn cut_followers(cluster: &PgCluster, database: &str) -> usize {
     cluster
@@ -804,7 +833,15 @@ fn postgres_stopped_under_load_gives_503s_only_and_loses_no_acknowledged_write()
     let acknowledged = Instant::now();
     cluster.stop();
     let stopped = Instant::now();
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(1500));
+    // Signing in needs the store (the account, and its failed attempts,
+    // counted there): 503 too, not "too many attempts".
+    let sign_in = json!({"username": "bob", "password": "bob-password"});
+    for addr in [a, b] {
+        let r = call(addr, "POST", "/auth/login", None, Some(sign_in.clone()));
+        assert_eq!(r.status, 503, "a sign-in on {addr} while down: {}", r.body);
+    }
+    std::thread::sleep(stopped + Duration::from_secs(3) - Instant::now());
     let resuming = Instant::now();
     cluster.resume().expect("PostgreSQL starts again");
 
@@ -908,9 +945,11 @@ fn postgres_stopped_under_load_gives_503s_only_and_loses_no_acknowledged_write()
             assert_eq!(r.status, 200, "acknowledged write {name} lost: {}", r.body);
         }
     }
-    // And the revocation made just before the outage holds everywhere.
+    // And the revocation made just before the outage holds everywhere;
+    // signing in works again.
     for addr in [a, b] {
         assert!(!revoked.allowed(addr));
+        login(addr, "bob", "bob-password");
     }
     drop(pair);
     cluster.stop();
