@@ -759,6 +759,8 @@ fn postgres_stopped_under_load_gives_503s_only_and_loses_no_acknowledged_write()
     create_agent(a, &olive, "secret");
     share(a, &olive, "load", json!({"user": "bob"}), "view");
     share(a, &olive, "secret", json!({"user": "rev"}), "view");
+    let leaving_a = login(a, "bob", "bob-password");
+    let leaving_b = login(b, "bob", "bob-password");
     let reader = Probe::new(&bob, "/api/agents/load", 404);
     let revoked = Probe::new(&rev, "/api/agents/secret", 404);
     for addr in [a, b] {
@@ -841,6 +843,20 @@ fn postgres_stopped_under_load_gives_503s_only_and_loses_no_acknowledged_write()
         let r = call(addr, "POST", "/auth/login", None, Some(sign_in.clone()));
         assert_eq!(r.status, 503, "a sign-in on {addr} while down: {}", r.body);
     }
+    // Signing out needs it too: a sign-out acknowledged while the store
+    // cannot record it would leave the session alive.
+    let mut signed_out = Vec::new();
+    for (addr, token) in [(a, &leaving_a), (b, &leaving_b)] {
+        for path in ["/auth/lock", "/auth/logout"] {
+            let r = call(addr, "POST", path, Some(token), Some(json!({})));
+            if r.status != 503 {
+                signed_out.push(format!(
+                    "POST {path} on {addr} while down: {} {}",
+                    r.status, r.body
+                ));
+            }
+        }
+    }
     std::thread::sleep(stopped + Duration::from_secs(3) - Instant::now());
     let resuming = Instant::now();
     cluster.resume().expect("PostgreSQL starts again");
@@ -921,6 +937,14 @@ fn postgres_stopped_under_load_gives_503s_only_and_loses_no_acknowledged_write()
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // A sign-out either failed (503) or happened: never acknowledged and lost.
+    for token in [&leaving_a, &leaving_b] {
+        let alive = [a, b]
+            .iter()
+            .any(|addr| call(*addr, "GET", "/auth/me", Some(token), None).status == 200);
+        assert!(!alive || signed_out.is_empty(), "{}", signed_out.join("\n"));
+    }
+    assert!(signed_out.is_empty(), "{}", signed_out.join("\n"));
     assert!(down_503 > 20, "only {down_503} answers while down");
     eprintln!(
         "{} answers under load, {down_503} of them 503 while down, {writes_ok} writes acknowledged",
