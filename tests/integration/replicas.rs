@@ -843,6 +843,35 @@ fn postgres_stopped_under_load_gives_503s_only_and_loses_no_acknowledged_write()
         let r = call(addr, "POST", "/auth/login", None, Some(sign_in.clone()));
         assert_eq!(r.status, 503, "a sign-in on {addr} while down: {}", r.body);
     }
+    // Every revocation needs it: refused, never acknowledged and lost.
+    let revocations = [
+        ("DELETE", "/api/agents/load/shares/bob", &olive, json!({})),
+        ("DELETE", "/auth/users/bob/sessions", &alice, json!({})),
+        (
+            "POST",
+            "/auth/users/olive/admin",
+            &alice,
+            json!({"is_admin": true}),
+        ),
+        ("DELETE", "/auth/users/rev", &alice, json!({})),
+        (
+            "POST",
+            "/auth/users/olive/password",
+            &olive,
+            json!({"current": "olive-password", "new": "olive-password-2"}),
+        ),
+    ];
+    for (method, path, token, body) in &revocations {
+        for addr in [a, b] {
+            let body = (*method == "POST").then(|| body.clone());
+            let r = call(addr, method, path, Some(token.as_str()), body);
+            assert_eq!(
+                r.status, 503,
+                "{method} {path} on {addr} while down: {}",
+                r.body
+            );
+        }
+    }
     // Signing out needs it too: a sign-out acknowledged while the store
     // cannot record it would leave the session alive.
     let mut signed_out = Vec::new();
