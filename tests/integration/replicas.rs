@@ -733,6 +733,26 @@ fn a_replica_whose_notifications_are_cut_serves_no_stale_allow_and_recovers() {
     let (p99, _) = distribution("revoked after recovery", &after);
     assert!(p99 < BOUND, "after recovery: p99 {p99:?} past the bound");
     assert!(probe_ok.allowed(b) && probe_ok.allowed(a));
+
+    // However many cuts came before, a follower whose connection worked
+    // comes back at once after the next one (while it is away the cache
+    // is off and reads sending a revision wait, 2 s at most).
+    let mut back = Vec::new();
+    for _ in 0..3 {
+        wait_followers(2);
+        assert!(cut_followers(cluster, &pair.database) >= 1);
+        let cut_at = Instant::now();
+        while followers(cluster, &pair.database) < 2 {
+            assert!(
+                cut_at.elapsed() < GIVE_UP,
+                "the followers did not come back"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        back.push(cut_at.elapsed());
+    }
+    let (p99, _) = distribution("follower back after a cut", &back);
+    assert!(p99 < BOUND, "followers back only after {p99:?}");
 }
 
 /// One answer seen by a load client.
