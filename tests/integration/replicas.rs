@@ -4,10 +4,12 @@
 //! sending back a write's `X-Tessera-Revision` sees that write on any
 //! replica; a replica whose notification connection is cut serves no stale
 //! allow and recovers; PostgreSQL stopped under load gives 503s only, and
-//! nothing acknowledged is lost. And the route x caller matrix, on
-//! PostgreSQL.
+//! nothing acknowledged is lost; failed sign-ins count across replicas.
+//! And the route x caller matrix, on PostgreSQL.
 //!
-//! Run alone: `cargo test --test integration replicas`.
+//! Run alone: `cargo test --test integration replicas` (the printed
+//! distributions need `-- --nocapture`; `TESSERA_REPLICA_TRIALS=N` runs N
+//! trials per revocation kind instead of 30).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
