@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::extract::{ClientAddr, MaybeCaller, SESSION_COOKIE};
-use super::ratelimit::Subject;
+use super::ratelimit::{Refused, Subject};
 use crate::authz::policy::RequestFacts;
 use crate::domain::audit::AuditEvent;
 use crate::domain::sessions::{self, Session, Stage};
@@ -289,7 +289,10 @@ pub(crate) fn attempt(state: &AppState, subjects: &[Subject]) -> ApiResult<()> {
     state
         .limiter
         .attempt(subjects)
-        .map_err(|retry_after| ApiError::RateLimited { retry_after })
+        .map_err(|refused| match refused {
+            Refused::Limited(retry_after) => ApiError::RateLimited { retry_after },
+            Refused::Store(e) => ApiError::from(e),
+        })
 }
 
 pub(crate) fn subjects(addr: &ClientAddr, account: Option<String>) -> Vec<Subject> {

@@ -66,7 +66,9 @@ impl FromRequestParts<AppState> for AnyCaller {
 
 /// For routes that behave differently for signed-in callers but also serve
 /// anonymous ones (`/auth/status`, logout): any authentication failure is
-/// simply "not signed in".
+/// simply "not signed in", except a store that cannot be reached. Then who
+/// the caller is is unknown, not "nobody": the request fails (503) rather
+/// than, say, a sign-out answered as done while the session lives on.
 pub struct MaybeCaller(pub Option<Caller>);
 
 impl FromRequestParts<AppState> for MaybeCaller {
@@ -74,7 +76,13 @@ impl FromRequestParts<AppState> for MaybeCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = match presented_token(&parts.headers) {
-            Ok(Some(token)) => state.authenticate(&token).ok(),
+            Ok(Some(token)) => match state.authenticate(&token) {
+                Ok(caller) => Some(caller),
+                Err(AuthError::Unavailable(detail)) => {
+                    return Err(AuthError::Unavailable(detail).into())
+                }
+                Err(_) => None,
+            },
             _ => None,
         };
         Ok(MaybeCaller(caller))

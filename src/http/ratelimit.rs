@@ -40,6 +40,26 @@ struct Window {
     attempts: u32,
 }
 
+/// Why an attempt is refused.
+#[derive(Debug)]
+pub enum Refused {
+    /// Too many attempts: retry after this many seconds.
+    Limited(u64),
+    /// The store where the account's attempts are counted did not answer:
+    /// refused without counting, as the store's error (503 when it is
+    /// unreachable), not as too many attempts.
+    Store(StoreError),
+}
+
+/// A store error met while counting: a lost race repeated past the retries
+/// is a busy account (retry shortly); anything else is the store's.
+fn store_refusal(e: StoreError) -> Refused {
+    match e {
+        StoreError::Conflict => Refused::Limited(1),
+        other => Refused::Store(other),
+    }
+}
+
 /// An account's window as stored for every replica to count in.
 #[derive(Serialize, Deserialize)]
 struct StoredWindow {
@@ -161,7 +181,7 @@ impl RateLimiter {
 
     /// Count one attempt against every subject, or refuse with the number of
     /// seconds until the earliest window that is full ends.
-    pub fn attempt(&self, subjects: &[Subject]) -> Result<(), u64> {
+    pub fn attempt(&self, subjects: &[Subject]) -> Result<(), Refused> {
         let Ok(mut windows) = self.windows.lock() else {
             // A poisoned lock means a panic elsewhere; refusing logins would
             // turn that into an outage, and the hasher still bounds the rate.
@@ -179,7 +199,7 @@ impl RateLimiter {
                     // it, refuse rather than count nothing.
                     Err(e) => {
                         tracing::warn!(error = %e, "reading an account's attempts failed");
-                        wait = Some(wait.map_or(1, |w: u64| w.max(1)));
+                        return Err(store_refusal(e));
                     }
                 }
                 continue;
@@ -193,7 +213,7 @@ impl RateLimiter {
             }
         }
         if let Some(wait) = wait {
-            return Err(wait);
+            return Err(Refused::Limited(wait));
         }
         if windows.len() + subjects.len() > self.config.max_tracked {
             Self::shrink(&mut windows, now, window, self.config.max_tracked);
@@ -202,7 +222,7 @@ impl RateLimiter {
             if let Some((store, key)) = self.counted_in_store(subject) {
                 if let Err(e) = self.count_stored(store, &key) {
                     tracing::warn!(error = %e, "counting an account's attempt failed");
-                    return Err(1);
+                    return Err(store_refusal(e));
                 }
                 continue;
             }
@@ -290,7 +310,9 @@ mod tests {
         for _ in 0..3 {
             l.attempt(&who).unwrap();
         }
-        let wait = l.attempt(&who).unwrap_err();
+        let Err(Refused::Limited(wait)) = l.attempt(&who) else {
+            panic!("not refused for the limit");
+        };
         assert!((1..=60).contains(&wait));
         l.succeeded(&who);
         assert!(l.attempt(&who).is_ok());

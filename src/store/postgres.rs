@@ -562,7 +562,7 @@ impl Follower {
     async fn run(self) {
         let mut backoff = Duration::from_millis(50);
         while self.cache.strong_count() > 0 {
-            match self.follow_once().await {
+            match self.follow_once(&mut backoff).await {
                 Ok(()) => backoff = Duration::from_millis(50),
                 Err(e) => {
                     tracing::warn!(error = %e, "following the store's changes failed; the read cache is off until it resumes");
@@ -574,8 +574,9 @@ impl Follower {
         }
     }
 
-    /// One notification connection, followed until it fails.
-    async fn follow_once(&self) -> StoreResult<()> {
+    /// One notification connection, followed until it fails. Once it has
+    /// caught up, `backoff` starts over: the next failure is a new one.
+    async fn follow_once(&self, backoff: &mut Duration) -> StoreResult<()> {
         let mut config: tokio_postgres::Config = self.url.parse().map_err(engine)?;
         config.application_name(FOLLOWER_APPLICATION);
         config.connect_timeout(POOL_WAIT);
@@ -609,6 +610,7 @@ impl Follower {
             Some(cache) => cache.clear(),
             None => return Ok(()),
         }
+        *backoff = Duration::from_millis(50);
         let mut pruned = Instant::now();
         while self.cache.strong_count() > 0 {
             let started = Instant::now();

@@ -113,9 +113,20 @@ struct World {
     olive: String,
 }
 
+/// The store a matrix runs on: the same rows hold on every engine.
+#[derive(Clone, Copy, Debug)]
+pub enum StoreKind {
+    Memory,
+    /// A fresh database per host in the tests' PostgreSQL cluster.
+    Postgres,
+}
+
 impl World {
-    async fn new() -> Self {
-        let app = TestApp::new();
+    async fn new(engine: StoreKind) -> Self {
+        let app = match engine {
+            StoreKind::Memory => TestApp::new(),
+            StoreKind::Postgres => TestApp::on_postgres(),
+        };
         let alice = app.setup_admin().await;
         let olive = app.add_user(&alice, "olive", "olive-password").await;
         app.add_user(&alice, "zed", "zed-password").await;
@@ -378,6 +389,12 @@ fn is_destructive(route: Route) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_agent_route_for_every_caller() {
+    check_matrix(StoreKind::Memory).await;
+}
+
+/// Every cell of `MATRIX` on hosts backed by `engine` (the PostgreSQL run
+/// is `replicas::the_agent_route_matrix_holds_on_postgres`).
+pub async fn check_matrix(engine: StoreKind) {
     let mut failures = Vec::new();
     let mut tasks = Vec::new();
     for (col, who) in COLUMNS.into_iter().enumerate() {
@@ -385,11 +402,11 @@ async fn every_agent_route_for_every_caller() {
             let mut failures = Vec::new();
             // The non-destructive routes share one host, in table order; each
             // destructive one gets a fresh host.
-            let shared = World::new().await;
+            let shared = World::new(engine).await;
             let token = shared.caller(who).await;
             for (route, row) in MATRIX {
                 let (world, token) = if is_destructive(*route) {
-                    let w = World::new().await;
+                    let w = World::new(engine).await;
                     let t = w.caller(who).await;
                     (Some(w), t)
                 } else {

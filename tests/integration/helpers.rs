@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tessera::authz::keys::{DataKeys, RootKeys};
-use tessera::store::{MemoryStore, SledStore, Store};
+use tessera::pgcluster::PgCluster;
+use tessera::store::{MemoryStore, PostgresStore, SledStore, Store};
 use tessera::{AppState, Config};
 use tower::ServiceExt;
 
@@ -177,6 +178,19 @@ impl TestApp {
         Self::from_state(state, Some(dir))
     }
 
+    /// Backed by PostgreSQL: a fresh database in the tests' shared cluster
+    /// (call from a multi-thread runtime: the engine hands its thread over
+    /// while it waits).
+    pub fn on_postgres() -> Self {
+        let url = pg_database("app");
+        let config = test_config(std::path::Path::new("unused"));
+        let store: Arc<dyn Store> =
+            Arc::new(PostgresStore::connect(&url).expect("the test database answers"));
+        let state = AppState::build(config, store, RootKeys::ephemeral(), DataKeys::ephemeral())
+            .expect("state builds");
+        Self::from_state(state, None)
+    }
+
     pub fn from_state(state: AppState, dir: Option<tempfile::TempDir>) -> Self {
         let router = tessera::app(state.clone());
         Self {
@@ -323,15 +337,48 @@ pub fn try_http(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> Result<(u16, Value), String> {
+    try_http_with(addr, method, path, token, body, &[]).map(|r| (r.status, r.body))
+}
+
+/// An answer of the real binary, headers included.
+pub struct Reply {
+    pub status: u16,
+    /// Names lower-cased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// [`try_http`] with more request headers, answering the response's
+/// headers too.
+pub fn try_http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+    extra: &[(&str, &str)],
+) -> Result<Reply, String> {
     let err = |e: std::io::Error| e.to_string();
     let mut stream = TcpStream::connect(addr).map_err(err)?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(err)?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token
+    let mut auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    for (name, value) in extra {
+        auth.push_str(&format!("{name}: {value}\r\n"));
+    }
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -355,10 +402,17 @@ pub fn try_http(
     } else {
         payload.to_owned()
     };
-    Ok((
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(Reply {
         status,
-        serde_json::from_str(&payload).unwrap_or(Value::Null),
-    ))
+        headers,
+        body: serde_json::from_str(&payload).unwrap_or(Value::Null),
+    })
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -499,4 +553,30 @@ pub fn stop(mut server: Server) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     panic!("server did not stop on SIGTERM");
+}
+
+/// One PostgreSQL cluster for the whole test binary, started on first use
+/// (it stops when the binary exits, however it exits). Never skipped:
+/// without PostgreSQL the tests that need it fail, saying what is missing.
+pub fn pg_cluster() -> &'static PgCluster {
+    static CLUSTER: std::sync::OnceLock<PgCluster> = std::sync::OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        PgCluster::start(false)
+            .unwrap_or_else(|e| panic!("a PostgreSQL cluster for the tests: {e}"))
+    })
+}
+
+/// A new, empty database in [`pg_cluster`], named after `what`; its URL.
+pub fn pg_database(what: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("{what}_{n}");
+    let create = || pg_cluster().create_database(&name);
+    let created = match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(create)
+        }
+        _ => create(),
+    };
+    created.unwrap_or_else(|e| panic!("creating database {name}: {e}"))
 }

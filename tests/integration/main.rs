@@ -31,6 +31,7 @@ mod private_data;
 mod private_property;
 mod proxies;
 mod remembered;
+mod replicas;
 mod runtime_tokens;
 mod scoped_listings;
 mod secrets_at_rest;
