@@ -116,15 +116,28 @@ impl Entries {
 }
 
 /// Where a cache in front of a shared store stands: whether the follower
-/// that keeps it current looked recently enough for it to answer, and up to
-/// which revision it has applied every change (see `super::postgres`).
+/// that keeps it current looked recently enough for it to answer, and which
+/// revisions it has applied (see `super::postgres`).
 #[derive(Debug, Default)]
 pub struct Freshness {
     /// Milliseconds since `epoch` until which the cache may answer.
     fresh_until_ms: AtomicU64,
-    /// Every transaction below this revision is applied here.
-    horizon: AtomicU64,
+    applied: RwLock<Applied>,
     epoch: std::sync::OnceLock<Instant>,
+}
+
+/// The revisions finished when the follower last looked: every one below
+/// `below` except those still running then.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub below: u64,
+    pub running: Vec<u64>,
+}
+
+impl Applied {
+    pub fn covers(&self, revision: u64) -> bool {
+        revision < self.below && !self.running.contains(&revision)
+    }
 }
 
 impl Freshness {
@@ -138,20 +151,28 @@ impl Freshness {
         self.now_ms() < self.fresh_until_ms.load(Ordering::Acquire)
     }
 
-    pub(crate) fn looked(&self, started: Instant, bound: Duration, horizon: u64) {
+    pub(crate) fn looked(&self, started: Instant, bound: Duration, applied: Applied) {
         let epoch = *self.epoch.get_or_init(Instant::now);
         let until = started.saturating_duration_since(epoch) + bound;
         self.fresh_until_ms
             .store(until.as_millis() as u64, Ordering::Release);
-        self.horizon.fetch_max(horizon, Ordering::AcqRel);
+        let mut held = self.applied.write().unwrap_or_else(|p| p.into_inner());
+        // Looks only move forward.
+        if applied.below >= held.below {
+            *held = applied;
+        }
     }
 
     pub(crate) fn stale(&self) {
         self.fresh_until_ms.store(0, Ordering::Release);
     }
 
-    pub fn horizon(&self) -> u64 {
-        self.horizon.load(Ordering::Acquire)
+    /// Whether every change of `revision` had been applied at the last look.
+    pub fn has_applied(&self, revision: u64) -> bool {
+        self.applied
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .covers(revision)
     }
 }
 

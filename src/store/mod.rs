@@ -17,7 +17,7 @@ mod sled_store;
 #[cfg(test)]
 mod conformance;
 
-pub use cached::{CachedStore, Deps, Freshness};
+pub use cached::{Applied, CachedStore, Deps, Freshness};
 pub use counting::CountingStore;
 pub use integrity::Proof;
 pub use memory::MemoryStore;

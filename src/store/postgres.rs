@@ -13,7 +13,10 @@
 //! changes and drops them from its read cache. Commits do not finish in the
 //! order they started, so the follower never trusts a sequence number: it
 //! re-reads every change made by a transaction that was still running at its
-//! last look (`pg_snapshot_xmin`), and the store's revision is that horizon.
+//! last look (`pg_snapshot_xmin`). A revision is a writer's transaction id;
+//! a replica has applied it once a look's snapshot saw it finished (below
+//! the snapshot's `xmax` and not among its running transactions), so a long
+//! transaction elsewhere on the server holds nobody's reads back.
 //! A follower that cannot look stops the cache from answering (see
 //! [`Freshness`]) until it has caught up.
 //!
@@ -32,7 +35,9 @@ use sha2::{Digest as _, Sha256};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-use super::{prefix_end, CachedStore, Freshness, Store, StoreError, StoreResult, Transaction};
+use super::{
+    prefix_end, Applied, CachedStore, Freshness, Store, StoreError, StoreResult, Transaction,
+};
 
 /// The application name of each replica's follower connection: how an
 /// operator (or `store copy`) sees which servers are attached.
@@ -59,6 +64,9 @@ const MAX_KEY_LOCKS: usize = 64;
 /// How long a replica waits for another one's start-up (schema steps on a
 /// large store included).
 const STARTUP_WAIT: Duration = Duration::from_secs(300);
+/// How long one look of the follower may take before its connection is
+/// given up (the cache is off meanwhile).
+const LOOK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The cache answers only this long after the follower's last look began:
 /// no replica serves a value older than this (issue 15 bounds it at 1 s).
 const STALENESS_BOUND: Duration = Duration::from_millis(500);
@@ -335,26 +343,47 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let pool = self.pool.clone();
-        let start = prefix.to_vec();
-        let after = after.filter(|a| *a >= prefix).map(<[u8]>::to_vec);
-        let end = prefix_end(prefix);
+        // Each bound is an index condition of its own statement: a generic
+        // plan of one statement for every shape (`$2 IS NULL OR key > $2`)
+        // filters instead, and a scan of a short prefix then walks the rest
+        // of the table.
+        let (lower, strict) = match after {
+            Some(after) if after >= prefix => (after.to_vec(), true),
+            _ => (prefix.to_vec(), false),
+        };
+        let upper = prefix_end(prefix);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.run(async move {
             let client = pool.get().await.map_err(pool_error)?;
-            // NULL bounds stand for "none": one statement for every shape.
-            let statement = client
-                .prepare_cached(
-                    "SELECT key, value FROM tessera_kv \
-                     WHERE key >= $1 AND ($2::bytea IS NULL OR key > $2) \
-                       AND ($3::bytea IS NULL OR key < $3) \
-                     ORDER BY key LIMIT $4",
-                )
-                .await
-                .map_err(classify)?;
-            let rows = client
-                .query(&statement, &[&start, &after, &end, &limit])
-                .await
-                .map_err(classify)?;
+            let rows = match (&upper, strict) {
+                (Some(upper), strict) => {
+                    let statement = client
+                        .prepare_cached(if strict {
+                            "SELECT key, value FROM tessera_kv \
+                             WHERE key > $1 AND key < $2 ORDER BY key LIMIT $3"
+                        } else {
+                            "SELECT key, value FROM tessera_kv \
+                             WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3"
+                        })
+                        .await
+                        .map_err(classify)?;
+                    client.query(&statement, &[&lower, upper, &limit]).await
+                }
+                (None, strict) => {
+                    let statement = client
+                        .prepare_cached(if strict {
+                            "SELECT key, value FROM tessera_kv \
+                             WHERE key > $1 ORDER BY key LIMIT $2"
+                        } else {
+                            "SELECT key, value FROM tessera_kv \
+                             WHERE key >= $1 ORDER BY key LIMIT $2"
+                        })
+                        .await
+                        .map_err(classify)?;
+                    client.query(&statement, &[&lower, &limit]).await
+                }
+            }
+            .map_err(classify)?;
             Ok(rows
                 .into_iter()
                 .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
@@ -509,9 +538,7 @@ impl Store for PostgresStore {
     }
 
     fn has_applied(&self, revision: u64) -> bool {
-        // The horizon is the oldest transaction still running when the
-        // follower last looked: everything below it was applied.
-        revision < self.freshness.horizon()
+        self.freshness.has_applied(revision)
     }
 
     fn shared(&self) -> bool {
@@ -535,7 +562,24 @@ impl Store for PostgresStore {
             freshness: self.freshness.clone(),
             bound: STALENESS_BOUND,
         };
-        self.runtime().spawn(follower.run());
+        // A thread and runtime of its own: on the client's runtime, a burst
+        // of requests missing the cache would delay its looks past the
+        // bound, turning the cache off, which sends more requests to the
+        // database: a spiral. Alone, it looks on time whatever the load.
+        let started = std::thread::Builder::new()
+            .name("tessera-follower".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(follower.run()),
+                    Err(e) => tracing::error!(error = %e, "the follower's runtime did not start; the read cache stays off"),
+                }
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "the follower did not start; the read cache stays off");
+        }
     }
 }
 
@@ -605,7 +649,7 @@ impl Follower {
         // Anything may have changed while nobody listened: start empty. The
         // horizon is taken first, so a commit racing the emptying is read
         // again at the next look.
-        let mut horizon = self.look(&client, None).await?;
+        let (mut horizon, _) = self.look(&client, None).await?;
         match self.cache.upgrade() {
             Some(cache) => cache.clear(),
             None => return Ok(()),
@@ -614,8 +658,9 @@ impl Follower {
         let mut pruned = Instant::now();
         while self.cache.strong_count() > 0 {
             let started = Instant::now();
-            horizon = self.look(&client, Some(horizon)).await?;
-            self.freshness.looked(started, self.bound, horizon);
+            let (next, applied) = self.look(&client, Some(horizon)).await?;
+            horizon = next;
+            self.freshness.looked(started, self.bound, applied);
             if pruned.elapsed() > Duration::from_secs(60) {
                 pruned = Instant::now();
                 self.prune().await;
@@ -635,24 +680,55 @@ impl Follower {
     }
 
     /// Apply every change made by transactions not finished at the last
-    /// look; answer the new horizon.
-    async fn look(&self, client: &tokio_postgres::Client, since: Option<u64>) -> StoreResult<u64> {
+    /// look; answer the new horizon (the oldest transaction running now)
+    /// and what this look proves applied. Bounded: a connection that stops
+    /// answering is given up and made again.
+    async fn look(
+        &self,
+        client: &tokio_postgres::Client,
+        since: Option<u64>,
+    ) -> StoreResult<(u64, Applied)> {
+        match tokio::time::timeout(LOOK_TIMEOUT, self.look_unbounded(client, since)).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(
+                "the database did not answer the follower in time".into(),
+            )),
+        }
+    }
+
+    async fn look_unbounded(
+        &self,
+        client: &tokio_postgres::Client,
+        since: Option<u64>,
+    ) -> StoreResult<(u64, Applied)> {
         let since = since.unwrap_or(u64::MAX).to_string();
         // One statement, so one snapshot for the horizon and the rows.
         let rows = client
             .query(
-                "WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x) \
-                 SELECT h.x, c.keys FROM h LEFT JOIN tessera_changes c \
-                   ON c.xid >= $1::text::xid8",
+                "WITH h AS (SELECT pg_current_snapshot() AS s) \
+                 SELECT pg_snapshot_xmin(h.s)::text, pg_snapshot_xmax(h.s)::text, \
+                        ARRAY(SELECT pg_snapshot_xip(h.s)::text), c.keys \
+                 FROM h LEFT JOIN tessera_changes c ON c.xid >= $1::text::xid8",
                 &[&since],
             )
             .await
             .map_err(classify)?;
-        let mut horizon = None;
+        let mut seen = None;
         let mut keys: Vec<Vec<u8>> = Vec::new();
-        for row in rows {
-            horizon = Some(xid(row.get::<_, &str>(0))?);
-            if let Some(changed) = row.get::<_, Option<Vec<Vec<u8>>>>(1) {
+        for row in &rows {
+            if seen.is_none() {
+                let running = row
+                    .get::<_, Vec<&str>>(2)
+                    .into_iter()
+                    .map(xid)
+                    .collect::<StoreResult<Vec<u64>>>()?;
+                let applied = Applied {
+                    below: xid(row.get::<_, &str>(1))?,
+                    running,
+                };
+                seen = Some((xid(row.get::<_, &str>(0))?, applied));
+            }
+            if let Some(changed) = row.get::<_, Option<Vec<Vec<u8>>>>(3) {
                 keys.extend(changed);
             }
         }
@@ -661,7 +737,7 @@ impl Follower {
                 cache.invalidate(&keys);
             }
         }
-        horizon.ok_or_else(|| StoreError::Engine("no snapshot horizon".into()))
+        seen.ok_or_else(|| StoreError::Engine("no snapshot horizon".into()))
     }
 
     async fn prune(&self) {

@@ -1038,13 +1038,10 @@ async fn the_agent_route_matrix_holds_on_postgres() {
 /// A transaction that runs long elsewhere in the same PostgreSQL server
 /// (another application's database, a batch job) has nothing to do with
 /// tessera's writes: a read sending back A's revision is still served.
-///
-/// Fails today: a replica's applied revision is the server-wide
-/// `pg_snapshot_xmin`, which any open transaction holding an id holds
-/// back, so B answers 503 after its 2 s wait although its follower has
-/// applied A's write. Run with `--ignored` to reproduce.
+/// (A replica's applied revisions were once the server-wide
+/// `pg_snapshot_xmin`, which any open transaction holds back: B answered
+/// 503 after its 2 s wait although it had applied A's write.)
 #[test]
-#[ignore = "known issue: the revision horizon is the server-wide xmin (see the report of this test's commit)"]
 fn a_long_transaction_elsewhere_on_the_server_does_not_stall_reads_with_a_revision() {
     let cluster = pg_cluster();
     let pair = pair("stall");
