@@ -115,8 +115,14 @@ impl PgCluster {
         self.dir.join("data")
     }
 
+    /// One of the cluster's programs, run as the cluster's owner.
     fn command(&self, program: &str) -> Command {
-        let path = self.bin.join(program);
+        self.as_owner(self.bin.join(program))
+    }
+
+    /// `program`, run as the user the cluster belongs to (this process's
+    /// own user unless it is root).
+    fn as_owner(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         match &self.run_as {
             Some(user) => {
                 let mut c = Command::new("setpriv");
@@ -126,10 +132,10 @@ impl PgCluster {
                     "--clear-groups",
                     "--",
                 ])
-                .arg(path);
+                .arg(program);
                 c
             }
-            None => Command::new(path),
+            None => Command::new(program),
         }
     }
 
@@ -158,20 +164,7 @@ impl PgCluster {
         // input closes: when this cluster is dropped or stopped, and when
         // this process dies without dropping it.
         let script = "\"$@\" & pid=$!; read _; kill -INT $pid; wait $pid";
-        let mut shell = match &self.run_as {
-            Some(user) => {
-                let mut c = Command::new("setpriv");
-                c.args([
-                    &format!("--reuid={user}"),
-                    "--regid=nogroup",
-                    "--clear-groups",
-                    "--",
-                    "sh",
-                ]);
-                c
-            }
-            None => Command::new("sh"),
-        };
+        let mut shell = self.as_owner("sh");
         let mut child = shell
             .args(["-c", script, "postgres"])
             .args(&args)

@@ -5,8 +5,10 @@
 //! ordered prefix scans, a consistent export. A transaction takes an advisory
 //! lock per key it reads or writes, in a fixed order, then checks its
 //! expectations and writes: writers of the same keys go one at a time, the
-//! rest commit in parallel, and PostgreSQL's commit is the acknowledgement
-//! (durable transactions wait for the WAL flush, the others do not).
+//! rest commit in parallel. A commit releases its locks before its WAL is
+//! flushed; a durable transaction is acknowledged only once the WAL holding
+//! it is flushed (the others are not waited for), so writers of one key
+//! share disk flushes instead of taking one each.
 //!
 //! Every commit also appends the keys it wrote to a change table and wakes
 //! the replicas (`NOTIFY`). Each replica's follower ([`Follower`]) reads the
@@ -412,80 +414,104 @@ impl Store for PostgresStore {
         let durable = tx.durable;
         let revision = self.run(async move {
             let mut client = pool.get().await.map_err(pool_error)?;
-            let db = client.transaction().await.map_err(classify)?;
-            if !durable {
-                db.batch_execute("SET LOCAL synchronous_commit = off")
-                    .await
-                    .map_err(classify)?;
-            }
-            // A transaction of many keys (an import, a restore, a large
-            // deletion) takes the whole store instead: PostgreSQL's lock
-            // table is small, and one lock per key would exhaust it.
-            if locks.len() > MAX_KEY_LOCKS {
-                db.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITERS_LOCK])
-                    .await
-                    .map_err(classify)?;
-            } else {
-                db.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&WRITERS_LOCK])
-                    .await
-                    .map_err(classify)?;
+            // Prepared once per connection: a prepared statement is sent the
+            // moment its future is first polled, so the pipelined requests
+            // below reach the server in the order written (locks before the
+            // reads they guard).
+            let store_lock = client
+                .prepare_cached(if locks.len() > MAX_KEY_LOCKS {
+                    // A transaction of many keys (an import, a restore, a
+                    // large deletion) takes the whole store instead:
+                    // PostgreSQL's lock table is small, and one lock per
+                    // key would exhaust it.
+                    "SELECT pg_advisory_xact_lock($1)"
+                } else {
+                    "SELECT pg_advisory_xact_lock_shared($1)"
+                })
+                .await
+                .map_err(classify)?;
+            let key_locks_stmt = client
                 // unnest keeps the array's (sorted) order.
-                db.execute(
+                .prepare_cached(
                     "SELECT count(pg_advisory_xact_lock(id)) FROM unnest($1::bigint[]) AS id",
-                    &[&locks],
                 )
                 .await
                 .map_err(classify)?;
-            }
-            if !expect_keys.is_empty() {
-                let rows = db
-                    .query(
-                        "SELECT key, value FROM tessera_kv WHERE key = ANY($1)",
-                        &[&expect_keys],
-                    )
-                    .await
-                    .map_err(classify)?;
-                let current: std::collections::HashMap<Vec<u8>, Vec<u8>> = rows
-                    .into_iter()
-                    .map(|row| (row.get(0), row.get(1)))
-                    .collect();
-                for (key, expect) in &expects {
-                    if !expect.holds(current.get(key).map(Vec::as_slice)) {
-                        return Err(StoreError::Conflict);
-                    }
+            let read_stmt = client
+                .prepare_cached("SELECT key, value FROM tessera_kv WHERE key = ANY($1)")
+                .await
+                .map_err(classify)?;
+            let delete_stmt = client
+                .prepare_cached("DELETE FROM tessera_kv WHERE key = ANY($1)")
+                .await
+                .map_err(classify)?;
+            let upsert_stmt = client
+                .prepare_cached(
+                    "INSERT INTO tessera_kv (key, value) \
+                     SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                )
+                .await
+                .map_err(classify)?;
+            let change_stmt = client
+                .prepare_cached(
+                    "INSERT INTO tessera_changes (keys) VALUES ($1) RETURNING xid::text",
+                )
+                .await
+                .map_err(classify)?;
+            let key_locks = if locks.len() > MAX_KEY_LOCKS {
+                Vec::new()
+            } else {
+                locks
+            };
+            let db = client.transaction().await.map_err(classify)?;
+            // Every commit returns before its WAL is flushed, releasing its
+            // key locks; a durable one then waits for the flush (below).
+            // Holding the locks through the flush would make writers of
+            // one key (a busy conversation) take one disk flush each.
+            // One round trip: settings, locks, then the guarded reads.
+            let (_, _, _, rows) = futures_util::future::try_join4(
+                db.batch_execute("SET LOCAL synchronous_commit = off"),
+                db.execute(&store_lock, &[&WRITERS_LOCK]),
+                db.execute(&key_locks_stmt, &[&key_locks]),
+                db.query(&read_stmt, &[&expect_keys]),
+            )
+            .await
+            .map_err(classify)?;
+            let current: std::collections::HashMap<Vec<u8>, Vec<u8>> = rows
+                .into_iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect();
+            for (key, expect) in &expects {
+                if !expect.holds(current.get(key).map(Vec::as_slice)) {
+                    return Err(StoreError::Conflict);
                 }
             }
             if changed.is_empty() {
                 db.commit().await.map_err(classify)?;
                 return Ok(None);
             }
-            if !deletes.is_empty() {
-                db.execute("DELETE FROM tessera_kv WHERE key = ANY($1)", &[&deletes])
+            // One more: the writes, the change record and the wake-up.
+            let (_, _, row, _) = futures_util::future::try_join4(
+                db.execute(&delete_stmt, &[&deletes]),
+                db.execute(&upsert_stmt, &[&put_keys, &put_values]),
+                db.query_one(&change_stmt, &[&changed]),
+                db.execute("SELECT pg_notify($1, '')", &[&CHANNEL]),
+            )
+            .await
+            .map_err(classify)?;
+            let revision = xid(row.get::<_, &str>(0))?;
+            db.commit().await.map_err(classify)?;
+            if durable {
+                // A transaction with an id commits synchronously, flushing
+                // the WAL up to its own commit record, which lies after
+                // ours: once it returns, ours is on disk. Concurrent
+                // writers share one flush.
+                client
+                    .batch_execute("SELECT pg_current_xact_id()")
                     .await
                     .map_err(classify)?;
             }
-            if !put_keys.is_empty() {
-                db.execute(
-                    "INSERT INTO tessera_kv (key, value) \
-                     SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    &[&put_keys, &put_values],
-                )
-                .await
-                .map_err(classify)?;
-            }
-            let row = db
-                .query_one(
-                    "INSERT INTO tessera_changes (keys) VALUES ($1) RETURNING xid::text",
-                    &[&changed],
-                )
-                .await
-                .map_err(classify)?;
-            db.execute("SELECT pg_notify($1, '')", &[&CHANNEL])
-                .await
-                .map_err(classify)?;
-            let revision = xid(row.get::<_, &str>(0))?;
-            db.commit().await.map_err(classify)?;
             Ok(Some(revision))
         })?;
         if let Some(revision) = revision {
