@@ -176,6 +176,9 @@ pub fn restore(
         }
     }
     let store = SledStore::open(store_dir).map_err(|e| e.to_string())?;
+    // Marked incomplete until the keys are in place, as a restore into
+    // PostgreSQL is: an interrupted restore is refused, not served half.
+    crate::storecopy::mark_incomplete(&store, "a backup")?;
     for chunk in snapshot.entries.chunks(10_000) {
         let mut tx = Transaction::new();
         for (k, v) in chunk {
@@ -193,6 +196,7 @@ pub fn restore(
     for (name, data) in &snapshot.key_files {
         write_file(&keys_dir.join(name), data)?;
     }
+    crate::storecopy::mark_complete(&store)?;
     // The data directory is tessera's alone, whatever the umask was.
     let data_dir = store_dir.parent().unwrap_or(store_dir);
     crate::datadir::tighten(data_dir).map_err(|e| e.to_string())?;
@@ -273,6 +277,35 @@ pub fn restore_postgres(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_restore_into_sled_is_refused_and_a_forced_rerun_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("data/store");
+        let keys_dir = dir.path().join("data/keys");
+        let bytes = encode(&Snapshot {
+            entries: vec![(b"user/1".to_vec(), b"{}".to_vec())],
+            key_files: vec![("root-1.key".into(), b"abc".to_vec())],
+        });
+        // The keys cannot be written (a file where their directory goes):
+        // the store is filled, then the restore stops.
+        fs::create_dir_all(dir.path().join("data")).unwrap();
+        fs::write(&keys_dir, b"in the way").unwrap();
+        assert!(restore(&bytes, &store_dir, &keys_dir, false).is_err());
+        {
+            let store = SledStore::open(&store_dir).unwrap();
+            assert!(matches!(
+                crate::migrate::schema::version(&store),
+                Err(crate::migrate::schema::SchemaError::IncompleteCopy)
+            ));
+        }
+        fs::remove_file(&keys_dir).unwrap();
+        restore(&bytes, &store_dir, &keys_dir, true).unwrap();
+        let store = SledStore::open(&store_dir).unwrap();
+        assert!(crate::migrate::schema::version(&store).is_ok());
+        assert_eq!(store.get(b"user/1").unwrap(), Some(b"{}".to_vec()));
+        assert!(keys_dir.join("root-1.key").exists());
+    }
 
     #[test]
     fn round_trips_and_refuses_damage() {
