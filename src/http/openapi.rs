@@ -1842,7 +1842,7 @@ pub fn document() -> Value {
             "title": "tessera",
             "version": env!("CARGO_PKG_VERSION"),
             "summary": "Authorization for self-hosted, multi-user AI agent hosts",
-            "description": "Every error is JSON: `{\"error\": \"...\"}`. Changes made with the session cookie need the CSRF proof; bearer tokens do not. An agent the caller cannot view answers 404 exactly like one that does not exist.",
+            "description": "Every error is JSON: `{\"error\": \"...\"}`. Changes made with the session cookie need the CSRF proof; bearer tokens do not. An agent the caller cannot view answers 404 exactly like one that does not exist. Every answer to a write (any method but GET, HEAD and OPTIONS) carries `X-Tessera-Revision: N`; a request that sends that header back is answered only once the serving replica has applied revision N (it waits up to 2 s, then answers 503 with Retry-After), so a client reads its own writes on any replica of a shared store.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
         },
         "tags": [
