@@ -42,11 +42,12 @@ fn state_with_admin(rt: &tokio::runtime::Runtime) -> (AppState, String) {
     state_with_admin_and(rt, Config::new("unused"))
 }
 
-/// Nothing cached between requests: every token is verified afresh and every
-/// record read and decoded from the store.
+/// Nothing cached between requests: every token is verified afresh, every
+/// decision evaluated and every record read and decoded from the store.
 fn cold_config() -> Config {
     let mut config = Config::new("unused");
     config.token_cache_capacity = 0;
+    config.decision_memo_capacity = 0;
     config.read_cache_capacity = 0;
     config
 }

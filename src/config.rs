@@ -36,6 +36,10 @@ pub struct Config {
     pub authorizer_limits: AuthorizerLimits,
     /// How many verified tokens to keep (two generations of this size at most).
     pub token_cache_capacity: usize,
+    /// How many decisions to remember across all tokens (a decision is a few
+    /// hundred bytes; two generations of this size at most); 0 decides every
+    /// request afresh.
+    pub decision_memo_capacity: usize,
     /// How many decoded records and derived values the read cache in front of
     /// the store keeps (sessions, accounts, agents with their grants: an
     /// agent takes a few KiB); 0 turns it off.
@@ -142,6 +146,7 @@ impl Config {
                 max_time: Duration::from_millis(250),
             },
             token_cache_capacity: 10_000,
+            decision_memo_capacity: 50_000,
             read_cache_capacity: 20_000,
             password_hash_concurrency: std::thread::available_parallelism()
                 .map(|n| n.get())

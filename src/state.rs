@@ -229,7 +229,12 @@ impl AppState {
         };
         let forward =
             crate::forward::Forward::new(table, config.assertion_ttl, config.token_cache_capacity);
-        let authz = Authz::new(root, policy, config.token_cache_capacity);
+        let authz = Authz::new(
+            root,
+            policy,
+            config.token_cache_capacity,
+            config.decision_memo_capacity,
+        );
         // Every read and write of the server goes through one cache, so each
         // commit drops the cached values it outdates.
         // On a store other replicas write too, the cache follows their

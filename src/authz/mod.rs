@@ -64,17 +64,29 @@ pub struct Authz {
     cache: TokenCache,
     /// Effective ranks per distinct set of agent facts (see [`Authz::ranks`]).
     ranks: cache::Memo<policy::FactKey, Arc<Ranks>>,
+    /// Decisions per token and set of request facts (see [`Authz::authorize`]).
+    /// One memo for every token, bounded as a whole: however many agents a
+    /// person uses, what they keep using stays remembered.
+    decisions: cache::Memo<(tokens::TokenId, policy::FactKey), Result<(), String>>,
     /// Decisions evaluated because nothing remembered them.
     cold_decisions: AtomicU64,
 }
 
 impl Authz {
-    pub fn new(keys: RootKeys, policy: Policy, cache_capacity: usize) -> Self {
+    /// `cache_capacity` bounds the verified tokens and the remembered ranks,
+    /// `decision_capacity` the remembered decisions.
+    pub fn new(
+        keys: RootKeys,
+        policy: Policy,
+        cache_capacity: usize,
+        decision_capacity: usize,
+    ) -> Self {
         Self {
             keys,
             policy,
             cache: TokenCache::new(cache_capacity),
             ranks: cache::Memo::new(cache_capacity),
+            decisions: cache::Memo::new(decision_capacity),
             cold_decisions: AtomicU64::new(0),
         }
     }
@@ -122,19 +134,18 @@ impl Authz {
     /// hits and internal errors are never remembered.
     pub fn authorize(&self, verified: &Verified, request: &RequestFacts) -> Result<(), AuthError> {
         let remember = !self.policy.reads_time() && verified.remembers_decisions();
-        if remember {
-            if let Some(decision) = verified.remembered(request.key()) {
+        let key = remember.then(|| (verified.id.clone(), request.key().clone()));
+        if let Some(key) = &key {
+            if let Some(decision) = self.decisions.get(key) {
                 return decision.map_err(AuthError::Denied);
             }
         }
         self.cold_decisions.fetch_add(1, Ordering::Relaxed);
         let decision = self.policy.authorize(verified, request);
-        if remember {
+        if let Some(key) = &key {
             match &decision {
-                Ok(()) => verified.remember(request.key(), Ok(())),
-                Err(AuthError::Denied(reason)) => {
-                    verified.remember(request.key(), Err(reason.clone()))
-                }
+                Ok(()) => self.decisions.insert(key, Ok(())),
+                Err(AuthError::Denied(reason)) => self.decisions.insert(key, Err(reason.clone())),
                 Err(_) => {}
             }
         }
@@ -209,5 +220,117 @@ impl Authz {
         expires_at: i64,
     ) -> Result<String, AuthError> {
         tokens::mint_session(&self.keys, user, session, expires_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use biscuit_auth::builder::string;
+    use biscuit_auth::macros::block;
+    use biscuit_auth::UnverifiedBiscuit;
+
+    const FAR: i64 = i64::MAX / 4;
+
+    fn authz(decisions: usize) -> Authz {
+        // biscuit-auth's default 1 ms is too short for unoptimized tests on
+        // a loaded machine; facts and iterations still bound every run.
+        let limits = biscuit_auth::AuthorizerLimits {
+            max_time: std::time::Duration::from_secs(5),
+            ..Default::default()
+        };
+        let policy = Policy::embedded(limits).unwrap();
+        // No token cache: every verification makes a new `Verified`, so what
+        // is remembered can only come from the decision memo.
+        Authz::new(RootKeys::ephemeral(), policy, 0, decisions)
+    }
+
+    fn read_of(agent: &str, owner: &str, caller: &str) -> RequestFacts {
+        RequestFacts::new("agent:read")
+            .fact("granting_rank", [biscuit_auth::builder::int(0)])
+            .fact("no_grant_at_stake", [biscuit_auth::builder::boolean(true)])
+            .fact("resource_agent", [string(agent)])
+            .fact("agent", [string(agent)])
+            .fact("active_agent", [string(agent)])
+            .fact("owner", [string(agent), string(owner)])
+            .fact("active", [string(caller)])
+    }
+
+    #[test]
+    fn a_person_using_a_thousand_agents_gets_warm() {
+        let authz = authz(50_000);
+        let token = authz.mint_session("u", "s", FAR).unwrap();
+        for _pass in 0..3 {
+            let verified = authz.verify(&token, 0).unwrap();
+            for i in 0..1_000 {
+                let request = read_of(&format!("a{i}"), "u", "u");
+                authz.authorize(&verified, &request).unwrap();
+            }
+        }
+        assert_eq!(authz.cold_decisions(), 1_000);
+    }
+
+    #[test]
+    fn tokens_never_share_decisions() {
+        let authz = authz(50_000);
+        let owners = authz.mint_session("u", "s1", FAR).unwrap();
+        let someone_elses = authz.mint_session("v", "s2", FAR).unwrap();
+        let request = read_of("a", "u", "u");
+        let owner = authz.verify(&owners, 0).unwrap();
+        authz.authorize(&owner, &request).unwrap();
+        // The same request facts by another token: decided for that token.
+        let other = authz.verify(&someone_elses, 0).unwrap();
+        assert!(matches!(
+            authz.authorize(&other, &request),
+            Err(AuthError::Denied(_))
+        ));
+        assert!(matches!(
+            authz.authorize(&other, &request),
+            Err(AuthError::Denied(_))
+        ));
+        authz.authorize(&owner, &request).unwrap();
+        assert_eq!(authz.cold_decisions(), 2);
+        // A holder's block makes another token: its own decisions.
+        let narrowed = UnverifiedBiscuit::from_base64(&owners)
+            .unwrap()
+            .append(block!(r#"check if operation("agent:update");"#))
+            .unwrap()
+            .to_base64()
+            .unwrap();
+        let narrowed = authz.verify(&narrowed, 0).unwrap();
+        assert!(matches!(
+            authz.authorize(&narrowed, &request),
+            Err(AuthError::Denied(_))
+        ));
+        assert_eq!(authz.cold_decisions(), 3);
+    }
+
+    #[test]
+    fn decisions_of_a_token_reading_the_clock_are_never_remembered() {
+        let authz = authz(50_000);
+        let token = authz.mint_session("u", "s", FAR).unwrap();
+        let narrowed = UnverifiedBiscuit::from_base64(&token)
+            .unwrap()
+            .append(block!(r#"check if time($t), $t > 2000-01-01T00:00:00Z;"#))
+            .unwrap()
+            .to_base64()
+            .unwrap();
+        let verified = authz.verify(&narrowed, 0).unwrap();
+        let request = read_of("a", "u", "u");
+        for _ in 0..3 {
+            authz.authorize(&verified, &request).unwrap();
+        }
+        assert_eq!(authz.cold_decisions(), 3);
+    }
+
+    #[test]
+    fn no_capacity_remembers_nothing() {
+        let authz = authz(0);
+        let token = authz.mint_session("u", "s", FAR).unwrap();
+        let verified = authz.verify(&token, 0).unwrap();
+        let request = read_of("a", "u", "u");
+        authz.authorize(&verified, &request).unwrap();
+        authz.authorize(&verified, &request).unwrap();
+        assert_eq!(authz.cold_decisions(), 2);
     }
 }

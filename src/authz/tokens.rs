@@ -6,8 +6,7 @@
 //! the block, so the server can find the session or delegation record to check
 //! for revocation without running Datalog first.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use biscuit_auth::macros::biscuit;
@@ -16,7 +15,6 @@ use serde::{Deserialize, Serialize};
 
 use super::engine::{PreparedToken, Unsupported};
 use super::keys::RootKeys;
-use super::policy::FactKey;
 use super::AuthError;
 
 /// Largest token accepted, in characters of base64. Real tokens are well under
@@ -124,24 +122,62 @@ pub fn mint_session(
         .map_err(|e| AuthError::Internal(format!("serializing a session token: {e}")))
 }
 
-/// Most distinct requests whose decisions one token remembers.
-const MAX_REMEMBERED_DECISIONS: usize = 256;
+/// A token's identity for remembered decisions: the signatures of its
+/// blocks. Each block's signature covers its content and the key the next
+/// block is signed with, so equal identities mean equal blocks, and a
+/// decision depends on nothing else of the token.
+#[derive(Clone, Debug)]
+pub struct TokenId {
+    signatures: Arc<[u8]>,
+    hash: u64,
+}
+
+impl TokenId {
+    fn of(biscuit: &Biscuit) -> Self {
+        use std::hash::{Hash, Hasher};
+        let signatures: Arc<[u8]> = biscuit.revocation_identifiers().concat().into();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        signatures.hash(&mut hasher);
+        Self {
+            signatures,
+            hash: hasher.finish(),
+        }
+    }
+}
+
+impl PartialEq for TokenId {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+            && (Arc::ptr_eq(&self.signatures, &other.signatures)
+                || self.signatures == other.signatures)
+    }
+}
+
+impl Eq for TokenId {}
+
+impl std::hash::Hash for TokenId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
 
 /// A token whose signatures have been checked, with its claims.
 ///
 /// Datalog is deterministic: the same token and the same request facts give the
 /// same decision, unless the clock is an input. The server checks each claimed
 /// expiry itself before the policy runs, so for a token whose only use of
-/// `time` is that expiry, decisions are remembered per distinct set of request
-/// facts. The facts include everything read from the store for the request
-/// (admin flag, grants, ...), so a changed store is a different key, never a
-/// stale answer.
+/// `time` is that expiry, decisions are remembered (by [`super::Authz`]) per
+/// token and distinct set of request facts. The facts include everything read
+/// from the store for the request (admin flag, grants, ...), so a changed
+/// store is a different key, never a stale answer.
 pub struct Verified {
     pub biscuit: Biscuit,
     pub claims: Claims,
-    /// `None` when a block added by a holder reads the clock: then every
+    /// Names the token's blocks in remembered decisions.
+    pub(crate) id: TokenId,
+    /// False when a block added by a holder reads the clock: then every
     /// request is evaluated afresh.
-    decisions: Option<Mutex<HashMap<FactKey, Result<(), String>>>>,
+    remembers: bool,
     /// Its blocks in the policy's symbols, made on first use.
     pub(crate) prepared: OnceLock<Result<PreparedToken, Unsupported>>,
 }
@@ -165,29 +201,17 @@ impl Verified {
                 .map_or(true, |source| super::policy::mentions_time(&source))
         });
         Self {
+            id: TokenId::of(&biscuit),
             biscuit,
             claims,
-            decisions: (!holder_reads_time).then(|| Mutex::new(HashMap::new())),
+            remembers: !holder_reads_time,
             prepared: OnceLock::new(),
         }
     }
 
     /// Whether decisions for this token may be remembered.
     pub fn remembers_decisions(&self) -> bool {
-        self.decisions.is_some()
-    }
-
-    pub(crate) fn remembered(&self, key: &FactKey) -> Option<Result<(), String>> {
-        self.decisions.as_ref()?.lock().ok()?.get(key).cloned()
-    }
-
-    pub(crate) fn remember(&self, key: &FactKey, decision: Result<(), String>) {
-        if let Some(Ok(mut decisions)) = self.decisions.as_ref().map(|d| d.lock()) {
-            if decisions.len() >= MAX_REMEMBERED_DECISIONS {
-                decisions.clear();
-            }
-            decisions.insert(key.clone(), decision);
-        }
+        self.remembers
     }
 }
 
