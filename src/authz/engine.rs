@@ -465,6 +465,8 @@ pub struct PreparedToken {
     /// engine's first extra symbol on.
     strings: Vec<String>,
     blocks: Vec<PreparedBlock>,
+    /// Every predicate the token's rules derive.
+    heads: Vec<u64>,
     /// The token's own symbol table, to print a failed check as
     /// biscuit-auth does.
     symbols: SymbolTable,
@@ -491,6 +493,11 @@ pub struct Engine {
     uses: QuickMap<u64, Vec<(usize, usize)>>,
     fact_count: usize,
     rules: Vec<Query>,
+    /// For each rule, the predicates of its body that neither the policy's
+    /// facts nor its rules provide: only a request's or a token's can. A
+    /// rule one of them is missing from can never match, so a request
+    /// without them never tries it.
+    rule_needs: Vec<Vec<u64>>,
     checks: Vec<PreparedCheck>,
     policies: Vec<(PolicyKind, Vec<Query>)>,
     limits: AuthorizerLimits,
@@ -601,6 +608,25 @@ impl Engine {
                 uses.entry(atom.name).or_default().push((r, *at));
             }
         }
+        let provided: QuickSet<u64> = rules
+            .iter()
+            .map(|rule| rule.head_name)
+            .chain(by_name.keys().copied())
+            .collect();
+        let rule_needs = rules
+            .iter()
+            .map(|rule| {
+                let mut needs: Vec<u64> = rule
+                    .body
+                    .iter()
+                    .map(|(_, atom)| atom.name)
+                    .filter(|name| !provided.contains(name))
+                    .collect();
+                needs.sort_unstable();
+                needs.dedup();
+                needs
+            })
+            .collect();
         Ok(Some(Self {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             index,
@@ -611,6 +637,7 @@ impl Engine {
             facts: by_name,
             fact_set,
             rules,
+            rule_needs,
             checks: converted_checks
                 .iter()
                 .map(|(kind, queries, text)| PreparedCheck {
@@ -735,10 +762,18 @@ impl Engine {
                 }
             })
             .collect();
+        let blocks: Vec<PreparedBlock> = blocks;
+        let mut heads: Vec<u64> = blocks
+            .iter()
+            .flat_map(|block| block.rules.iter().map(|rule| rule.head_name))
+            .collect();
+        heads.sort_unstable();
+        heads.dedup();
         Ok(PreparedToken {
             engine: self.id,
             strings,
             blocks,
+            heads,
             symbols: token_symbols,
         })
     }
@@ -864,6 +899,7 @@ impl Engine {
             engine: self.id,
             strings: Vec::new(),
             blocks: Vec::new(),
+            heads: Vec::new(),
             symbols: SymbolTable::new(),
         };
         let mut world = World::new(self, &nothing);
@@ -1189,16 +1225,36 @@ impl<'e> World<'e> {
         let mut round: u32 = 1;
         let mut fresh_names: Vec<u64> = Vec::new();
         let mut derived = Derived::default();
+        // Skipping a rule that can never match derives what trying it
+        // would: nothing, and no expression is evaluated either way.
+        let matchable: Vec<bool> = engine
+            .rule_needs
+            .iter()
+            .map(|needs| {
+                needs.iter().all(|name| {
+                    self.facts.contains_key(name) || token.heads.binary_search(name).is_ok()
+                })
+            })
+            .collect();
         loop {
             derived.seen.clear();
             if round == 1 {
-                for rule in engine.rules.iter().chain(token_rules()) {
+                let policy_rules = engine
+                    .rules
+                    .iter()
+                    .zip(&matchable)
+                    .filter(|(_, matchable)| **matchable)
+                    .map(|(rule, _)| rule);
+                for rule in policy_rules.chain(token_rules()) {
                     self.apply_all(rule, &mut derived)?;
                 }
             } else {
                 let previous = round - 1;
                 for name in &fresh_names {
                     for &(r, at) in engine.uses.get(name).into_iter().flatten() {
+                        if !matchable[r] {
+                            continue;
+                        }
                         self.apply_delta(&engine.rules[r], at, previous, &mut derived)?;
                     }
                     for rule in token_rules() {

@@ -426,3 +426,37 @@ fn the_cases_reach_every_kind_of_decision() {
         assert!(seen.contains(kind), "no case was {kind}: {seen:?}");
     }
 }
+
+#[test]
+fn what_an_authority_block_derives_is_not_skipped() {
+    // A token the server never mints, whose authority block derives the
+    // `session` the policy's sign-in rules need instead of stating it: the
+    // evaluator skips rules nothing can match, and must count what a
+    // token's rules derive as something that can.
+    let policy = embedded(str::to_owned);
+    let keys = RootKeys::ephemeral();
+    let biscuit = biscuit_auth::Biscuit::builder()
+        .code(r#"user("u0"); opened("s0"); session($s) <- opened($s);"#)
+        .expect("authority block")
+        .build(keys.signer())
+        .expect("token");
+    let claims = tokens::Claims::Session {
+        user: "u0".into(),
+        session: "s0".into(),
+        expires_at: EPOCH as i64 + 86_400,
+    };
+    let token = Verified::new(biscuit, claims);
+    let now = UNIX_EPOCH + Duration::from_secs(EPOCH);
+    for operation in ["auth:me", "agent:create", "tokens:list"] {
+        let request = RequestFacts::new(operation)
+            .fact("active", [string("u0")])
+            .fact("account", [string("u0")]);
+        let expected = outcome(policy.decide_reference(&token.biscuit, &request, now));
+        assert!(
+            matches!(expected, Outcome::Allowed(_)),
+            "{operation}: {expected:?}"
+        );
+        let got = policy.decide_fast(&token, &request, now).expect("covered");
+        assert_eq!(expected, outcome(got), "{operation}");
+    }
+}
