@@ -13,8 +13,8 @@
 //!   (`use` through a grant) reading an agent with five grants
 //! - `agent_read/warm` and `agent_read/cold`: what `GET /api/agents/{name}`
 //!   does before rendering (authenticate, the agent with its grants,
-//!   decide), the owner's session token; cold is both caches off and a
-//!   first decision
+//!   decide), the owner's session token; cold is the token, decision and
+//!   read caches off
 //! - `agent_read/cold_delegated_twice`: the same cold read by a delegated
 //!   `view` token its holder narrowed with two more blocks
 //! - `forward/assertion_mint`: signing one forward-auth assertion
@@ -37,6 +37,11 @@ use tessera::domain::levels::Level;
 use tessera::domain::password::Passwords;
 use tessera::store::{MemoryStore, Store};
 use tessera::{AppState, Config};
+
+// The server's allocator (see `src/main.rs`), so a cold read here allocates
+// as it does in the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn state_with_admin(rt: &tokio::runtime::Runtime) -> (AppState, String) {
     state_with_admin_and(rt, Config::new("unused"))
