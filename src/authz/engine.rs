@@ -783,6 +783,25 @@ impl Engine {
         token.engine == self.id
     }
 
+    /// Whether a block of `token` from `from` on names the `time`
+    /// predicate anywhere (a fact, a rule's head or body, a check): what
+    /// `policy::mentions_time` finds in their printed source, without
+    /// printing them.
+    pub fn reads_time(&self, token: &PreparedToken, from: usize) -> bool {
+        let time = self.time;
+        let query_names = |query: &Query| {
+            query.head_name == time || query.body.iter().any(|(_, atom)| atom.name == time)
+        };
+        token.blocks.iter().skip(from).any(|block| {
+            block.facts.iter().any(|fact| fact.predicate.name == time)
+                || block.rules.iter().any(query_names)
+                || block
+                    .checks
+                    .iter()
+                    .any(|check| check.queries.iter().any(query_names))
+        })
+    }
+
     /// Decide one request as `Authorizer::authorize` would with the policy,
     /// the token, `time(now)` and `facts`: the index of the allow policy
     /// that matched, or biscuit-auth's error.

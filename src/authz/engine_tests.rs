@@ -343,6 +343,18 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
+    fn whether_a_holder_reads_the_clock_is_found_without_printing(case in case()) {
+        thread_local! {
+            static SETUP: (Policy, RootKeys) = (embedded(str::to_owned), RootKeys::ephemeral());
+        }
+        SETUP.with(|(policy, keys)| {
+            let printed = !case.token(keys).holder_blocks_read_time_printed();
+            prop_assert_eq!(policy.remembers(&case.token(keys)), printed);
+            Ok(())
+        })?;
+    }
+
+    #[test]
     fn ranks_are_derived_as_biscuit_auth_derives_them(case in case()) {
         thread_local! {
             static POLICY: Policy = embedded(str::to_owned);

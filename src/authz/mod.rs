@@ -133,7 +133,7 @@ impl Authz {
     /// facts when that is exact (see [`Verified`]), else a Datalog run. Limit
     /// hits and internal errors are never remembered.
     pub fn authorize(&self, verified: &Verified, request: &RequestFacts) -> Result<(), AuthError> {
-        let remember = !self.policy.reads_time() && verified.remembers_decisions();
+        let remember = !self.policy.reads_time() && self.policy.remembers(verified);
         let key = remember.then(|| (verified.id.clone(), request.key().clone()));
         if let Some(key) = &key {
             if let Some(decision) = self.decisions.get(key) {

@@ -313,6 +313,16 @@ impl Policy {
             .map_err(|e| explain_refusal(request, e))
     }
 
+    /// Whether decisions for `token` may be remembered (see [`Verified`]):
+    /// asked of the prepared token when the evaluator covers it, of its
+    /// printed blocks otherwise. Found once per token.
+    pub fn remembers(&self, token: &Verified) -> bool {
+        *token.remembers.get_or_init(|| match self.fast(token) {
+            Some((engine, prepared)) => !engine.reads_time(prepared, token.holder_from),
+            None => !token.holder_blocks_read_time_printed(),
+        })
+    }
+
     /// The evaluator and the token prepared for it, when both exist.
     fn fast<'a>(
         &'a self,

@@ -175,9 +175,13 @@ pub struct Verified {
     pub claims: Claims,
     /// Names the token's blocks in remembered decisions.
     pub(crate) id: TokenId,
-    /// False when a block added by a holder reads the clock: then every
-    /// request is evaluated afresh.
-    remembers: bool,
+    /// The first block a holder appended (blocks before it are the
+    /// server's, whose only use of the clock is the claimed expiry).
+    pub(crate) holder_from: usize,
+    /// Whether decisions for this token may be remembered: false when a
+    /// block added by a holder reads the clock, then every request is
+    /// evaluated afresh. Found once, on first use.
+    pub(crate) remembers: OnceLock<bool>,
     /// Its blocks in the policy's symbols, made on first use.
     pub(crate) prepared: OnceLock<Result<PreparedToken, Unsupported>>,
 }
@@ -186,7 +190,7 @@ impl Verified {
     pub fn new(biscuit: Biscuit, claims: Claims) -> Self {
         // Block 1 of a delegated token is the server's own restriction, whose
         // expiry equals the claimed one that is checked before the policy.
-        let ours = match claims {
+        let holder_from = match claims {
             Claims::Delegated { .. } | Claims::ChannelBot { .. } | Claims::Runtime { .. }
                 if biscuit.context().get(1).cloned().flatten().as_deref()
                     == Some(DELEGATION_BLOCK) =>
@@ -195,23 +199,32 @@ impl Verified {
             }
             _ => 1,
         };
-        let holder_reads_time = (ours..biscuit.block_count()).any(|i| {
-            biscuit
-                .print_block_source(i)
-                .map_or(true, |source| super::policy::mentions_time(&source))
-        });
         Self {
             id: TokenId::of(&biscuit),
             biscuit,
             claims,
-            remembers: !holder_reads_time,
+            holder_from,
+            remembers: OnceLock::new(),
             prepared: OnceLock::new(),
         }
     }
 
-    /// Whether decisions for this token may be remembered.
+    /// Whether decisions for this token may be remembered, read from the
+    /// printed source of its holders' blocks: for tokens the policy's
+    /// evaluator does not prepare (`Policy::remembers` asks the prepared
+    /// token instead, without printing).
     pub fn remembers_decisions(&self) -> bool {
-        self.remembers
+        *self
+            .remembers
+            .get_or_init(|| !self.holder_blocks_read_time_printed())
+    }
+
+    pub(crate) fn holder_blocks_read_time_printed(&self) -> bool {
+        (self.holder_from..self.biscuit.block_count()).any(|i| {
+            self.biscuit
+                .print_block_source(i)
+                .map_or(true, |source| super::policy::mentions_time(&source))
+        })
     }
 }
 
