@@ -256,6 +256,16 @@ mod tests {
             .fact("active", [string(caller)])
     }
 
+    /// `token` with a block a holder appended.
+    fn narrowed(token: &str, block: biscuit_auth::builder::BlockBuilder) -> String {
+        UnverifiedBiscuit::from_base64(token)
+            .unwrap()
+            .append(block)
+            .unwrap()
+            .to_base64()
+            .unwrap()
+    }
+
     #[test]
     fn a_person_using_a_thousand_agents_gets_warm() {
         let authz = authz(50_000);
@@ -291,12 +301,7 @@ mod tests {
         authz.authorize(&owner, &request).unwrap();
         assert_eq!(authz.cold_decisions(), 2);
         // A holder's block makes another token: its own decisions.
-        let narrowed = UnverifiedBiscuit::from_base64(&owners)
-            .unwrap()
-            .append(block!(r#"check if operation("agent:update");"#))
-            .unwrap()
-            .to_base64()
-            .unwrap();
+        let narrowed = narrowed(&owners, block!(r#"check if operation("agent:update");"#));
         let narrowed = authz.verify(&narrowed, 0).unwrap();
         assert!(matches!(
             authz.authorize(&narrowed, &request),
@@ -309,12 +314,10 @@ mod tests {
     fn decisions_of_a_token_reading_the_clock_are_never_remembered() {
         let authz = authz(50_000);
         let token = authz.mint_session("u", "s", FAR).unwrap();
-        let narrowed = UnverifiedBiscuit::from_base64(&token)
-            .unwrap()
-            .append(block!(r#"check if time($t), $t > 2000-01-01T00:00:00Z;"#))
-            .unwrap()
-            .to_base64()
-            .unwrap();
+        let narrowed = narrowed(
+            &token,
+            block!(r#"check if time($t), $t > 2000-01-01T00:00:00Z;"#),
+        );
         let verified = authz.verify(&narrowed, 0).unwrap();
         let request = read_of("a", "u", "u");
         for _ in 0..3 {
