@@ -6,9 +6,10 @@
 //! generation fills it becomes the old one and the previous old one is dropped;
 //! a hit in the old generation is promoted.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use hashbrown::HashTable;
 
 pub use super::tokens::Verified;
 
@@ -63,9 +64,10 @@ impl TokenCache {
 }
 
 /// A bounded map with two generations per shard, split into shards so
-/// requests on different cores rarely wait on one lock.
-/// A hit in the old generation is promoted, so what is in use survives a
-/// turn of generations.
+/// requests on different cores rarely wait on one lock. A hit in the old
+/// generation is promoted, so what is in use survives a turn of
+/// generations. A key is hashed once (SipHash, keyed per process: keys
+/// carry what callers send), for both its shard and its slot.
 pub struct Memo<K, V> {
     /// Entries per generation in each shard.
     per_shard: usize,
@@ -74,8 +76,8 @@ pub struct Memo<K, V> {
 }
 
 struct MemoShard<K, V> {
-    young: HashMap<K, V>,
-    old: HashMap<K, V>,
+    young: HashTable<(K, V)>,
+    old: HashTable<(K, V)>,
 }
 
 /// Shards of a memo: enough that two cores rarely meet, few enough that a
@@ -96,8 +98,8 @@ impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
             shards: (0..shards)
                 .map(|_| {
                     Mutex::new(MemoShard {
-                        young: HashMap::new(),
-                        old: HashMap::new(),
+                        young: HashTable::new(),
+                        old: HashTable::new(),
                     })
                 })
                 .collect(),
@@ -105,12 +107,15 @@ impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
         }
     }
 
-    /// A key and its borrowed form hash alike (`Borrow`'s contract), so
-    /// either finds the same shard.
-    fn shard<Q: std::hash::Hash + ?Sized>(&self, key: &Q) -> &Mutex<MemoShard<K, V>> {
+    fn hash<Q: std::hash::Hash + ?Sized>(&self, key: &Q) -> u64 {
         use std::hash::BuildHasher;
-        let at = (self.hasher.hash_one(key) as usize) % self.shards.len();
-        &self.shards[at]
+        self.hasher.hash_one(key)
+    }
+
+    /// The table's slots use a hash's low bits and its top seven: the
+    /// shard takes bits from the middle.
+    fn shard(&self, hash: u64) -> &Mutex<MemoShard<K, V>> {
+        &self.shards[((hash >> 32) as usize) % self.shards.len()]
     }
 
     pub fn get<Q>(&self, key: &Q) -> Option<V>
@@ -118,15 +123,27 @@ impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: std::hash::Hash + Eq + ?Sized,
     {
+        self.get_by(key, |k| k.borrow() == key)
+    }
+
+    /// The value of the key `is` accepts, where `view` hashes exactly as
+    /// that key does: a lookup by a borrowed view of a key no `Borrow` can
+    /// give (a pair of references for a pair).
+    pub fn get_by<Q: std::hash::Hash + ?Sized>(
+        &self,
+        view: &Q,
+        is: impl Fn(&K) -> bool,
+    ) -> Option<V> {
         if self.per_shard == 0 {
             return None;
         }
-        let mut gens = self.shard(key).lock().ok()?;
-        if let Some(hit) = gens.young.get(key) {
+        let hash = self.hash(view);
+        let mut gens = self.shard(hash).lock().ok()?;
+        if let Some((_, hit)) = gens.young.find(hash, |(k, _)| is(k)) {
             return Some(hit.clone());
         }
-        let (key, hit) = gens.old.remove_entry(key)?;
-        Self::insert_young(&mut gens, self.per_shard, key, hit.clone());
+        let ((key, hit), _) = gens.old.find_entry(hash, |(k, _)| is(k)).ok()?.remove();
+        self.insert_young(&mut gens, hash, key, hit.clone());
         Some(hit)
     }
 
@@ -138,16 +155,22 @@ impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
         if self.per_shard == 0 {
             return;
         }
-        if let Ok(mut gens) = self.shard(key).lock() {
-            Self::insert_young(&mut gens, self.per_shard, key.to_owned(), value);
+        let hash = self.hash(key);
+        if let Ok(mut gens) = self.shard(hash).lock() {
+            self.insert_young(&mut gens, hash, key.to_owned(), value);
         }
     }
 
-    fn insert_young(gens: &mut MemoShard<K, V>, per_shard: usize, key: K, value: V) {
-        if gens.young.len() >= per_shard {
+    fn insert_young(&self, gens: &mut MemoShard<K, V>, hash: u64, key: K, value: V) {
+        if let Ok(mut found) = gens.young.find_entry(hash, |(k, _)| *k == key) {
+            found.get_mut().1 = value;
+            return;
+        }
+        if gens.young.len() >= self.per_shard {
             gens.old = std::mem::take(&mut gens.young);
         }
-        gens.young.insert(key, value);
+        gens.young
+            .insert_unique(hash, (key, value), |(k, _)| self.hash(k));
     }
 
     /// Entries held now, both generations.

@@ -57,6 +57,25 @@ impl AuthError {
     }
 }
 
+/// What a remembered decision is found by: the token and the request's
+/// facts.
+#[derive(Clone, PartialEq, Eq)]
+struct DecisionKey {
+    token: tokens::TokenId,
+    facts: policy::FactKey,
+}
+
+/// A [`DecisionKey`] borrowed from a request, hashing exactly as the key
+/// does, so a decision is looked up without copying the request's facts.
+#[derive(Hash)]
+struct DecisionView<'a>(&'a tokens::TokenId, &'a policy::FactKey);
+
+impl std::hash::Hash for DecisionKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        DecisionView(&self.token, &self.facts).hash(state);
+    }
+}
+
 /// The verifier every request goes through.
 pub struct Authz {
     keys: RootKeys,
@@ -67,7 +86,7 @@ pub struct Authz {
     /// Decisions per token and set of request facts (see [`Authz::authorize`]).
     /// One memo for every token, bounded as a whole: however many agents a
     /// person uses, what they keep using stays remembered.
-    decisions: cache::Memo<(tokens::TokenId, policy::FactKey), Result<(), String>>,
+    decisions: cache::Memo<DecisionKey, Result<(), String>>,
     /// Decisions evaluated because nothing remembered them.
     cold_decisions: AtomicU64,
 }
@@ -134,19 +153,29 @@ impl Authz {
     /// hits and internal errors are never remembered.
     pub fn authorize(&self, verified: &Verified, request: &RequestFacts) -> Result<(), AuthError> {
         let remember = !self.policy.reads_time() && self.policy.remembers(verified);
-        let key = remember.then(|| (verified.id.clone(), request.key().clone()));
-        if let Some(key) = &key {
-            if let Some(decision) = self.decisions.get(key) {
+        if remember {
+            let view = DecisionView(&verified.id, request.key());
+            let remembered = self.decisions.get_by(&view, |key| {
+                key.token == verified.id && key.facts == *request.key()
+            });
+            if let Some(decision) = remembered {
                 return decision.map_err(AuthError::Denied);
             }
         }
         self.cold_decisions.fetch_add(1, Ordering::Relaxed);
         let decision = self.policy.authorize(verified, request);
-        if let Some(key) = &key {
-            match &decision {
-                Ok(()) => self.decisions.insert(key, Ok(())),
-                Err(AuthError::Denied(reason)) => self.decisions.insert(key, Err(reason.clone())),
-                Err(_) => {}
+        if remember {
+            let remembered = match &decision {
+                Ok(()) => Some(Ok(())),
+                Err(AuthError::Denied(reason)) => Some(Err(reason.clone())),
+                Err(_) => None,
+            };
+            if let Some(remembered) = remembered {
+                let key = DecisionKey {
+                    token: verified.id.clone(),
+                    facts: request.key().clone(),
+                };
+                self.decisions.insert(&key, remembered);
             }
         }
         decision
