@@ -51,6 +51,9 @@ const NOTICES: &[(&str, &str)] = &[
 struct SecondStep {
     chrome: Chrome,
     has_passkey: bool,
+    /// Whether to speak of an authenticator app's codes: when the person
+    /// has one, or when what they have could not be read.
+    has_totp: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -76,11 +79,12 @@ async fn second_step(
             None => "/auth/login",
         });
     };
-    // Offered when the person has one (a failed read just offers none).
-    let has_passkey = state
-        .factors
-        .of(&halfway.user.id)
-        .is_ok_and(|set| !set.passkeys.is_empty());
+    // A passkey is offered when the person has one; a failed read offers
+    // none and words the page for a code.
+    let (has_passkey, has_totp) = match state.factors.of(&halfway.user.id) {
+        Ok(set) => (!set.passkeys.is_empty(), set.totp.is_some()),
+        Err(_) => (false, true),
+    };
     let error = query.error.as_deref().map(|code| {
         match code {
             "limited" => "Too many attempts. Wait a few minutes and try again.",
@@ -98,6 +102,7 @@ async fn second_step(
         &SecondStep {
             chrome: Chrome::new(&csrf, None, "").error(error),
             has_passkey,
+            has_totp,
         },
     )
 }
