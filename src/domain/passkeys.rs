@@ -102,9 +102,9 @@ enum Ceremony {
     },
 }
 
-struct Pending {
+struct Pending<T = Ceremony> {
     expires: Instant,
-    ceremony: Ceremony,
+    ceremony: T,
 }
 
 /// A started ceremony: its id (sent back with the answer) and the options
@@ -126,7 +126,50 @@ pub struct Passkeys {
     store: Arc<dyn Store>,
     webauthn: Webauthn,
     origin: String,
-    ceremonies: Mutex<HashMap<String, Pending>>,
+    ceremonies: Mutex<InFlight>,
+}
+
+/// Ceremonies in flight, and their ids in the order they started (so in
+/// the order they expire: every ceremony lives as long). Making room takes
+/// the oldest off the front instead of searching them all, so a flood of
+/// starts costs each request the same small work.
+struct InFlight<T = Ceremony> {
+    by_id: HashMap<String, Pending<T>>,
+    /// Started ids, oldest first; ids already taken stay until they reach
+    /// the front or the queue is compacted.
+    order: std::collections::VecDeque<String>,
+}
+
+impl<T> Default for InFlight<T> {
+    fn default() -> Self {
+        Self {
+            by_id: HashMap::new(),
+            order: Default::default(),
+        }
+    }
+}
+
+impl<T> InFlight<T> {
+    fn make_room(&mut self, now: Instant) {
+        // What has expired or been taken leaves from the front.
+        while let Some(front) = self.order.front() {
+            match self.by_id.get(front) {
+                Some(p) if p.expires > now && self.by_id.len() < MAX_CEREMONIES => break,
+                _ => {
+                    if let Some(id) = self.order.pop_front() {
+                        self.by_id.remove(&id);
+                    }
+                }
+            }
+        }
+        // Ids taken in the middle would pile up behind a long-lived front:
+        // compact once they outnumber the ceremonies, rarely enough to
+        // cost each start O(1) on average.
+        if self.order.len() > 2 * MAX_CEREMONIES.max(self.by_id.len()) {
+            let by_id = &self.by_id;
+            self.order.retain(|id| by_id.contains_key(id));
+        }
+    }
 }
 
 impl Passkeys {
@@ -152,7 +195,7 @@ impl Passkeys {
             store,
             webauthn,
             origin: url.origin().ascii_serialization(),
-            ceremonies: Mutex::new(HashMap::new()),
+            ceremonies: Mutex::new(InFlight::default()),
         })
     }
 
@@ -168,25 +211,15 @@ impl Passkeys {
             .ceremonies
             .lock()
             .map_err(|_| DomainError::Internal("the passkey ceremonies lock is poisoned".into()))?;
-        if pending.len() >= MAX_CEREMONIES {
-            pending.retain(|_, p| p.expires > now);
-        }
-        if pending.len() >= MAX_CEREMONIES {
-            if let Some(oldest) = pending
-                .iter()
-                .min_by_key(|(_, p)| p.expires)
-                .map(|(k, _)| k.clone())
-            {
-                pending.remove(&oldest);
-            }
-        }
-        pending.insert(
+        pending.make_room(now);
+        pending.by_id.insert(
             id.clone(),
             Pending {
                 expires: now + CEREMONY_TTL,
                 ceremony,
             },
         );
+        pending.order.push_back(id.clone());
         Ok(id)
     }
 
@@ -196,7 +229,7 @@ impl Passkeys {
             .ceremonies
             .lock()
             .map_err(|_| DomainError::Internal("the passkey ceremonies lock is poisoned".into()))?;
-        match pending.remove(id) {
+        match pending.by_id.remove(id) {
             Some(p) if p.expires > Instant::now() => Ok(p.ceremony),
             _ => Err(expired()),
         }
@@ -204,7 +237,7 @@ impl Passkeys {
 
     /// How many ceremonies are in flight (tests).
     pub fn in_flight(&self) -> usize {
-        self.ceremonies.lock().map_or(0, |p| p.len())
+        self.ceremonies.lock().map_or(0, |p| p.by_id.len())
     }
 
     /// Start registering a passkey for the person at `session`.
@@ -603,6 +636,57 @@ fn clean_name(name: &str) -> DomainResult<String> {
     } else {
         name.to_owned()
     })
+}
+
+#[cfg(test)]
+mod in_flight_tests {
+    use super::*;
+
+    fn start(flight: &mut InFlight<u32>, n: u32, now: Instant) -> String {
+        flight.make_room(now);
+        let id = format!("c{n}");
+        flight.by_id.insert(
+            id.clone(),
+            Pending {
+                expires: now + CEREMONY_TTL,
+                ceremony: n,
+            },
+        );
+        flight.order.push_back(id.clone());
+        id
+    }
+
+    #[test]
+    fn a_flood_of_starts_keeps_the_newest_and_stays_bounded() {
+        let mut flight = InFlight::default();
+        let now = Instant::now();
+        for n in 0..(2 * MAX_CEREMONIES as u32 + 7) {
+            start(&mut flight, n, now);
+            assert!(flight.by_id.len() <= MAX_CEREMONIES);
+        }
+        let newest = 2 * MAX_CEREMONIES as u32 + 6;
+        assert!(flight.by_id.contains_key(&format!("c{newest}")));
+        assert!(!flight.by_id.contains_key("c0"), "the oldest gave way");
+        assert!(flight.order.len() <= 2 * MAX_CEREMONIES + 1);
+    }
+
+    #[test]
+    fn taken_ceremonies_do_not_pile_up_behind_a_live_one() {
+        let mut flight = InFlight::default();
+        let now = Instant::now();
+        // One ceremony that stays, then many started and taken at once.
+        start(&mut flight, 0, now);
+        for n in 1..(5 * MAX_CEREMONIES as u32) {
+            let id = start(&mut flight, n, now);
+            flight.by_id.remove(&id);
+            assert!(flight.order.len() <= 2 * MAX_CEREMONIES + 1, "{n}");
+        }
+        assert!(flight.by_id.contains_key("c0"));
+        // Once expired, everything leaves from the front.
+        start(&mut flight, 99, now + CEREMONY_TTL + Duration::from_secs(1));
+        assert_eq!(flight.by_id.len(), 1);
+        assert_eq!(flight.order.len(), 1);
+    }
 }
 
 #[cfg(test)]
