@@ -13,8 +13,38 @@ use hashbrown::HashTable;
 
 pub use super::tokens::Verified;
 
+/// How much of a token its cache hash reads: the end, where the proof (a
+/// fresh secret key, or a seal) makes every token differ. A whole token is
+/// hundreds of bytes hashed on every request; equality still compares all
+/// of it, and only verified tokens are ever stored.
+const TOKEN_HASHED_BYTES: usize = 64;
+
+fn hashed_part(token: &str) -> &[u8] {
+    let bytes = token.as_bytes();
+    &bytes[bytes.len().saturating_sub(TOKEN_HASHED_BYTES)..]
+}
+
+/// A token as the cache keeps it.
+#[derive(Clone, PartialEq, Eq)]
+struct TokenKey(String);
+
+/// A token as a request presents it, hashing exactly as its [`TokenKey`].
+struct TokenView<'a>(&'a str);
+
+impl std::hash::Hash for TokenView<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(hashed_part(self.0));
+    }
+}
+
+impl std::hash::Hash for TokenKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        TokenView(&self.0).hash(state);
+    }
+}
+
 pub struct TokenCache {
-    verified: Memo<String, Arc<Verified>>,
+    verified: Memo<TokenKey, Arc<Verified>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -32,7 +62,9 @@ impl TokenCache {
         if self.verified.per_shard == 0 {
             return None;
         }
-        let found = self.verified.get(token);
+        let found = self
+            .verified
+            .get_by(&TokenView(token), |key| key.0 == token);
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -43,7 +75,7 @@ impl TokenCache {
     }
 
     pub fn insert(&self, token: &str, verified: Arc<Verified>) {
-        self.verified.insert(token, verified);
+        self.verified.insert(&TokenKey(token.to_owned()), verified);
     }
 
     pub fn len(&self) -> usize {
@@ -213,6 +245,25 @@ mod tests {
         let (hits, misses) = cache.stats();
         assert_eq!(hits + misses, 21);
         assert_eq!(hits as usize, 1 + found);
+    }
+
+    #[test]
+    fn tokens_sharing_their_end_are_told_apart() {
+        let keys = RootKeys::ephemeral();
+        let cache = TokenCache::new(16);
+        let verified = |user: &str| {
+            let token = tokens::mint_session(&keys, user, "s", i64::MAX / 2).unwrap();
+            Arc::new(tokens::verify(&keys, &token).unwrap())
+        };
+        let (for_a, for_b) = (verified("a"), verified("b"));
+        let end = "z".repeat(TOKEN_HASHED_BYTES);
+        let (a, b) = (format!("a{end}"), format!("b{end}"));
+        cache.insert(&a, for_a.clone());
+        cache.insert(&b, for_b.clone());
+        assert!(Arc::ptr_eq(&cache.get(&a).unwrap(), &for_a));
+        assert!(Arc::ptr_eq(&cache.get(&b).unwrap(), &for_b));
+        assert!(cache.get(&format!("c{end}")).is_none());
+        assert!(cache.get(&end).is_none());
     }
 
     #[test]
