@@ -25,7 +25,7 @@ fn hashed_part(token: &str) -> &[u8] {
 }
 
 /// A token as the cache keeps it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 struct TokenKey(String);
 
 /// A token as a request presents it, hashing exactly as its [`TokenKey`].
@@ -75,7 +75,7 @@ impl TokenCache {
     }
 
     pub fn insert(&self, token: &str, verified: Arc<Verified>) {
-        self.verified.insert(&TokenKey(token.to_owned()), verified);
+        self.verified.insert(TokenKey(token.to_owned()), verified);
     }
 
     pub fn len(&self) -> usize {
@@ -179,17 +179,13 @@ impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
         Some(hit)
     }
 
-    pub fn insert<Q>(&self, key: &Q, value: V)
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
-    {
+    pub fn insert(&self, key: K, value: V) {
         if self.per_shard == 0 {
             return;
         }
-        let hash = self.hash(key);
+        let hash = self.hash(&key);
         if let Ok(mut gens) = self.shard(hash).lock() {
-            self.insert_young(&mut gens, hash, key.to_owned(), value);
+            self.insert_young(&mut gens, hash, key, value);
         }
     }
 
@@ -269,21 +265,21 @@ mod tests {
     #[test]
     fn a_memo_stays_bounded_and_keeps_what_is_in_use() {
         let memo = Memo::new(64);
-        memo.insert(&"hot".to_owned(), 0);
+        memo.insert("hot".to_owned(), 0);
         for i in 0..10_000 {
-            memo.insert(&format!("k{i}"), i);
+            memo.insert(format!("k{i}"), i);
             assert!(memo.len() <= 2 * 64 + 2 * MEMO_SHARDS, "{}", memo.len());
             // Used throughout, so it is promoted before its generation goes.
-            assert_eq!(memo.get(&"hot".to_owned()), Some(0), "lost at {i}");
+            assert_eq!(memo.get("hot"), Some(0), "lost at {i}");
         }
-        assert_eq!(memo.get(&"k9999".to_owned()), Some(9999));
-        assert_eq!(memo.get(&"k0".to_owned()), None);
+        assert_eq!(memo.get("k9999"), Some(9999));
+        assert_eq!(memo.get("k0"), None);
     }
 
     #[test]
     fn a_memo_of_no_capacity_remembers_nothing() {
         let memo = Memo::new(0);
-        memo.insert(&1, 1);
+        memo.insert(1, 1);
         assert_eq!(memo.get(&1), None);
         assert!(memo.is_empty());
     }

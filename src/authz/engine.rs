@@ -741,7 +741,7 @@ impl Engine {
         }
         let strings = remap.extras;
         let extra_from = self.extra_from;
-        let blocks = converted
+        let blocks: Vec<PreparedBlock> = converted
             .into_iter()
             .enumerate()
             .map(|(i, (facts, rules, checks))| {
@@ -762,7 +762,6 @@ impl Engine {
                 }
             })
             .collect();
-        let blocks: Vec<PreparedBlock> = blocks;
         let mut heads: Vec<u64> = blocks
             .iter()
             .flat_map(|block| block.rules.iter().map(|rule| rule.head_name))

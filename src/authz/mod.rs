@@ -59,7 +59,7 @@ impl AuthError {
 
 /// What a remembered decision is found by: the token and the request's
 /// facts.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 struct DecisionKey {
     token: tokens::TokenId,
     facts: policy::FactKey,
@@ -175,7 +175,7 @@ impl Authz {
                     token: verified.id.clone(),
                     facts: request.key().clone(),
                 };
-                self.decisions.insert(&key, remembered);
+                self.decisions.insert(key, remembered);
             }
         }
         decision
@@ -191,7 +191,7 @@ impl Authz {
             }
         }
         let ranks = Arc::new(self.policy.ranks(request)?);
-        self.ranks.insert(request.key(), ranks.clone());
+        self.ranks.insert(request.key().clone(), ranks.clone());
         Ok(ranks)
     }
 

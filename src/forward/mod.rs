@@ -339,7 +339,7 @@ impl Assertions {
             })?
             .into();
         if !reuse_for.is_zero() {
-            self.memo.insert(&key, (Instant::now(), token.clone()));
+            self.memo.insert(key, (Instant::now(), token.clone()));
         }
         Ok(token)
     }
