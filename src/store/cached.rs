@@ -12,7 +12,7 @@
 //! keeping it could park a stale value after the commit's invalidation.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -53,8 +53,11 @@ struct Entries {
     values: HashMap<String, Vec<(TypeId, Value)>>,
     /// Values held (each name may hold one per type).
     count: usize,
-    by_key: HashMap<Vec<u8>, Vec<Slot>>,
-    by_prefix: HashMap<Vec<u8>, Vec<Slot>>,
+    /// The values derived from each key and prefix. A set, not a list: one
+    /// key can back thousands of values (an owner's account backs every
+    /// agent they own), and indexing a value must not scan them all.
+    by_key: HashMap<Vec<u8>, HashSet<Slot>>,
+    by_prefix: HashMap<Vec<u8>, HashSet<Slot>>,
     /// Longest prefix indexed, so invalidation only tries that many.
     longest_prefix: usize,
     /// Index entries held, stale ones included: bounds memory with `values`.
@@ -78,7 +81,7 @@ impl Entries {
         }
     }
 
-    fn forget(&mut self, slots: Vec<Slot>) {
+    fn forget(&mut self, slots: HashSet<Slot>) {
         for (kind, name) in slots {
             if let Some(typed) = self.values.get_mut(&name) {
                 let before = typed.len();
@@ -104,14 +107,17 @@ impl Entries {
         }
     }
 
-    fn index(map: &mut HashMap<Vec<u8>, Vec<Slot>>, dep: &[u8], slot: &Slot) -> usize {
-        let slots = map.entry(dep.to_vec()).or_default();
-        if slots.contains(slot) {
-            0
+    /// Index `slot` under `dep`: 1 if it is new there, 0 if it was held.
+    fn index(map: &mut HashMap<Vec<u8>, HashSet<Slot>>, dep: &[u8], slot: &Slot) -> usize {
+        if let Some(slots) = map.get_mut(dep) {
+            if slots.contains(slot) {
+                return 0;
+            }
+            slots.insert(slot.clone());
         } else {
-            slots.push(slot.clone());
-            1
+            map.insert(dep.to_vec(), HashSet::from([slot.clone()]));
         }
+        1
     }
 }
 
@@ -463,6 +469,41 @@ mod tests {
             .unwrap();
         assert_eq!(first.as_deref(), Some(&b"old"[..]));
         assert_eq!(read(&store, "k", &reads), Some(b"new".to_vec()));
+    }
+
+    /// Many values derived from one key (every agent reads its owner's
+    /// account): recomputing one indexes it once, and a write to the shared
+    /// key drops every one of them.
+    #[test]
+    fn values_sharing_a_key_are_indexed_once_and_dropped_together() {
+        let store = cached();
+        let reads = AtomicUsize::new(0);
+        let derived = |name: &str| {
+            store
+                .get_or_compute::<usize, crate::store::StoreError>(name, |engine| {
+                    reads.fetch_add(1, Ordering::SeqCst);
+                    let owner = engine.get(b"user/owner")?.map_or(0, |v| v.len());
+                    Ok((owner, Deps::new().key("user/owner").key(name)))
+                })
+                .unwrap()
+        };
+        put(&store, "user/owner", "x");
+        for i in 0..300 {
+            assert_eq!(*derived(&format!("agent/{i}")), 1);
+        }
+        let indexed = store.entries.read().unwrap().indexed;
+        assert_eq!(indexed, 600);
+        // One value recomputed after its own key changed: indexed again
+        // under that key, not a second time under the shared one.
+        put(&store, "agent/7", "");
+        assert_eq!(*derived("agent/7"), 1);
+        assert_eq!(store.entries.read().unwrap().indexed, 600);
+        assert_eq!(reads.load(Ordering::SeqCst), 301);
+        put(&store, "user/owner", "xy");
+        for i in 0..300 {
+            assert_eq!(*derived(&format!("agent/{i}")), 2);
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 601);
     }
 
     #[test]
