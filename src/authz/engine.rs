@@ -137,8 +137,32 @@ struct Expr {
     /// biscuit-auth passes every bound variable).
     inputs: Vec<(u32, usize)>,
     /// Whether a constant of the expression is a symbol outside the
-    /// policy's table (then evaluation needs the request's symbols).
+    /// policy's table (then evaluation may need the request's symbols).
     reads_extra_symbols: bool,
+    /// Whether an operation reads a string's text or makes a new string.
+    /// Without one, strings are only compared by number, which the
+    /// request's symbols do not change, so they are not loaded.
+    reads_text: bool,
+}
+
+/// Whether `op` reads the text of a string or makes a string: all that
+/// needs a symbol table. Comparisons, arithmetic, logic, set operations
+/// and lookups compare symbols by number.
+fn reads_text(op: &Op) -> bool {
+    use datalog::{Binary, Unary};
+    match op {
+        Op::Value(_) | Op::Closure(..) => false,
+        Op::Unary(unary) => !matches!(unary, Unary::Negate | Unary::Parens),
+        Op::Binary(binary) => matches!(
+            binary,
+            Binary::Contains
+                | Binary::Prefix
+                | Binary::Suffix
+                | Binary::Regex
+                | Binary::Add
+                | Binary::Ffi(_)
+        ),
+    }
 }
 
 /// A rule, or one query of a check or policy, ready to evaluate.
@@ -241,15 +265,19 @@ impl Query {
             .map(|expression| {
                 let mut names = BTreeSet::new();
                 let mut reads_extra_symbols = false;
-                walk_ops(&expression.ops, &mut |op| match op {
-                    Op::Value(term) => {
-                        if let Term::Variable(v) = term {
-                            names.insert(*v);
+                let mut text = false;
+                walk_ops(&expression.ops, &mut |op| {
+                    text |= reads_text(op);
+                    match op {
+                        Op::Value(term) => {
+                            if let Term::Variable(v) = term {
+                                names.insert(*v);
+                            }
+                            reads_extra_symbols |= mentions_extra(term, extra_from);
                         }
-                        reads_extra_symbols |= mentions_extra(term, extra_from);
+                        Op::Closure(params, _) => names.extend(params.iter().copied()),
+                        _ => {}
                     }
-                    Op::Closure(params, _) => names.extend(params.iter().copied()),
-                    _ => {}
                 });
                 Expr {
                     expression: expression.clone(),
@@ -258,6 +286,7 @@ impl Query {
                         .filter_map(|v| slot_of.get(&v).map(|&slot| (v, slot)))
                         .collect(),
                     reads_extra_symbols,
+                    reads_text: text,
                 }
             })
             .collect();
@@ -1477,7 +1506,7 @@ impl<'e> World<'e> {
             }
         }
         let mut symbols = TemporarySymbolTable::new(&self.engine.symbols);
-        if reads_extra {
+        if reads_extra && expr.reads_text {
             // The token's and the request's own symbols, numbered as they
             // were numbered here, so the expression can read them.
             for s in self.token.strings.iter().chain(&self.local) {

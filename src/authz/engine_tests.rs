@@ -102,6 +102,10 @@ fn holder_statement() -> impl Strategy<Value = String> {
         // An expression that fails to evaluate (a string plus a number).
         Just(r#"check if operation($op), $op + 1 == 2;"#.to_owned()),
         Just(r#"check if operation($op), $op.length() > 9 || $op.contains("me");"#.to_owned()),
+        // Text of strings the policy lacks (the request's agent, the
+        // token's user), and a string made from one, found among them.
+        Just(r#"check if resource_agent($a), $a + "" == $a;"#.to_owned()),
+        Just(r#"check if user($u), $u.length() > 2, $u.type() == "string";"#.to_owned()),
         // Too many facts for the limits of the tests below.
         Just(format!(
             "{} pair($a, $b) <- n($a), n($b);",
