@@ -693,26 +693,26 @@ impl Engine {
         if token.external_public_keys().iter().any(Option::is_some) {
             return Err(Unsupported("third-party blocks"));
         }
-        let bytes = token
-            .to_vec()
-            .map_err(|_| Unsupported("the token does not serialize"))?;
-        let container = schema::Biscuit::decode(&bytes[..])
-            .map_err(|_| Unsupported("the token does not decode"))?;
-        let mut token_symbols = SymbolTable::new();
+        // The blocks as biscuit-auth verified them (biscuit-auth keeps its
+        // own decoding private), decoded once more here.
+        let container = token.container().to_proto();
+        let mut strings = Vec::new();
         let mut raw = Vec::with_capacity(1 + container.blocks.len());
         for signed in std::iter::once(&container.authority).chain(&container.blocks) {
-            let block = schema::Block::decode(&signed.block[..])
+            let mut block = schema::Block::decode(&signed.block[..])
                 .map_err(|_| Unsupported("a block does not decode"))?;
             if !block.public_keys.is_empty() {
                 return Err(Unsupported("public keys in a block"));
             }
-            let own = SymbolTable::from(block.symbols.clone())
-                .map_err(|_| Unsupported("a block's symbols overlap"))?;
-            token_symbols
-                .extend(&own)
-                .map_err(|_| Unsupported("a block's symbols overlap"))?;
+            // One table for the whole token, built once. biscuit-auth
+            // refused the token already if a block's symbols overlapped
+            // the defaults or an earlier block's, and converting a block
+            // reads none of its symbols, so they are moved, not copied.
+            strings.append(&mut block.symbols);
             raw.push(block);
         }
+        let token_symbols =
+            SymbolTable::from(strings).map_err(|_| Unsupported("a block's symbols overlap"))?;
 
         let unsupported_format = |_| Unsupported("a block uses an unsupported format");
         let scope_unsupported = Unsupported("a public-key scope");
