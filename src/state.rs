@@ -951,7 +951,11 @@ fn build_live(
             }
         }
     }
-    let reach = facts.iter().cloned().chain(everyone_else);
+    // Shared with people only, an agent reaches no one beyond its own
+    // facts: one set serves both.
+    let reach = (!everyone_else.is_empty())
+        .then(|| Arc::new(FactSet::new(facts.iter().cloned().chain(everyone_else))));
+    let facts = Arc::new(FactSet::new(facts));
     let principals = live
         .iter()
         .filter(|g| !matches!(g.principal(), Principal::User(_)))
@@ -960,8 +964,8 @@ fn build_live(
     Live {
         until,
         principals,
-        reach: Arc::new(FactSet::new(reach)),
-        facts: Arc::new(FactSet::new(facts)),
+        reach: reach.unwrap_or_else(|| facts.clone()),
+        facts,
         plain_ranks: OnceLock::new(),
         reach_ranks: OnceLock::new(),
         own,
