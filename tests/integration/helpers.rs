@@ -428,6 +428,12 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// A page that says `says` and nowhere `never` (printed whole if not).
+pub fn assert_page_says(page: &str, says: &str, never: &str) {
+    assert!(page.contains(says), "{page}");
+    assert!(!page.contains(never), "{page}");
+}
+
 /// A copy of `datalog/` with one line replaced, for tests showing that the
 /// policy is data. Panics if the line is not in the policy any more.
 pub fn edited_policy(line: &str, replacement: &str) -> tempfile::TempDir {
