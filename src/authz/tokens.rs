@@ -209,16 +209,9 @@ impl Verified {
         }
     }
 
-    /// Whether decisions for this token may be remembered, read from the
-    /// printed source of its holders' blocks: for tokens the policy's
-    /// evaluator does not prepare (`Policy::remembers` asks the prepared
-    /// token instead, without printing).
-    pub fn remembers_decisions(&self) -> bool {
-        *self
-            .remembers
-            .get_or_init(|| !self.holder_blocks_read_time_printed())
-    }
-
+    /// Whether a block a holder appended reads the clock, found in its
+    /// printed source: for tokens the policy's evaluator does not prepare
+    /// (`Policy::remembers` asks the prepared token instead).
     pub(crate) fn holder_blocks_read_time_printed(&self) -> bool {
         (self.holder_from..self.biscuit.block_count()).any(|i| {
             self.biscuit
@@ -444,11 +437,11 @@ mod tests {
                 expires_at: verified.claims.expires_at()
             }
         );
-        assert!(verified.remembers_decisions());
+        assert!(!verified.holder_blocks_read_time_printed());
     }
 
     #[test]
-    fn a_holder_block_reading_the_clock_turns_remembering_off() {
+    fn a_holder_block_reading_the_clock_is_found_in_its_print() {
         let keys = RootKeys::ephemeral();
         let token = mint_session(&keys, "u1", "s1", now() + 60).unwrap();
         let biscuit = verify(&keys, &token).unwrap().biscuit;
@@ -459,7 +452,9 @@ mod tests {
             .unwrap()
             .to_base64()
             .unwrap();
-        assert!(!verify(&keys, &narrowed).unwrap().remembers_decisions());
+        assert!(verify(&keys, &narrowed)
+            .unwrap()
+            .holder_blocks_read_time_printed());
         let narrowed = biscuit
             .append(biscuit_auth::macros::block!(
                 r#"check if operation("auth:me");"#
@@ -467,7 +462,9 @@ mod tests {
             .unwrap()
             .to_base64()
             .unwrap();
-        assert!(verify(&keys, &narrowed).unwrap().remembers_decisions());
+        assert!(!verify(&keys, &narrowed)
+            .unwrap()
+            .holder_blocks_read_time_printed());
     }
 
     #[test]
