@@ -31,7 +31,7 @@ use biscuit_auth::error::{
     Expression as ExpressionError, FailedAuthorizerCheck, FailedBlockCheck, FailedCheck, Logic,
     MatchedPolicy, RunLimit, Token as TokenError,
 };
-use biscuit_auth::format::{convert::proto_block_to_token_block, schema};
+use biscuit_auth::format::{convert, schema};
 use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit};
 use prost::Message;
 
@@ -510,7 +510,9 @@ pub struct Engine {
     id: u64,
     symbols: SymbolTable,
     /// Every symbol of `symbols`, the default ones included, by text.
-    index: HashMap<String, u64>,
+    /// Never written after start-up, so the texts a request looks up
+    /// cannot lengthen its chains: the quick hash is enough.
+    index: QuickMap<String, u64>,
     /// The first symbol number beyond `symbols` (where a
     /// `TemporarySymbolTable` over it starts numbering).
     extra_from: u64,
@@ -614,7 +616,7 @@ impl Engine {
         // Where symbols beyond the table are numbered from: what the next
         // insertion into it would get.
         let extra_from = symbols.clone().insert("\u{0}tessera: beyond the policy");
-        let mut index = HashMap::new();
+        let mut index = QuickMap::default();
         for i in 0.. {
             match symbols.get_symbol(i) {
                 Some(s) => index.insert(s.to_owned(), i),
@@ -711,8 +713,7 @@ impl Engine {
             strings.append(&mut block.symbols);
             raw.push(block);
         }
-        let token_symbols =
-            SymbolTable::from(strings).map_err(|_| Unsupported("a block's symbols overlap"))?;
+        let token_symbols = token_symbol_table(strings)?;
 
         let unsupported_format = |_| Unsupported("a block uses an unsupported format");
         let scope_unsupported = Unsupported("a public-key scope");
@@ -731,7 +732,13 @@ impl Engine {
         );
         let mut converted: Vec<Converted> = Vec::with_capacity(raw.len());
         for (i, block) in raw.iter().enumerate() {
-            let block = proto_block_to_token_block(block, None).map_err(unsupported_format)?;
+            let scopes = block
+                .scope
+                .iter()
+                .map(convert::proto_scope_to_token_scope)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unsupported_format)?;
+            let block = BlockParts::convert(block).map_err(unsupported_format)?;
             let trust = |scopes: &[Scope], default: u64| {
                 trusted(scopes, default, i).ok_or(scope_unsupported.clone())
             };
@@ -742,7 +749,7 @@ impl Engine {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(unsupported_format)
             };
-            let block_trust = trust(&scopes_of(&block.scopes)?, DEFAULT_TRUST)?;
+            let block_trust = trust(&scopes_of(&scopes)?, DEFAULT_TRUST)?;
             let mut facts = Vec::with_capacity(block.facts.len());
             for fact in &block.facts {
                 facts.push(datalog::Fact {
@@ -987,6 +994,59 @@ fn block_failure(
     })
 }
 
+/// The token's symbols, numbered as biscuit-auth numbers them. It already
+/// refused a token whose blocks' symbols overlap the defaults or each
+/// other, so the table is built by appending, without the two hash sets
+/// per table `SymbolTable::from` builds to check that again (a tenth of
+/// preparing a session token). A block repeating one of its own symbols
+/// (allowed) is numbered by `SymbolTable::from` as written.
+fn token_symbol_table(strings: Vec<String>) -> Result<SymbolTable, Unsupported> {
+    let mut table = SymbolTable::new();
+    for s in &strings {
+        let before = table.current_offset();
+        table.insert(s);
+        if table.current_offset() != before + 1 {
+            return SymbolTable::from(strings)
+                .map_err(|_| Unsupported("a block's symbols overlap"));
+        }
+    }
+    Ok(table)
+}
+
+/// What evaluating reads of a block but its scopes (their type is not
+/// nameable outside biscuit-auth): `proto_block_to_token_block` without
+/// its symbol table (the token's is built once, see
+/// [`token_symbol_table`]) or its version checks (biscuit-auth made them
+/// converting the same bytes when it verified the token).
+struct BlockParts {
+    facts: Vec<datalog::Fact>,
+    rules: Vec<datalog::Rule>,
+    checks: Vec<datalog::Check>,
+}
+
+impl BlockParts {
+    fn convert(block: &schema::Block) -> Result<Self, biscuit_auth::error::Format> {
+        let version = block.version.unwrap_or(0);
+        Ok(Self {
+            facts: block
+                .facts
+                .iter()
+                .map(convert::proto_fact_to_token_fact)
+                .collect::<Result<_, _>>()?,
+            rules: block
+                .rules
+                .iter()
+                .map(|rule| convert::proto_rule_to_token_rule(rule, version).map(|(rule, _)| rule))
+                .collect::<Result<_, _>>()?,
+            checks: block
+                .checks
+                .iter()
+                .map(|check| convert::proto_check_to_token_check(check, version))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
 /// One stored fact of a request's world.
 struct Stored {
     origin: u64,
@@ -1042,8 +1102,44 @@ struct World<'e> {
 struct Derived {
     facts: Vec<(u64, u64, Vec<Term>)>,
     /// The same, by origin and name, to tell a new fact from one already
-    /// derived without building it.
+    /// derived: only once there are more than a scan is quick for (an
+    /// ordinary request's iteration derives a handful).
     seen: QuickMap<(u64, u64), QuickSet<Vec<Term>>>,
+}
+
+impl Derived {
+    fn contains(&self, origin: u64, name: u64, terms: &[Term]) -> bool {
+        if self.facts.len() <= SCAN_UP_TO {
+            return self
+                .facts
+                .iter()
+                .any(|(o, n, t)| *n == name && *o == origin && t.as_slice() == terms);
+        }
+        self.seen
+            .get(&(origin, name))
+            .is_some_and(|set| set.contains(terms))
+    }
+
+    fn push(&mut self, origin: u64, name: u64, terms: Vec<Term>) {
+        if self.facts.len() == SCAN_UP_TO {
+            for (o, n, t) in &self.facts {
+                self.seen.entry((*o, *n)).or_default().insert(t.clone());
+            }
+        }
+        if self.facts.len() >= SCAN_UP_TO {
+            self.seen
+                .entry((origin, name))
+                .or_default()
+                .insert(terms.clone());
+        }
+        self.facts.push((origin, name, terms));
+    }
+
+    /// The iteration's facts, leaving it empty for the next.
+    fn take(&mut self) -> Vec<(u64, u64, Vec<Term>)> {
+        self.seen.clear();
+        std::mem::take(&mut self.facts)
+    }
 }
 
 /// How a search over bindings goes on.
@@ -1284,7 +1380,6 @@ impl<'e> World<'e> {
             })
             .collect();
         loop {
-            derived.seen.clear();
             if round == 1 {
                 let policy_rules = engine
                     .rules
@@ -1317,7 +1412,7 @@ impl<'e> World<'e> {
                 return Ok(());
             }
             fresh_names.clear();
-            for (origin, name, terms) in std::mem::take(&mut derived.facts) {
+            for (origin, name, terms) in derived.take() {
                 if !fresh_names.contains(&name) {
                     fresh_names.push(name);
                 }
@@ -1404,17 +1499,12 @@ impl<'e> World<'e> {
             return Ok(());
         }
         let origin = origin | rule.origin;
-        let key = (origin, rule.head_name);
         if self.known(origin, rule.head_name, &head)
-            || derived
-                .seen
-                .get(&key)
-                .is_some_and(|set| set.contains(head.as_slice()))
+            || derived.contains(origin, rule.head_name, &head)
         {
             return Ok(());
         }
-        derived.seen.entry(key).or_default().insert(head.clone());
-        derived.facts.push((origin, rule.head_name, head.clone()));
+        derived.push(origin, rule.head_name, head.clone());
         Ok(())
     }
 
