@@ -524,16 +524,27 @@ pub struct Engine {
     uses: QuickMap<u64, Vec<(usize, usize)>>,
     fact_count: usize,
     rules: Vec<Query>,
-    /// For each rule, the predicates of its body that neither the policy's
-    /// facts nor its rules provide: only a request's or a token's can. A
-    /// rule one of them is missing from can never match, so a request
-    /// without them never tries it.
-    rule_needs: Vec<Vec<u64>>,
+    /// For each rule, what of its body only a request or a token can
+    /// provide.
+    rule_needs: Vec<Needs>,
     checks: Vec<PreparedCheck>,
     policies: Vec<(PolicyKind, Vec<Query>)>,
     limits: AuthorizerLimits,
     /// The server registers no external functions.
     no_functions: HashMap<String, biscuit_auth::datalog::ExternFunc>,
+}
+
+/// What a policy rule's body names that neither the policy's facts nor its
+/// rules provide: only a request's or a token's facts (or a token's rules)
+/// can. A rule missing one can never match, so a request without it never
+/// tries the rule.
+#[derive(Debug, Default)]
+struct Needs {
+    /// The predicates.
+    names: Vec<u64>,
+    /// Its atoms over them with every term written out
+    /// (`operation("agent:create")`): that very fact must be given.
+    facts: Vec<(u64, Vec<Term>)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -647,14 +658,26 @@ impl Engine {
         let rule_needs = rules
             .iter()
             .map(|rule| {
-                let mut needs: Vec<u64> = rule
-                    .body
-                    .iter()
-                    .map(|(_, atom)| atom.name)
-                    .filter(|name| !provided.contains(name))
-                    .collect();
-                needs.sort_unstable();
-                needs.dedup();
+                let mut needs = Needs::default();
+                for (_, atom) in &rule.body {
+                    if provided.contains(&atom.name) {
+                        continue;
+                    }
+                    needs.names.push(atom.name);
+                    let ground: Option<Vec<Term>> = atom
+                        .slots
+                        .iter()
+                        .map(|slot| match slot {
+                            Slot::Const(term) => Some(term.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    if let Some(terms) = ground {
+                        needs.facts.push((atom.name, terms));
+                    }
+                }
+                needs.names.sort_unstable();
+                needs.names.dedup();
                 needs
             })
             .collect();
@@ -1370,13 +1393,26 @@ impl<'e> World<'e> {
         let mut derived = Derived::default();
         // Skipping a rule that can never match derives what trying it
         // would: nothing, and no expression is evaluated either way.
+        // Only given facts (round 0) are stored yet, and what a token's
+        // rules may derive counts as present.
+        let derivable = |name: &u64| token.heads.binary_search(name).is_ok();
         let matchable: Vec<bool> = engine
             .rule_needs
             .iter()
-            .map(|needs| {
-                needs.iter().all(|name| {
-                    self.facts.contains_key(name) || token.heads.binary_search(name).is_ok()
-                })
+            .zip(&engine.rules)
+            .map(|(needs, rule)| {
+                needs
+                    .names
+                    .iter()
+                    .all(|name| self.facts.contains_key(name) || derivable(name))
+                    && needs.facts.iter().all(|(name, terms)| {
+                        derivable(name)
+                            || self.facts.get(name).is_some_and(|facts| {
+                                facts.iter().any(|fact| {
+                                    fact.origin & !rule.scope == 0 && fact.terms == *terms
+                                })
+                            })
+                    })
             })
             .collect();
         loop {

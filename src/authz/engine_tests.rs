@@ -450,18 +450,7 @@ fn what_an_authority_block_derives_is_not_skipped() {
     // evaluator skips rules nothing can match, and must count what a
     // token's rules derive as something that can.
     let policy = embedded(str::to_owned);
-    let keys = RootKeys::ephemeral();
-    let biscuit = biscuit_auth::Biscuit::builder()
-        .code(r#"user("u0"); opened("s0"); session($s) <- opened($s);"#)
-        .expect("authority block")
-        .build(keys.signer())
-        .expect("token");
-    let claims = tokens::Claims::Session {
-        user: "u0".into(),
-        session: "s0".into(),
-        expires_at: EPOCH as i64 + 86_400,
-    };
-    let token = Verified::new(biscuit, claims);
+    let token = session_of_u0(r#"user("u0"); opened("s0"); session($s) <- opened($s);"#);
     let now = UNIX_EPOCH + Duration::from_secs(EPOCH);
     for operation in ["auth:me", "agent:create", "tokens:list"] {
         let request = RequestFacts::new(operation)
@@ -475,4 +464,44 @@ fn what_an_authority_block_derives_is_not_skipped() {
         let got = policy.decide_fast(&token, &request, now).expect("covered");
         assert_eq!(expected, outcome(got), "{operation}");
     }
+}
+
+#[test]
+fn a_fact_a_token_rule_derives_is_not_skipped() {
+    // The policy's rules naming one exact request fact
+    // (`operation("agent:create")`) are skipped when it is not given; one
+    // a token's authority block derives counts as given.
+    let policy = embedded(str::to_owned);
+    let token =
+        session_of_u0(r#"user("u0"); session("s0"); operation("agent:create") <- user("u0");"#);
+    let now = UNIX_EPOCH + Duration::from_secs(EPOCH);
+    let mut allowed = 0;
+    for operation in ["auth:me", "tokens:list", "no:such:operation"] {
+        let request = RequestFacts::new(operation)
+            .fact("active", [string("u0")])
+            .fact("account", [string("u0")]);
+        let expected = outcome(policy.decide_reference(&token.biscuit, &request, now));
+        allowed += usize::from(matches!(expected, Outcome::Allowed(_)));
+        let got = policy.decide_fast(&token, &request, now).expect("covered");
+        assert_eq!(expected, outcome(got), "{operation}");
+    }
+    // What the derived operation allows is what a wrong skip would lose.
+    assert!(allowed > 0, "the derived operation allowed nothing");
+}
+
+/// A token the server never mints: u0's session `s0`, with `authority` as
+/// its authority block.
+fn session_of_u0(authority: &str) -> Verified {
+    let keys = RootKeys::ephemeral();
+    let biscuit = biscuit_auth::Biscuit::builder()
+        .code(authority)
+        .expect("authority block")
+        .build(keys.signer())
+        .expect("token");
+    let claims = tokens::Claims::Session {
+        user: "u0".into(),
+        session: "s0".into(),
+        expires_at: EPOCH as i64 + 86_400,
+    };
+    Verified::new(biscuit, claims)
 }
