@@ -143,6 +143,86 @@ struct Expr {
     /// Without one, strings are only compared by number, which the
     /// request's symbols do not change, so they are not loaded.
     reads_text: bool,
+    /// The expression when it is one comparison of two operands
+    /// (`$r >= $need`, `$p != "everyone"`): most of the policy's.
+    comparison: Option<Comparison>,
+}
+
+/// `left op right`, each a variable the body binds or a constant.
+#[derive(Debug, Clone)]
+struct Comparison {
+    left: Operand,
+    op: datalog::Binary,
+    right: Operand,
+}
+
+#[derive(Debug, Clone)]
+enum Operand {
+    Slot(usize),
+    Const(Term),
+}
+
+impl Comparison {
+    fn of(ops: &[Op], slot_of: &HashMap<u32, usize>) -> Option<Self> {
+        use datalog::Binary;
+        let operand = |op: &Op| match op {
+            Op::Value(Term::Variable(v)) => slot_of.get(v).map(|&slot| Operand::Slot(slot)),
+            Op::Value(term) => Some(Operand::Const(term.clone())),
+            _ => None,
+        };
+        let [left, right, Op::Binary(op)] = ops else {
+            return None;
+        };
+        let op = match op {
+            Binary::LessThan
+            | Binary::GreaterThan
+            | Binary::LessOrEqual
+            | Binary::GreaterOrEqual
+            | Binary::Equal
+            | Binary::NotEqual
+            | Binary::HeterogeneousEqual
+            | Binary::HeterogeneousNotEqual => op.clone(),
+            _ => return None,
+        };
+        Some(Self {
+            left: operand(left)?,
+            op,
+            right: operand(right)?,
+        })
+    }
+
+    /// What biscuit-auth's `Binary::evaluate` answers for two integers, or
+    /// two strings compared for (in)equality (by number, as it compares
+    /// them); `None` for anything else, left to it (other types, errors,
+    /// an unbound variable).
+    fn decide(&self, binding: &[Option<Term>]) -> Option<bool> {
+        use datalog::Binary;
+        let value = |operand| match operand {
+            &Operand::Slot(slot) => binding.get(slot)?.as_ref(),
+            Operand::Const(term) => Some(term),
+        };
+        match (&self.op, value(&self.left)?, value(&self.right)?) {
+            (Binary::LessThan, Term::Integer(i), Term::Integer(j)) => Some(i < j),
+            (Binary::GreaterThan, Term::Integer(i), Term::Integer(j)) => Some(i > j),
+            (Binary::LessOrEqual, Term::Integer(i), Term::Integer(j)) => Some(i <= j),
+            (Binary::GreaterOrEqual, Term::Integer(i), Term::Integer(j)) => Some(i >= j),
+            (Binary::Equal | Binary::HeterogeneousEqual, Term::Integer(i), Term::Integer(j)) => {
+                Some(i == j)
+            }
+            (
+                Binary::NotEqual | Binary::HeterogeneousNotEqual,
+                Term::Integer(i),
+                Term::Integer(j),
+            ) => Some(i != j),
+            (Binary::Equal | Binary::HeterogeneousEqual, Term::Str(i), Term::Str(j)) => {
+                Some(i == j)
+            }
+            (Binary::NotEqual | Binary::HeterogeneousNotEqual, Term::Str(i), Term::Str(j)) => {
+                Some(i != j)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Whether `op` reads the text of a string or makes a string: all that
@@ -287,6 +367,7 @@ impl Query {
                         .collect(),
                     reads_extra_symbols,
                     reads_text: text,
+                    comparison: Comparison::of(&expression.ops, &slot_of),
                 }
             })
             .collect();
@@ -1612,7 +1693,12 @@ impl<'e> World<'e> {
     /// Whether every expression of `rule` holds for `binding`.
     fn passes(&self, rule: &Query, binding: &[Option<Term>]) -> Result<bool, TokenError> {
         for expr in &rule.expressions {
-            match self.evaluate(expr, binding)? {
+            let decided = expr.comparison.as_ref().and_then(|c| c.decide(binding));
+            let value = match decided {
+                Some(holds) => Term::Bool(holds),
+                None => self.evaluate(expr, binding)?,
+            };
+            match value {
                 Term::Bool(true) => {}
                 Term::Bool(false) => return Ok(false),
                 _ => return Err(TokenError::Execution(ExpressionError::InvalidType)),

@@ -79,6 +79,17 @@ fn holder_statement() -> impl Strategy<Value = String> {
             .prop_map(|op| format!(r#"check if operation("{op}");"#)),
         agent.prop_map(|a| format!(r#"check if resource_agent("{a}");"#)),
         (1i64..=6).prop_map(|r| format!("check if required_rank($r), $r <= {r};")),
+        // Every comparison, of two numbers and of a number with a string
+        // (which biscuit-auth refuses, or answers, by the operator).
+        (
+            prop::sample::select(vec!["<", ">", "<=", ">=", "==", "!=", "===", "!=="]),
+            1i64..=6
+        )
+            .prop_map(|(op, r)| format!("check if required_rank($r), $r {op} {r};")),
+        prop::sample::select(vec!["<", ">=", "==", "!=", "===", "!=="])
+            .prop_map(|op| format!(r#"check if required_rank($r), operation($op), $r {op} $op;"#)),
+        prop::sample::select(vec!["==", "!=", "===", "!=="])
+            .prop_map(|op| format!(r#"check if operation($op), $op {op} "agent:read";"#)),
         (-30i64..=30).prop_map(|h| format!("check if time($t), $t <= {};", date(h))),
         Just(r#"check all operation($op), $op.starts_with("agent:");"#.to_owned()),
         user.clone()
@@ -504,4 +515,57 @@ fn session_of_u0(authority: &str) -> Verified {
         expires_at: EPOCH as i64 + 86_400,
     };
     Verified::new(biscuit, claims)
+}
+
+#[test]
+fn comparisons_decided_here_are_decided_as_biscuit_auth_does() {
+    use biscuit_auth::datalog::{Binary, Expression, Op, SymbolTable, TemporarySymbolTable, Term};
+    use std::collections::HashMap;
+    let terms = [
+        Term::Integer(-1),
+        Term::Integer(0),
+        Term::Integer(2),
+        Term::Str(1024),
+        Term::Str(1025),
+        Term::Bool(true),
+        Term::Date(2),
+        Term::Null,
+    ];
+    let operators = [
+        Binary::LessThan,
+        Binary::GreaterThan,
+        Binary::LessOrEqual,
+        Binary::GreaterOrEqual,
+        Binary::Equal,
+        Binary::NotEqual,
+        Binary::HeterogeneousEqual,
+        Binary::HeterogeneousNotEqual,
+    ];
+    let symbols = SymbolTable::new();
+    let mut decided = 0;
+    for op in &operators {
+        for left in &terms {
+            for right in &terms {
+                let ops = [
+                    Op::Value(left.clone()),
+                    Op::Value(right.clone()),
+                    Op::Binary(op.clone()),
+                ];
+                let comparison = super::Comparison::of(&ops, &HashMap::new())
+                    .expect("a comparison of two constants");
+                let Some(holds) = comparison.decide(&[]) else {
+                    continue;
+                };
+                decided += 1;
+                let expected = Expression { ops: ops.to_vec() }.evaluate(
+                    &HashMap::new(),
+                    &mut TemporarySymbolTable::new(&symbols),
+                    &HashMap::new(),
+                );
+                assert_eq!(expected, Ok(Term::Bool(holds)), "{left:?} {op:?} {right:?}");
+            }
+        }
+    }
+    // Every operator on two numbers, (in)equality on two strings.
+    assert_eq!(decided, 8 * 9 + 4 * 4);
 }
